@@ -1,0 +1,1 @@
+"""Tensor-expression DSL."""
