@@ -1,1 +1,101 @@
-"""Tensor-expression DSL."""
+"""The tensor-expression DSL: what an operator computes, nothing about how.
+
+    from tiletune import tensorexpr as te
+    x = te.placeholder((N, D), "float32", name="x")
+    k = te.reduce_axis(D, name="k")
+    ms = te.compute((N,), lambda i: te.sum(x[i, k] * x[i, k], axis=k), name="ms")
+"""
+from __future__ import annotations
+
+from tiletune.tensorexpr.dtypes import DTYPES, canonical as canonical_dtype
+from tiletune.tensorexpr.expr import (
+    Expr,
+    ExprLike,
+    IterVar,
+    DimVar,
+    compare,
+    select,
+    unary,
+    binary,
+)
+from tiletune.tensorexpr.operator import Graph, Operator, operator
+from tiletune.tensorexpr.tensor import Tensor, compute, placeholder, reduce_axis
+from tiletune.tensorexpr.tensor import max, min, sum  # noqa: A004 - the DSL's reduction names
+
+
+def var(name: str) -> DimVar:
+    """A symbolic dimension (operators usually get theirs from their parameters)."""
+    return DimVar(name)
+
+
+def where(cond: ExprLike, a: ExprLike, b: ExprLike) -> Expr:
+    """`a` where `cond` holds, else `b`."""
+    return select(cond, a, b)
+
+
+def equal(a: ExprLike, b: ExprLike) -> Expr:
+    """`a == b` as a DSL bool (Python's `==` compares expressions structurally)."""
+    return compare("eq", a, b)
+
+
+def not_equal(a: ExprLike, b: ExprLike) -> Expr:
+    """`a != b` as a DSL bool."""
+    return compare("ne", a, b)
+
+
+def maximum(a: ExprLike, b: ExprLike) -> Expr:
+    """Elementwise maximum."""
+    return binary("maximum", a, b)
+
+
+def minimum(a: ExprLike, b: ExprLike) -> Expr:
+    """Elementwise minimum."""
+    return binary("minimum", a, b)
+
+
+def exp(x: ExprLike) -> Expr:
+    """e to the power x."""
+    return unary("exp", x)
+
+
+def log(x: ExprLike) -> Expr:
+    """Natural logarithm."""
+    return unary("log", x)
+
+
+def sqrt(x: ExprLike) -> Expr:
+    """Square root."""
+    return unary("sqrt", x)
+
+
+def rsqrt(x: ExprLike) -> Expr:
+    """1 / sqrt(x)."""
+    return unary("rsqrt", x)
+
+
+def tanh(x: ExprLike) -> Expr:
+    """Hyperbolic tangent."""
+    return unary("tanh", x)
+
+
+def sigmoid(x: ExprLike) -> Expr:
+    """1 / (1 + exp(-x))."""
+    return unary("sigmoid", x)
+
+
+def erf(x: ExprLike) -> Expr:
+    """The error function."""
+    return unary("erf", x)
+
+
+def abs(x: ExprLike) -> Expr:  # noqa: A001 - the DSL's name
+    """Absolute value."""
+    return unary("abs", x)
+
+
+__all__ = [
+    "DTYPES", "DimVar", "Expr", "Graph", "IterVar", "Operator", "Tensor",
+    "abs", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
+    "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
+    "sum", "tanh", "var", "where",
+]

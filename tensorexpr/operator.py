@@ -1,0 +1,296 @@
+"""Operators: a function of symbolic dims that declares a graph of tensors.
+
+`@operator` turns `def rmsnorm(N, D): ... return [x, w], y` into an `Operator`; `op.graph()`
+builds the `Graph` (one per dtype for operators that take a `dtype` parameter), which knows its
+stages in order, binds dims from input shapes and has a stable structural hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from tiletune.errors import DSLError
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.expr import (
+    Binary,
+    Cast,
+    Compare,
+    Const,
+    DimVar,
+    Expr,
+    IterVar,
+    Logical,
+    Read,
+    Reduce,
+    Select,
+    Unary,
+    walk,
+)
+from tiletune.tensorexpr.tensor import ComputeOp, Tensor, format_shape
+
+
+def evaluate_extent(e: Expr, dims: Mapping[str, int]) -> int:
+    """The integer value of a shape expression once the dims are bound."""
+    if isinstance(e, Const):
+        return int(e.value)
+    if isinstance(e, DimVar):
+        if e.name not in dims:
+            raise DSLError(f"dim {e.name} is not bound; expected a value for it")
+        return int(dims[e.name])
+    if isinstance(e, Binary):
+        a, b = evaluate_extent(e.a, dims), evaluate_extent(e.b, dims)
+        ops = {"add": a + b, "sub": a - b, "mul": a * b}
+        if e.op in ops:
+            return ops[e.op]
+        if e.op in ("floordiv", "mod"):
+            if b == 0:
+                raise DSLError(f"shape expression divides by zero with dims {dict(dims)}")
+            return a // b if e.op == "floordiv" else a % b
+    if isinstance(e, Unary) and e.op == "neg":
+        return -evaluate_extent(e.x, dims)
+    raise DSLError(f"cannot evaluate shape expression of kind {type(e).__name__}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Graph:
+    """One instantiated operator: inputs in call order, computed stages in order, the output."""
+
+    name: str
+    dims: tuple[DimVar, ...]
+    inputs: tuple[Tensor, ...]
+    stages: tuple[Tensor, ...]
+    output: Tensor
+
+    @property
+    def dim_names(self) -> tuple[str, ...]:
+        """The names of the symbolic dims, in declaration order."""
+        return tuple(d.name for d in self.dims)
+
+    def consumers(self, tensor: Tensor) -> list[Tensor]:
+        """The stages that read `tensor`."""
+        return [s for s in self.stages if any(isinstance(n, Read) and n.tensor is tensor for n in walk(s.op.body))]
+
+    def shape_of(self, tensor: Tensor, dims: Mapping[str, int]) -> tuple[int, ...]:
+        """The concrete shape of `tensor` once dims are bound."""
+        return tuple(evaluate_extent(s, dims) for s in tensor.shape)
+
+    def check_dims(self, dims: Mapping[str, int]) -> dict[str, int]:
+        """`dims` checked to name every dim of the operator with a positive int."""
+        unknown = sorted(set(dims) - set(self.dim_names))
+        if unknown:
+            raise DSLError(f"{self.name}: unknown dim {', '.join(unknown)}; it takes dims {', '.join(self.dim_names)}")
+        missing = [n for n in self.dim_names if n not in dims]
+        if missing:
+            raise DSLError(f"{self.name}: missing a value for dim {', '.join(missing)}; it takes dims {', '.join(self.dim_names)}")
+        out = {}
+        for n in self.dim_names:
+            v = dims[n]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise DSLError(f"{self.name}: dim {n} must be a positive integer, got {v!r}")
+            out[n] = int(v)
+        return out
+
+    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+        """Bind the symbolic dims from the inputs' concrete shapes, checking every input."""
+        if len(shapes) != len(self.inputs):
+            raise DSLError(
+                f"{self.name} takes {len(self.inputs)} inputs "
+                f"({', '.join(t.name for t in self.inputs)}), got {len(shapes)}"
+            )
+        dims: dict[str, int] = {}
+        origin: dict[str, str] = {}
+        for t, shape in zip(self.inputs, shapes):
+            shape = tuple(int(s) for s in shape)
+            if len(shape) != t.ndim:
+                raise DSLError(
+                    f"{self.name}: input '{t.name}' has rank {len(shape)} (shape {shape}) "
+                    f"but is declared with rank {t.ndim} {format_shape(t.shape)}"
+                )
+            for axis, (decl, size) in enumerate(zip(t.shape, shape)):
+                if isinstance(decl, DimVar):
+                    if decl.name in dims and dims[decl.name] != size:
+                        raise DSLError(
+                            f"{self.name}: dim {decl.name} is {dims[decl.name]} from input '{origin[decl.name]}' "
+                            f"but {size} from input '{t.name}' axis {axis}"
+                        )
+                    dims.setdefault(decl.name, size)
+                    origin.setdefault(decl.name, t.name)
+        missing = [n for n in self.dim_names if n not in dims]
+        if missing:
+            raise DSLError(f"{self.name}: dim {', '.join(missing)} does not appear as an input dimension; it cannot be bound from the inputs")
+        for t, shape in zip(self.inputs, shapes):
+            expected = self.shape_of(t, dims)
+            if tuple(int(s) for s in shape) != expected:
+                raise DSLError(f"{self.name}: input '{t.name}' has shape {tuple(shape)}, expected {expected} with dims {dims}")
+        return dims
+
+    def structural_hash(self) -> str:
+        """A stable hash of what the graph computes (not of its Python names)."""
+        return hashlib.sha256(canonical_text(self).encode()).hexdigest()[:16]
+
+
+def canonical_text(graph: Graph) -> str:
+    """A canonical rendering of the graph: tensors and axes numbered by position."""
+    names: dict[object, str] = {}
+    for n, t in enumerate(graph.inputs):
+        names[t] = f"in{n}"
+    for n, t in enumerate(graph.stages):
+        names[t] = f"s{n}"
+
+    def expr_text(e: Expr, axes: dict[IterVar, str]) -> str:
+        if isinstance(e, Const):
+            return f"{e.value!r}:{e.dtype}"
+        if isinstance(e, DimVar):
+            return f"${e.name}"
+        if isinstance(e, IterVar):
+            if e not in axes:
+                axes[e] = f"{'r' if e.kind == 'reduce' else 'a'}{len(axes)}<{expr_text(e.extent, axes)}>"
+            return axes[e]
+        if isinstance(e, Read):
+            return f"{names[e.tensor]}[{','.join(expr_text(i, axes) for i in e.indices)}]"
+        if isinstance(e, (Binary, Compare, Logical)):
+            return f"{e.op}({expr_text(e.a, axes)},{expr_text(e.b, axes)}):{e.dtype}"
+        if isinstance(e, Unary):
+            return f"{e.op}({expr_text(e.x, axes)}):{e.dtype}"
+        if isinstance(e, Cast):
+            return f"cast({expr_text(e.x, axes)}):{e.dtype}"
+        if isinstance(e, Select):
+            return f"where({expr_text(e.cond, axes)},{expr_text(e.a, axes)},{expr_text(e.b, axes)}):{e.dtype}"
+        if isinstance(e, Reduce):
+            ax = ",".join(expr_text(a, axes) for a in e.axes)
+            return f"{e.op}[{ax}]({expr_text(e.body, axes)}):{e.dtype}"
+        raise TypeError(type(e))
+
+    lines = [f"dims {','.join(graph.dim_names)}"]
+    for t in graph.inputs:
+        lines.append(f"{names[t]} = input{tuple(expr_text(s, {}) for s in t.shape)}:{t.dtype}")
+    for t in graph.stages:
+        axes: dict[IterVar, str] = {}
+        head = ",".join(expr_text(a, axes) for a in t.op.axes)
+        lines.append(f"{names[t]}({head}) = {expr_text(t.op.body, axes)}:{t.dtype}")
+    lines.append(f"out {names[graph.output]}")
+    return "\n".join(lines)
+
+
+def _collect_stages(name: str, output: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    order: list[Tensor] = []
+    seen: set[int] = set()
+
+    def visit(t: Tensor) -> None:
+        if id(t) in seen:
+            return
+        seen.add(id(t))
+        if t.is_placeholder:
+            if not any(t is i for i in inputs):
+                raise DSLError(
+                    f"{name}: the output reads placeholder '{t.name}', which is not among the returned inputs "
+                    f"({', '.join(i.name for i in inputs)})"
+                )
+            return
+        assert isinstance(t.op, ComputeOp)
+        for node in walk(t.op.body):
+            if isinstance(node, Read):
+                visit(node.tensor)
+        order.append(t)
+
+    visit(output)
+    return tuple(order)
+
+
+class Operator:
+    """A declared operator: a function of symbolic dims (and optionally `dtype`) returning
+    `(inputs, output)`. Build its graph with `graph(dtype)`."""
+
+    def __init__(self, fn: Callable[..., object], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        params = list(inspect.signature(fn).parameters.values())
+        self.takes_dtype = any(p.name == "dtype" for p in params)
+        self.default_dtype: str | None = None
+        dim_names = []
+        for p in params:
+            if p.name == "dtype":
+                if p.default is not inspect.Parameter.empty:
+                    self.default_dtype = dt.canonical(p.default)
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise DSLError(f"operator {self.name}: parameters must be named dims, not *{p.name}")
+            dim_names.append(p.name)
+        self.dim_names: tuple[str, ...] = tuple(dim_names)
+        self._graphs: dict[str | None, Graph] = {}  # cache: one graph per dtype
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<tiletune operator {self.name}({', '.join(self.dim_names)})>"
+
+    def graph(self, dtype: object | None = None) -> Graph:
+        """The graph of this operator, for `dtype` if the operator takes one."""
+        if dtype is not None and not self.takes_dtype:
+            fixed = self.graph()
+            wanted = dt.canonical(dtype)
+            if wanted not in {t.dtype for t in fixed.inputs}:
+                raise DSLError(
+                    f"{self.name} is declared for {', '.join(sorted({t.dtype for t in fixed.inputs}))} "
+                    f"and takes no dtype parameter; got dtype {wanted}"
+                )
+            return fixed
+        key = dt.canonical(dtype) if dtype is not None else self.default_dtype
+        if key in self._graphs:
+            return self._graphs[key]
+        if self.takes_dtype and key is None:
+            raise DSLError(f"{self.name} takes a dtype; give one (e.g. --dtype float16)")
+        dims = tuple(DimVar(n) for n in self.dim_names)
+        kwargs = {"dtype": key} if self.takes_dtype else {}
+        result = self.fn(*dims, **kwargs)
+        graph = self._make_graph(dims, result)
+        self._graphs[key] = graph
+        return graph
+
+    def _make_graph(self, dims: tuple[DimVar, ...], result: object) -> Graph:
+        usage = (
+            f"{self.name} must return (inputs, output): a list of te.placeholder tensors "
+            "in call order and the output tensor"
+        )
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise DSLError(usage)
+        inputs, output = result
+        if isinstance(inputs, Tensor):
+            inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, Tensor) for t in inputs):
+            raise DSLError(usage)
+        if not isinstance(output, Tensor):
+            raise DSLError(usage)
+        inputs = tuple(inputs)
+        for t in inputs:
+            if not t.is_placeholder:
+                raise DSLError(f"{self.name}: input '{t.name}' is a computed stage; inputs must be te.placeholder tensors")
+        names = [t.name for t in inputs]
+        if len(set(names)) != len(names):
+            raise DSLError(f"{self.name}: two inputs share a name ({', '.join(names)}); give each a distinct name=")
+        if output.is_placeholder:
+            raise DSLError(f"{self.name}: the output '{output.name}' is a placeholder; it must be computed")
+        stages = _collect_stages(self.name, output, inputs)
+        stage_names = [t.name for t in stages]
+        clash = sorted({n for n in stage_names if stage_names.count(n) > 1} | (set(stage_names) & set(names)))
+        if clash:
+            raise DSLError(f"{self.name}: tensor name {', '.join(clash)} is used twice; give each stage a distinct name=")
+        allowed = set(self.dim_names)
+        for t in inputs + stages:
+            for s in t.shape:
+                for node in walk(s):
+                    if isinstance(node, DimVar) and node.name not in allowed:
+                        raise DSLError(
+                            f"{self.name}: tensor '{t.name}' uses dim {node.name}, which is not a parameter "
+                            f"of the operator ({', '.join(self.dim_names)})"
+                        )
+        return Graph(self.name, dims, inputs, stages, output)
+
+
+def operator(fn: Callable[..., object] | None = None, *, name: str | None = None):
+    """Declare an operator: `@operator def rmsnorm(N, D): ... return [x, w], y`."""
+    if fn is None:
+        return lambda f: Operator(f, name)
+    return Operator(fn, name)

@@ -1,0 +1,213 @@
+"""The reference evaluator: runs any operator with torch on the CPU, the correctness oracle.
+
+Numerics: float values are computed in float64 and rounded only where the program says so: at
+an explicit `.astype(...)` and when the output is stored in its dtype. Intermediate stages stay
+in float64, as a fused kernel keeps them in fp32 registers rather than storing them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+
+from tiletune.errors import DSLError
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.expr import (
+    Binary,
+    Cast,
+    Compare,
+    Const,
+    DimVar,
+    Expr,
+    IterVar,
+    Logical,
+    Read,
+    Reduce,
+    Select,
+    Unary,
+)
+from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.tensor import Tensor
+
+# Elements evaluated at once per stage (before reduction); bounds memory at large shapes.
+CHUNK_ELEMENTS = 1 << 22
+
+_TORCH_DTYPES = {
+    "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64,
+    "int8": torch.int8, "int16": torch.int16, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+}
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a DSL dtype."""
+    return _TORCH_DTYPES[dt.strong(dtype)]
+
+
+def _compute_type(dtype: str) -> torch.dtype:
+    if dt.is_float(dtype):
+        return torch.float64
+    if dt.is_int(dtype):
+        return torch.int64
+    return torch.bool
+
+
+def evaluate(graph: Graph, inputs: Sequence[torch.Tensor], dims: Mapping[str, int] | None = None) -> torch.Tensor:
+    """The operator's output for `inputs` (CPU torch tensors), in the output's dtype."""
+    bound = graph.bind([tuple(x.shape) for x in inputs]) if dims is None else graph.check_dims(dims)
+    values: dict[Tensor, torch.Tensor] = {}
+    for t, x in zip(graph.inputs, inputs):
+        if dt.canonical(x.dtype) != t.dtype:
+            raise DSLError(f"{graph.name}: input '{t.name}' has dtype {dt.canonical(x.dtype)}, expected {t.dtype}")
+        values[t] = x.detach().to("cpu", _compute_type(t.dtype))
+    for stage in graph.stages:
+        values[stage] = _evaluate_stage(graph, stage, values, bound)
+    return values[graph.output].to(torch_dtype(graph.output.dtype))
+
+
+def _evaluate_stage(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int]) -> torch.Tensor:
+    axes = stage.op.axes
+    body = stage.op.body
+    reduction = stage.reduction
+    raxes = reduction.axes if reduction is not None else ()
+    extents = [_extent(a, dims) for a in axes]
+    rextents = [_extent(a, dims) for a in raxes]
+    rank = len(axes) + len(raxes)
+    per_row = math.prod(extents[1:]) * math.prod(rextents) if axes else 1
+    chunk = max(1, CHUNK_ELEMENTS // max(per_row, 1))
+    out = torch.empty(extents, dtype=_compute_type(stage.dtype))
+    rows = extents[0] if axes else 1
+    for start in range(0, rows, chunk):
+        stop = min(rows, start + chunk)
+        env: dict[Expr, object] = {}
+        for pos, (a, n) in enumerate(zip(axes + raxes, extents + rextents)):
+            lo, hi = (start, stop) if pos == 0 else (0, n)
+            view = [1] * rank
+            view[pos] = hi - lo
+            env[a] = torch.arange(lo, hi, dtype=torch.int64).view(view)
+        ctx = _Context(graph, stage, values, dims, env, rank)
+        value = _to_tensor(ctx.eval(body), stage.dtype)
+        # Give the value every dim of the index space, then drop the (size-1) reduced ones.
+        value = value.reshape((1,) * (rank - value.dim()) + tuple(value.shape))
+        value = value.reshape(value.shape[: len(axes)])
+        if axes:
+            out[start:stop] = value.expand([stop - start, *extents[1:]]).to(out.dtype)
+        else:
+            out.copy_(value.reshape(()))
+    return out
+
+
+def _extent(axis: IterVar, dims: Mapping[str, int]) -> int:
+    from tiletune.tensorexpr.operator import evaluate_extent
+
+    return evaluate_extent(axis.extent, dims)
+
+
+def _to_tensor(value: object, dtype: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.tensor(value, dtype=_compute_type(dtype))
+
+
+class _Context:
+    """Evaluates one chunk of one stage over a broadcast index space."""
+
+    def __init__(self, graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int], env: dict, rank: int):
+        self.graph, self.stage, self.values, self.dims, self.env, self.rank = graph, stage, values, dims, env, rank
+
+    def eval(self, e: Expr):
+        if isinstance(e, Const):
+            return e.value
+        if isinstance(e, DimVar):
+            return self.dims[e.name]
+        if isinstance(e, IterVar):
+            return self.env[e]
+        if isinstance(e, Read):
+            return self.read(e)
+        if isinstance(e, Binary):
+            return self.binary(e)
+        if isinstance(e, Unary):
+            return self.unary(e)
+        if isinstance(e, Compare):
+            a, b = self.eval(e.a), self.eval(e.b)
+            fn = {"lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne}[e.op]
+            return fn(_to_tensor(a, e.a.dtype), _to_tensor(b, e.b.dtype))
+        if isinstance(e, Logical):
+            a = _to_tensor(self.eval(e.a), "bool")
+            b = _to_tensor(self.eval(e.b), "bool")
+            return (a & b) if e.op == "and" else (a | b)
+        if isinstance(e, Select):
+            c = _to_tensor(self.eval(e.cond), "bool")
+            a = _to_tensor(self.eval(e.a), e.dtype).to(_compute_type(e.dtype))
+            b = _to_tensor(self.eval(e.b), e.dtype).to(_compute_type(e.dtype))
+            return torch.where(c, a, b)
+        if isinstance(e, Cast):
+            x = _to_tensor(self.eval(e.x), e.x.dtype)
+            return x.to(torch_dtype(e.dtype)).to(_compute_type(e.dtype))
+        if isinstance(e, Reduce):
+            body = _to_tensor(self.eval(e.body), e.body.dtype).to(_compute_type(e.dtype))
+            first = self.rank - len(e.axes)
+            shape = list(torch.broadcast_shapes(body.shape, (1,) * self.rank))
+            for k in range(first, self.rank):
+                shape[k] = self.env[e.axes[k - first]].shape[k]
+            body = body.expand(shape)
+            red = tuple(range(first, self.rank))
+            if e.op == "sum":
+                return body.sum(dim=red, keepdim=True)
+            if e.op == "max":
+                return body.amax(dim=red, keepdim=True)
+            return body.amin(dim=red, keepdim=True)
+        raise TypeError(f"reference: unknown node {type(e).__name__}")
+
+    def read(self, e: Read):
+        source = self.values[e.tensor]
+        indices = []
+        for axis_no, ie in enumerate(e.indices):
+            idx = self.eval(ie)
+            size = source.shape[axis_no]
+            lo, hi = (int(idx.min()), int(idx.max())) if isinstance(idx, torch.Tensor) else (idx, idx)
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise DSLError(
+                    f"{self.graph.name}: stage '{self.stage.name}' reads '{e.tensor.name}' at index {bad} "
+                    f"on axis {axis_no} of size {size}; guard the read with te.where or shrink the axis"
+                )
+            indices.append(idx if isinstance(idx, torch.Tensor) else torch.tensor(idx))
+        if not indices:
+            return source
+        return source[tuple(indices)]
+
+    def binary(self, e: Binary):
+        a, b = self.eval(e.a), self.eval(e.b)
+        ctype = _compute_type(e.dtype)
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            a = torch.tensor(a, dtype=ctype)
+        if e.op == "add":
+            return a + b
+        if e.op == "sub":
+            return a - b
+        if e.op == "mul":
+            return a * b
+        if e.op == "truediv":
+            return _to_tensor(a, e.a.dtype).to(torch.float64) / b
+        if e.op == "floordiv":
+            return torch.div(_to_tensor(a, e.a.dtype), b, rounding_mode="floor")
+        if e.op == "mod":
+            return torch.remainder(_to_tensor(a, e.a.dtype), b)
+        ta = _to_tensor(a, e.dtype).to(ctype)
+        tb = _to_tensor(b, e.dtype).to(ctype)
+        return torch.maximum(ta, tb) if e.op == "maximum" else torch.minimum(ta, tb)
+
+    def unary(self, e: Unary):
+        x = _to_tensor(self.eval(e.x), e.x.dtype)
+        if e.op == "neg":
+            return -x
+        if e.op == "not":
+            return ~x
+        if e.op == "abs":
+            return x.abs()
+        x = x.to(torch.float64)
+        return {
+            "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
+            "tanh": torch.tanh, "sigmoid": torch.sigmoid, "erf": torch.erf,
+        }[e.op](x)
