@@ -1,1 +1,32 @@
-"""Tuning DB."""
+"""The tuning DB: every measurement tiletune makes, in one SQLite file.
+
+A workload (operator hash, dims, dtypes) and a device (name, compute capability, Triton
+version) key each record; a record keeps the config as JSON data, its status, timing
+statistics, the measurer, static compile facts, versions and time. Reading never executes
+code from the file. Imports neither torch nor Triton.
+
+    with TuningDB(default_db_path()) as db:
+        db.add_workload(w); db.add_device(d); db.add_records(batch)
+        db.best(w.key, d.key)
+"""
+from __future__ import annotations
+
+from tiletune.tuning_db.db import BUSY_TIMEOUT_S, Device, Record, TuningDB, Workload, default_db_path
+from tiletune.tuning_db.keys import ConfigValue, config_key, config_problem, device_key, workload_key
+from tiletune.tuning_db.schema import SCHEMA_VERSION, STATUSES
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "ConfigValue",
+    "Device",
+    "Record",
+    "TuningDB",
+    "Workload",
+    "config_key",
+    "config_problem",
+    "default_db_path",
+    "device_key",
+    "workload_key",
+]

@@ -1,0 +1,251 @@
+"""A schedule: a recorded sequence of primitives over an operator, replayable with knob values.
+
+Primitives name the axes of the kernel's loop nest by *role*, which the op class fixes:
+
+- contraction: `m`, `n` (output tile axes), `k` (the reduction loop), `batch` (program axis);
+- injective and reduction operators: `rows` (the output's outer axes fused) and `lane` (the
+  contiguous axis, which is also the reduced axis of row reductions).
+
+An axis of the operator (`IterVar`) is accepted wherever a role name is. A primitive's argument
+may be a `Knob`; the knobs of all primitives make the schedule's `ConfigSpace`, and
+`resolve(config)` replays the record with the config's values into a `ResolvedSchedule`.
+
+    s = Schedule(graph)
+    s.tile("m", PowerOfTwo("BLOCK_M", 16, 256)).tile("n", PowerOfTwo("BLOCK_N", 16, 256))
+    s.tile("k", PowerOfTwo("BLOCK_K", 16, 128)).pipeline("k", Choice("num_stages", (2, 3, 4)))
+    s.swizzle("m", Choice("GROUP_M", (1, 8))).num_warps(Choice("num_warps", (4, 8)))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Union
+
+from tiletune.errors import ScheduleError
+from tiletune.schedules.config import Config
+from tiletune.schedules.knobs import Knob, KnobValue
+from tiletune.schedules.space import ConfigSpace, Constraint
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
+from tiletune.tensorexpr.expr import IterVar
+from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.tensor import Tensor
+
+AxisRef = Union[str, IterVar]
+Arg = Union[KnobValue, Knob]
+
+ROLES = {
+    OpClass.CONTRACTION: ("batch", "m", "n", "k"),
+    OpClass.REDUCTION: ("rows", "lane"),
+    OpClass.INJECTIVE: ("rows", "lane"),
+}
+BIND_TARGETS = ("block.x", "block.y", "block.z")
+
+
+@dataclass(frozen=True, slots=True)
+class Primitive:
+    """One recorded step: `op(target, arg)`."""
+
+    op: str
+    target: str
+    arg: Arg | None = None
+
+    def __repr__(self) -> str:
+        parts = [self.target] if self.target else []
+        if self.arg is not None:
+            parts.append(self.arg.name if isinstance(self.arg, Knob) else repr(self.arg))
+        return f"{self.op}({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSchedule:
+    """A schedule with every knob replaced by its value: what lowering reads."""
+
+    op_class: OpClass
+    config: Config
+    tiles: Mapping[str, int] = field(default_factory=dict)
+    bindings: Mapping[str, str] = field(default_factory=dict)
+    swizzle: Mapping[str, int] = field(default_factory=dict)
+    vectorized: frozenset[str] = frozenset()
+    unroll: Mapping[str, int] = field(default_factory=dict)
+    stages: Mapping[str, int] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    num_warps: int = 4
+    inlined: frozenset[str] = frozenset()
+    epilogue: frozenset[str] = frozenset()
+
+    def tile(self, role: str) -> int:
+        """The block size of a role's axis; ScheduleError if the schedule never tiled it."""
+        if role not in self.tiles:
+            raise ScheduleError(f"the schedule does not tile axis '{role}'; add s.tile('{role}', ...)")
+        return self.tiles[role]
+
+    @property
+    def num_stages(self) -> int:
+        """Software-pipelining depth of the reduction loop (1: no pipelining)."""
+        return self.stages.get("k", self.stages.get("lane", 1))
+
+
+class Schedule:
+    """A recorded, replayable sequence of primitives over one operator graph."""
+
+    def __init__(self, graph: Graph, pattern: Pattern | None = None) -> None:
+        self.graph = graph
+        self.pattern = pattern or analyse(graph)
+        self.roles = ROLES[self.pattern.op_class]
+        self.primitives: list[Primitive] = []
+        self.constraints: list[Constraint] = []
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.graph.name}: " + ".".join(map(repr, self.primitives)) + ")"
+
+    # --- naming -------------------------------------------------------------------------------
+
+    def role(self, axis: AxisRef) -> str:
+        """The role of an axis given by role name or as an axis of the operator."""
+        if isinstance(axis, str):
+            if axis not in self.roles:
+                raise ScheduleError(
+                    f"{self.graph.name}: no axis '{axis}' in a {self.pattern.op_class.value} schedule; "
+                    f"axes are {', '.join(self.roles)}"
+                )
+            return axis
+        c = self.pattern.contraction
+        if c is not None:
+            for name in ("m", "n", "k"):
+                if getattr(c, name) is axis:
+                    return name
+            if axis in c.batch:
+                return "batch"
+        elif axis.kind == "reduce" or (self.graph.output.op.axes and axis is self.graph.output.op.axes[-1]):
+            return "lane"
+        elif axis in self.graph.output.op.axes:
+            return "rows"
+        raise ScheduleError(f"{self.graph.name}: axis '{axis.name}' is not an axis of the kernel's loop nest")
+
+    def _stage(self, stage: Tensor | str) -> str:
+        name = stage if isinstance(stage, str) else stage.name
+        for t in self.graph.stages:
+            if t.name == name:
+                if t.reduction is not None:
+                    raise ScheduleError(f"{self.graph.name}: stage '{name}' is a reduction; only injective stages inline or fuse")
+                if t is self.graph.output:
+                    raise ScheduleError(f"{self.graph.name}: stage '{name}' is the output; it is stored, not inlined")
+                return name
+        raise ScheduleError(
+            f"{self.graph.name}: no stage '{name}'; stages are {', '.join(t.name for t in self.graph.stages)}"
+        )
+
+    def _record(self, op: str, target: str, arg: Arg | None = None) -> Schedule:
+        if isinstance(arg, Knob):
+            for p in self.primitives:
+                if isinstance(p.arg, Knob) and p.arg.name == arg.name and p.arg != arg:
+                    raise ScheduleError(f"two different knobs are named {arg.name!r}")
+        self.primitives.append(Primitive(op, target, arg))
+        return self
+
+    # --- primitives ---------------------------------------------------------------------------
+
+    def tile(self, axis: AxisRef, factor: int | Knob) -> Schedule:
+        """Split `axis` into tiles of `factor` elements: the block size of that axis."""
+        return self._record("tile", self.role(axis), factor)
+
+    def bind(self, axis: AxisRef, target: str) -> Schedule:
+        """Make the outer (tile) loop of `axis` a program-id axis: "block.x", "block.y" or "block.z"."""
+        if target not in BIND_TARGETS:
+            raise ScheduleError(f"bind target must be one of {', '.join(BIND_TARGETS)}, got {target!r}")
+        return self._record("bind", self.role(axis), target)
+
+    def reorder(self, *axes: AxisRef) -> Schedule:
+        """The order of the outer tile loops, outermost first (program-id linearisation order)."""
+        return self._record("reorder", ",".join(self.role(a) for a in axes))
+
+    def swizzle(self, axis: AxisRef, group: int | Knob) -> Schedule:
+        """Grouped program order along `axis` (`group` tiles at a time) for L2 reuse."""
+        return self._record("swizzle", self.role(axis), group)
+
+    def vectorize(self, axis: AxisRef) -> Schedule:
+        """Mark `axis` as the contiguous one: its offsets get contiguity and alignment hints."""
+        return self._record("vectorize", self.role(axis))
+
+    def unroll(self, axis: AxisRef, factor: int | Knob) -> Schedule:
+        """Unroll the loop over `axis` by `factor`."""
+        return self._record("unroll", self.role(axis), factor)
+
+    def pipeline(self, axis: AxisRef, stages: int | Knob) -> Schedule:
+        """Software-pipeline the loop over `axis` with `stages` buffers in flight (num_stages)."""
+        return self._record("pipeline", self.role(axis), stages)
+
+    def num_warps(self, warps: int | Knob) -> Schedule:
+        """Warps per program."""
+        return self._record("num_warps", "", warps)
+
+    def compute_inline(self, stage: Tensor | str) -> Schedule:
+        """Fold an injective producer into the loads of its consumers."""
+        return self._record("compute_inline", self._stage(stage))
+
+    def fuse_epilogue(self, stage: Tensor | str) -> Schedule:
+        """Compute an injective consumer on the anchor's tile before it is stored."""
+        return self._record("fuse_epilogue", self._stage(stage))
+
+    def constrain(self, description: str, check: Callable[[Config], str | None]) -> Schedule:
+        """Add a rule over whole configs (None when satisfied, else the reason)."""
+        self.constraints.append(Constraint(description, check))
+        return self
+
+    # --- space and replay ---------------------------------------------------------------------
+
+    @property
+    def knobs(self) -> list[Knob]:
+        """The knobs of all primitives, in the order they were recorded."""
+        seen: dict[str, Knob] = {}
+        for p in self.primitives:
+            if isinstance(p.arg, Knob):
+                seen.setdefault(p.arg.name, p.arg)
+        return list(seen.values())
+
+    def space(self) -> ConfigSpace:
+        """The config space: the knobs and the constraints."""
+        return ConfigSpace(self.knobs, tuple(self.constraints))
+
+    def resolve(self, config: Config) -> ResolvedSchedule:
+        """Replay the primitives with `config`'s knob values; IllegalConfig if it is not legal."""
+        self.space().check(config)
+
+        def value(arg: Arg | None) -> KnobValue | None:
+            return config[arg.name] if isinstance(arg, Knob) else arg
+
+        tiles: dict[str, int] = {}
+        bindings: dict[str, str] = {}
+        swizzle: dict[str, int] = {}
+        unroll: dict[str, int] = {}
+        stages: dict[str, int] = {}
+        vectorized: set[str] = set()
+        inlined: set[str] = set()
+        epilogue: set[str] = set()
+        order: tuple[str, ...] = ()
+        warps = 4
+        for p in self.primitives:
+            v = value(p.arg)
+            if p.op == "tile":
+                tiles[p.target] = int(v)
+            elif p.op == "bind":
+                bindings[p.target] = str(v)
+            elif p.op == "swizzle":
+                swizzle[p.target] = int(v)
+            elif p.op == "unroll":
+                unroll[p.target] = int(v)
+            elif p.op == "pipeline":
+                stages[p.target] = int(v)
+            elif p.op == "vectorize":
+                vectorized.add(p.target)
+            elif p.op == "num_warps":
+                warps = int(v)
+            elif p.op == "compute_inline":
+                inlined.add(p.target)
+            elif p.op == "fuse_epilogue":
+                epilogue.add(p.target)
+            elif p.op == "reorder":
+                order = tuple(p.target.split(","))
+        return ResolvedSchedule(
+            self.pattern.op_class, config, tiles, bindings, swizzle, frozenset(vectorized), unroll,
+            stages, order, warps, frozenset(inlined), frozenset(epilogue),
+        )

@@ -1,0 +1,563 @@
+"""The tuning DB: workloads, devices and measurement records in one SQLite file.
+
+Writes go through sqlite-utils inside `BEGIN IMMEDIATE` transactions; reads parse stored JSON
+with `json.loads` only and skip (with one warning per DB object) any row that is not plain,
+valid data, so a damaged or hostile file can cost records but never run code.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import sqlite_utils
+
+from tiletune.errors import TuningDBError
+from tiletune.tuning_db.keys import (
+    ConfigValue,
+    config_key,
+    config_problem,
+    device_key,
+    loads_data,
+    workload_key,
+)
+from tiletune.tuning_db.schema import STATUSES, create_schema, read_schema_version
+
+__all__ = ["BUSY_TIMEOUT_S", "Device", "Record", "TuningDB", "Workload", "default_db_path"]
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a reader or writer waits for another process's write lock before giving up."""
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = ("meta", "workloads", "devices", "records")
+
+
+def default_db_path() -> Path:
+    """`$TILETUNE_DB` when set, else `tiletune.db` in the working directory."""
+    env = os.environ.get("TILETUNE_DB")
+    return Path(env).expanduser() if env else Path("tiletune.db")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """An operator at given shapes and dtypes; `key` is `workload_key(op_hash, dims, dtypes)`."""
+
+    key: str
+    op_name: str
+    op_hash: str
+    dims: dict[str, int]
+    dtypes: tuple[str, ...]
+
+    # dims is a dict, so the generated field-wise hash would fail; the key already identifies
+    # the workload, and equal workloads have equal keys.
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @classmethod
+    def make(cls, op_name: str, op_hash: str, dims: Mapping[str, int], dtypes: Sequence[str]) -> Workload:
+        """Build a workload, computing its key."""
+        return cls(workload_key(op_hash, dims, dtypes), op_name, op_hash, dict(sorted(dims.items())), tuple(dtypes))
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device as tuning sees it; `key` is `device_key(name, capability, triton_version)`."""
+
+    key: str
+    name: str
+    capability: str
+    triton_version: str
+
+    @classmethod
+    def make(cls, name: str, capability: str, triton_version: str) -> Device:
+        """Build a device, computing its key."""
+        return cls(device_key(name, capability, triton_version), name, capability, triton_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One measurement of one config on one workload and device.
+
+    `latency_us` is the median over `repeats`, `latency_spread` a relative spread such as
+    (p80 - p20) / median; both are None for a failed candidate, whose `reason` says why.
+    `facts` holds static compile facts (registers, spill bytes, shared memory, ...).
+    `created` 0.0 means "stamp the time of writing".
+    """
+
+    workload_key: str
+    device_key: str
+    config: dict[str, ConfigValue]
+    status: str
+    reason: str = ""
+    latency_us: float | None = None
+    latency_min_us: float | None = None
+    latency_spread: float | None = None
+    repeats: int = 0
+    measurer: str = ""
+    facts: dict[str, object] = field(default_factory=dict)
+    triton_version: str = ""
+    tiletune_version: str = ""
+    created: float = 0.0
+
+    # A record's identity in the DB; equal records share it, so hashing on it is consistent.
+    def __hash__(self) -> int:
+        return hash((self.workload_key, self.device_key, self.measurer, self.config_key))
+
+    @property
+    def config_key(self) -> str:
+        """The canonical JSON of `config`."""
+        return config_key(self.config)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _record_problem(record: Record) -> str | None:
+    """Why `record` cannot be written, or None."""
+    if not isinstance(record, Record):
+        return f"expected a Record, got {type(record).__name__}"
+    if record.status not in STATUSES:
+        return f"status {record.status!r} is not one of {', '.join(STATUSES)}"
+    problem = config_problem(record.config)
+    if problem is not None:
+        return problem
+    for name in ("latency_us", "latency_min_us", "latency_spread"):
+        value = getattr(record, name)
+        if value is not None and not _is_real(value):
+            return f"{name}={value!r} is not a finite number or None"
+    # best() ranks ok records by latency: an ok record without one is a bug in its measurer.
+    if record.status == "ok" and record.latency_us is None:
+        return "status 'ok' needs a latency_us"
+    if isinstance(record.repeats, bool) or not isinstance(record.repeats, int) or record.repeats < 0:
+        return f"repeats={record.repeats!r} is not a non-negative int"
+    if not _is_real(record.created):
+        return f"created={record.created!r} is not a finite number"
+    for name in ("workload_key", "device_key", "reason", "measurer", "triton_version", "tiletune_version"):
+        if not isinstance(getattr(record, name), str):
+            return f"{name}={getattr(record, name)!r} is not a string"
+    if not isinstance(record.facts, dict):
+        return f"facts must be a dict, got {type(record.facts).__name__}"
+    try:
+        json.dumps(record.facts, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"facts are not plain JSON data ({exc})"
+    return None
+
+
+def _record_row(record: Record, now: float) -> dict[str, object]:
+    key = record.config_key
+    return {
+        "workload_key": record.workload_key,
+        "device_key": record.device_key,
+        # The canonical JSON is both the stored config and its key: one spelling per config.
+        "config": key,
+        "config_key": key,
+        "status": record.status,
+        "reason": record.reason,
+        "latency_us": None if record.latency_us is None else float(record.latency_us),
+        "latency_min_us": None if record.latency_min_us is None else float(record.latency_min_us),
+        "latency_spread": None if record.latency_spread is None else float(record.latency_spread),
+        "repeats": record.repeats,
+        "measurer": record.measurer,
+        "facts": json.dumps(record.facts, sort_keys=True, separators=(",", ":"), allow_nan=False),
+        "triton_version": record.triton_version,
+        "tiletune_version": record.tiletune_version,
+        "created": float(record.created) if record.created else now,
+    }
+
+
+def _parse_json(text: object, what: str) -> object:
+    """Stored JSON text as data; raises ValueError naming `what` when it is not."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is a {type(text).__name__}, not JSON text")
+    try:
+        return loads_data(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} is not valid JSON data ({exc})") from None
+
+
+def _record_from_row(row: sqlite3.Row) -> Record:
+    """A Record from a `records` row; raises ValueError saying what is wrong with the row."""
+    config = _parse_json(row["config"], "config")
+    problem = config_problem(config)
+    if problem is not None:
+        raise ValueError(problem)
+    assert isinstance(config, dict)
+    if config_key(config) != row["config_key"]:
+        raise ValueError("config_key column does not match its config")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
+    facts = _parse_json(row["facts"], "facts")
+    if not isinstance(facts, dict):
+        raise ValueError(f"facts must be a JSON object, got {type(facts).__name__}")
+    for name in ("latency_us", "latency_min_us", "latency_spread"):
+        if row[name] is not None and not _is_real(row[name]):
+            raise ValueError(f"{name}={row[name]!r} is not a finite number")
+    return Record(
+        workload_key=row["workload_key"],
+        device_key=row["device_key"],
+        config=config,
+        status=row["status"],
+        reason=row["reason"],
+        latency_us=row["latency_us"],
+        latency_min_us=row["latency_min_us"],
+        latency_spread=row["latency_spread"],
+        repeats=row["repeats"],
+        measurer=row["measurer"],
+        facts=facts,
+        triton_version=row["triton_version"],
+        tiletune_version=row["tiletune_version"],
+        created=row["created"],
+    )
+
+
+def _workload_from_row(row: sqlite3.Row) -> Workload:
+    """A Workload from a `workloads` row; raises ValueError saying what is wrong with the row."""
+    dims = _parse_json(row["dims"], "dims")
+    if not isinstance(dims, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in dims.values()
+    ):
+        raise ValueError("dims must be a JSON object of integers")
+    dtypes = _parse_json(row["dtypes"], "dtypes")
+    if not isinstance(dtypes, list) or not all(isinstance(d, str) for d in dtypes):
+        raise ValueError("dtypes must be a JSON list of strings")
+    return Workload(row["key"], row["op_name"], row["op_hash"], dims, tuple(dtypes))
+
+
+def _check_file_header(path: Path) -> None:
+    """Refuse, before SQLite sees it, a file that is not SQLite or is visibly truncated."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return  # SQLite treats an empty file as a new, empty database
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise TuningDBError(f"{path} cannot be read: {exc}") from None
+    if not header.startswith(_SQLITE_MAGIC[: len(header)]) or len(header) < len(_SQLITE_MAGIC):
+        raise TuningDBError(f"{path} is not a SQLite database (it does not start with the SQLite header)")
+    if len(header) < 100:
+        raise TuningDBError(f"{path} is not a SQLite database: it is truncated ({size} bytes, shorter than the header)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    page_count = int.from_bytes(header[28:32], "big")
+    # The in-header page count is valid only when its version stamp matches (file format
+    # docs, offset 92); and while a -wal file holds frames, a checkpoint may be growing the
+    # file under us, so only a file at rest is measured.
+    counted = header[24:28] == header[92:96] and page_count > 0
+    try:
+        wal_size = path.with_name(path.name + "-wal").stat().st_size
+    except OSError:  # no -wal file, or the last connection just removed it
+        wal_size = 0
+    at_rest = wal_size == 0
+    if counted and at_rest and size < page_count * page_size:
+        raise TuningDBError(
+            f"{path} is not a SQLite database: it is truncated ({size} bytes, its header says"
+            f" {page_count} pages of {page_size} bytes)"
+        )
+
+
+class TuningDB:
+    """A tuning DB file: `with TuningDB(path) as db: db.add_records(batch)`.
+
+    Opening a new path creates the schema (unless `readonly`); opening a file that is not a
+    tiletune DB of this schema version raises TuningDBError. Safe to share between processes:
+    WAL mode lets readers run beside one writer, and a busy file is waited on up to
+    BUSY_TIMEOUT_S seconds.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        # Unreadable rows are reported once per DB object; a damaged file would otherwise
+        # repeat the same warning on every query of a tuning session.
+        self._warned = False
+        self._conn = self._connect()
+        try:
+            self._db = sqlite_utils.Database(self._conn, execute_plugins=False)
+            with self._translated(opening=True):
+                self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        exists = self.path.exists()
+        if self.readonly and not exists:
+            raise TuningDBError(f"{self.path} does not exist (opened read-only, so no DB is created)")
+        if exists:
+            _check_file_header(self.path)
+        try:
+            if self.readonly:
+                uri = self.path.absolute().as_uri() + "?mode=ro"
+                return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+            return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise TuningDBError(f"{self.path} cannot be opened as a SQLite database: {exc}") from None
+
+    def _prepare(self) -> None:
+        # SQLite leaves foreign keys off unless each connection asks; records must point at
+        # known workloads and devices.
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if not self.readonly:
+            self._db.enable_wal()
+        version = read_schema_version(self._db, self.path)
+        if version is not None and set(_TABLES) <= set(self._db.table_names()):
+            return
+        if self.readonly:
+            raise TuningDBError(f"{self.path} is an empty SQLite database, not a tiletune DB (opened read-only)")
+        with self._writing():
+            # Another process may have created the schema while we waited for the lock.
+            read_schema_version(self._db, self.path)
+            create_schema(self._db)
+
+    def __repr__(self) -> str:
+        return f"TuningDB({str(self.path)!r}, readonly={self.readonly})"
+
+    def __enter__(self) -> TuningDB:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; calling it twice is harmless."""
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def _translated(self, *, opening: bool = False) -> Iterator[None]:
+        """Turn sqlite3 errors into TuningDBError naming the file."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise TuningDBError(
+                    f"{self.path} stayed locked by another process for over {BUSY_TIMEOUT_S:g} s ({exc})"
+                ) from None
+            raise TuningDBError(f"{self.path}: {exc}") from None
+        except sqlite3.IntegrityError as exc:
+            raise TuningDBError(f"{self.path}: a write broke a constraint ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            if opening:
+                raise TuningDBError(f"{self.path} is not a SQLite database or is corrupt ({exc})") from None
+            raise TuningDBError(f"{self.path} is corrupt ({exc})") from None
+        except sqlite3.Error as exc:
+            raise TuningDBError(f"{self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, taking the write lock up front.
+
+        A deferred BEGIN that reads first cannot wait for the lock later: in WAL mode SQLite
+        answers SQLITE_BUSY at once if another writer committed since the read. IMMEDIATE
+        waits (busy timeout) instead, then everything inside commits or none of it does.
+        """
+        if self.readonly:
+            raise TuningDBError(f"{self.path} was opened read-only; writes are refused")
+        with self._translated():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._translated():
+            cursor = self._conn.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
+
+    def _warn_skipped(self, skipped: list[tuple[str, str]], stacklevel: int = 4) -> None:
+        """Warn once per DB object about rows that were skipped as unreadable.
+
+        `stacklevel` points the warning at the caller of the public method.
+        """
+        if not skipped or self._warned:
+            return
+        self._warned = True
+        what, problem = skipped[0]
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        warnings.warn(
+            f"{self.path}: skipped unreadable {what} ({problem}){more}; other rows are used,"
+            " and later unreadable rows from this DB are skipped without a warning",
+            stacklevel=stacklevel,
+        )
+
+    def _records_from(self, rows: Iterable[sqlite3.Row]) -> list[Record]:
+        records, skipped = [], []
+        for row in rows:
+            try:
+                records.append(_record_from_row(row))
+            except ValueError as exc:
+                skipped.append((f"record id {row['id']}", str(exc)))
+        self._warn_skipped(skipped)
+        return records
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add_workload(self, workload: Workload) -> None:
+        """Store a workload; adding it again updates its name and keeps its creation time."""
+        expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
+        if workload.key != expected:
+            raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
+        row = {
+            "key": workload.key,
+            "op_name": workload.op_name,
+            "op_hash": workload.op_hash,
+            "dims": json.dumps(dict(sorted(workload.dims.items())), separators=(",", ":")),
+            "dtypes": json.dumps(list(workload.dtypes), separators=(",", ":")),
+        }
+        with self._writing():
+            # Insert-or-ignore then update, rather than one upsert, so `created` keeps the
+            # first time this workload was seen.
+            self._db["workloads"].insert({**row, "created": time.time()}, pk="key", ignore=True)
+            self._db["workloads"].update(workload.key, {"op_name": workload.op_name})
+
+    def add_device(self, device: Device) -> None:
+        """Store a device; adding it again changes nothing."""
+        expected = device_key(device.name, device.capability, device.triton_version)
+        if device.key != expected:
+            raise TuningDBError(f"device key {device.key!r} does not match its contents (expected {expected!r})")
+        row = {"key": device.key, "name": device.name, "capability": device.capability,
+               "triton_version": device.triton_version}
+        with self._writing():
+            self._db["devices"].upsert(row, pk="key")
+
+    def add_records(self, records: Sequence[Record]) -> int:
+        """Write a batch in one transaction (all or nothing); return how many were new.
+
+        A record already stored for the same (workload, device, measurer, config) is kept and
+        the new one ignored, so re-writing a batch after a crash or retry duplicates nothing.
+        """
+        now = time.time()
+        rows = []
+        for i, record in enumerate(records):
+            problem = _record_problem(record)
+            if problem is not None:
+                raise TuningDBError(f"record {i} of the batch is refused: {problem}; nothing was written")
+            rows.append(_record_row(record, now))
+        if not rows:
+            return 0
+        with self._writing():
+            for table, column in (("workloads", "workload_key"), ("devices", "device_key")):
+                keys = json.dumps(sorted({str(row[column]) for row in rows}))
+                unknown = [r[0] for r in self._conn.execute(
+                    f"select value from json_each(?) where value not in (select key from {table})", (keys,)
+                )]
+                if unknown:
+                    raise TuningDBError(
+                        f"{self.path}: records refer to unknown {column} {', '.join(unknown)};"
+                        f" add the {table[:-1]} first; nothing was written"
+                    )
+            before = self._conn.total_changes
+            self._db["records"].insert_all(rows, ignore=True)
+            return self._conn.total_changes - before
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def records(self, workload_key: str, device_key: str | None = None, *, status: str | None = None) -> list[Record]:
+        """The readable records of a workload, optionally of one device and one status, oldest first."""
+        sql, params = "select * from records where workload_key = ?", [workload_key]
+        if device_key is not None:
+            sql, params = sql + " and device_key = ?", [*params, device_key]
+        if status is not None:
+            if status not in STATUSES:
+                raise TuningDBError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            sql, params = sql + " and status = ?", [*params, status]
+        return self._records_from(self._query(sql + " order by id", params))
+
+    def best(self, workload_key: str, device_key: str, *, measurer: str | None = None) -> Record | None:
+        """The ok record with the lowest latency_us (oldest on a tie), or None when none is ok."""
+        sql = ("select * from records where workload_key = ? and device_key = ? and status = 'ok'"
+               " and latency_us is not null")
+        params: list[object] = [workload_key, device_key]
+        if measurer is not None:
+            sql, params = sql + " and measurer = ?", [*params, measurer]
+        skipped = []
+        with self._translated():
+            cursor = self._conn.execute(sql + " order by latency_us, id", params)
+            cursor.row_factory = sqlite3.Row
+            try:
+                # Walk in latency order so that an unreadable fastest row falls back to the next.
+                for row in cursor:
+                    try:
+                        found = _record_from_row(row)
+                    except ValueError as exc:
+                        skipped.append((f"record id {row['id']}", str(exc)))
+                        continue
+                    self._warn_skipped(skipped, stacklevel=3)
+                    return found
+            finally:
+                cursor.close()
+        self._warn_skipped(skipped, stacklevel=3)
+        return None
+
+    def best_per_device(self, workload_key: str) -> dict[str, Record]:
+        """The best ok record of a workload on each device that has one, keyed by device key."""
+        rows = self._query(
+            "select * from records where workload_key = ? and status = 'ok' and latency_us is not null"
+            " order by device_key, latency_us, id",
+            [workload_key],
+        )
+        best: dict[str, Record] = {}
+        for record in self._records_from(rows):
+            best.setdefault(record.device_key, record)
+        return best
+
+    def measured_config_keys(self, workload_key: str, device_key: str, measurer: str | None = None) -> set[str]:
+        """Config keys already recorded (any status) for a workload and device: what a resumed run skips."""
+        sql, params = "select config_key from records where workload_key = ? and device_key = ?", [workload_key, device_key]
+        if measurer is not None:
+            sql, params = sql + " and measurer = ?", [*params, measurer]
+        return {row["config_key"] for row in self._query(sql, params)}
+
+    def status_counts(self, workload_key: str, device_key: str) -> dict[str, int]:
+        """How many records of each status a workload has on a device; every status is present, 0 if none."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self._query(
+            "select status, count(*) as n from records where workload_key = ? and device_key = ? group by status",
+            [workload_key, device_key],
+        ):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    def workloads(self, op_name: str | None = None) -> list[Workload]:
+        """Stored workloads, optionally of one operator, ordered by operator name then key."""
+        sql, params = "select * from workloads", []
+        if op_name is not None:
+            sql, params = sql + " where op_name = ?", [op_name]
+        return self._workloads_from(self._query(sql + " order by op_name, key", params))
+
+    def workload(self, key: str) -> Workload | None:
+        """The workload with this key, or None."""
+        found = self._workloads_from(self._query("select * from workloads where key = ?", [key]))
+        return found[0] if found else None
+
+    def _workloads_from(self, rows: Iterable[sqlite3.Row]) -> list[Workload]:
+        workloads, skipped = [], []
+        for row in rows:
+            try:
+                workloads.append(_workload_from_row(row))
+            except ValueError as exc:
+                skipped.append((f"workload {row['key']}", str(exc)))
+        self._warn_skipped(skipped)
+        return workloads
+
+    def devices(self) -> list[Device]:
+        """Stored devices, ordered by key."""
+        return [Device(r["key"], r["name"], r["capability"], r["triton_version"])
+                for r in self._query("select * from devices order by key")]

@@ -1,0 +1,124 @@
+"""The tuning DB's tables, created through sqlite-utils, and the check of a file's schema version.
+
+Tables:
+
+- `meta(key, value)`: `schema_version` and `created_by`.
+- `workloads(key, op_name, op_hash, dims, dtypes, created)`: dims and dtypes as JSON text.
+- `devices(key, name, capability, triton_version)`.
+- `records(id, workload_key, device_key, config, config_key, status, reason, latency_us,
+  latency_min_us, latency_spread, repeats, measurer, facts, triton_version, tiletune_version,
+  created)`: one row per measured (workload, device, measurer, config).
+
+The file browses with `sqlite-utils` or Datasette; JSON columns are plain text.
+"""
+from __future__ import annotations
+
+import os
+
+import sqlite_utils
+
+from tiletune.errors import TuningDBError
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "create_schema", "read_schema_version"]
+
+SCHEMA_VERSION = 1
+"""The version of the tables this tiletune reads and writes; stored in `meta.schema_version`."""
+
+STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "wrong_result", "illegal")
+"""Every status a record may carry; only `ok` records have a meaningful latency."""
+
+CREATED_BY = "tiletune"
+
+
+def create_schema(db: sqlite_utils.Database) -> None:
+    """Create the tables and indexes that are missing and stamp `meta`; safe to run twice."""
+    # STRICT tables make SQLite refuse a value of the wrong type (text in a latency column),
+    # so a bad writer fails loudly instead of leaving rows that readers must second-guess.
+    db["meta"].create({"key": str, "value": str}, pk="key", not_null=["value"], if_not_exists=True, strict=True)
+    db["meta"].insert_all(
+        [{"key": "schema_version", "value": str(SCHEMA_VERSION)}, {"key": "created_by", "value": CREATED_BY}],
+        pk="key",
+        ignore=True,
+    )
+    db["workloads"].create(
+        {"key": str, "op_name": str, "op_hash": str, "dims": str, "dtypes": str, "created": float},
+        pk="key",
+        not_null=["op_name", "op_hash", "dims", "dtypes", "created"],
+        if_not_exists=True,
+        strict=True,
+    )
+    db["devices"].create(
+        {"key": str, "name": str, "capability": str, "triton_version": str},
+        pk="key",
+        not_null=["name", "capability", "triton_version"],
+        if_not_exists=True,
+        strict=True,
+    )
+    # `id` is INTEGER PRIMARY KEY (the rowid): records are never deleted, so ids only grow.
+    db["records"].create(
+        {
+            "id": int,
+            "workload_key": str,
+            "device_key": str,
+            "config": str,
+            "config_key": str,
+            "status": str,
+            "reason": str,
+            "latency_us": float,
+            "latency_min_us": float,
+            "latency_spread": float,
+            "repeats": int,
+            "measurer": str,
+            "facts": str,
+            "triton_version": str,
+            "tiletune_version": str,
+            "created": float,
+        },
+        pk="id",
+        foreign_keys=[("workload_key", "workloads", "key"), ("device_key", "devices", "key")],
+        not_null=[
+            "workload_key", "device_key", "config", "config_key", "status", "reason", "repeats",
+            "measurer", "facts", "triton_version", "tiletune_version", "created",
+        ],
+        defaults={"reason": "", "repeats": 0, "measurer": "", "facts": "{}", "triton_version": "",
+                  "tiletune_version": "", "created": 0.0},
+        if_not_exists=True,
+        strict=True,
+    )
+    # One row per (workload, device, measurer, config): writes use INSERT OR IGNORE against this
+    # index, so a resumed or retried run that re-writes a batch adds nothing and the first
+    # measurement stands. Re-measuring on purpose is a new measurer label, not an overwrite.
+    db["records"].create_index(
+        ["workload_key", "device_key", "measurer", "config_key"],
+        index_name="records_identity",
+        unique=True,
+        if_not_exists=True,
+    )
+    # Serves best(): the ok rows of one (workload, device), already ordered by latency.
+    db["records"].create_index(
+        ["workload_key", "device_key", "status", "latency_us"],
+        index_name="records_best",
+        if_not_exists=True,
+    )
+
+
+def read_schema_version(db: sqlite_utils.Database, path: str | os.PathLike[str]) -> int | None:
+    """The schema version stamped in `meta`, or None for a SQLite file with no tables yet.
+
+    Raises TuningDBError for a SQLite file that is not a tiletune DB or has a version this
+    tiletune does not read.
+    """
+    names = set(db.table_names())
+    if not names:
+        return None
+    if "meta" not in names:
+        raise TuningDBError(f"{path} is a SQLite database but not a tiletune DB (it has no meta table)")
+    meta = {row["key"]: row["value"] for row in db.query("select key, value from meta")}
+    if meta.get("created_by") != CREATED_BY or "schema_version" not in meta:
+        raise TuningDBError(f"{path} is a SQLite database but not a tiletune DB (its meta table says {meta!r})")
+    version = meta["schema_version"]
+    if version != str(SCHEMA_VERSION):
+        raise TuningDBError(
+            f"{path} is a tiletune DB of schema version {version}; this tiletune reads version {SCHEMA_VERSION}"
+        )
+    return SCHEMA_VERSION
