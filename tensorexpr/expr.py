@@ -260,8 +260,8 @@ def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
     """`a <op> b` with the promoted dtype; `/` of integers is true division (a float)."""
     ea, eb = as_expr(a, op), as_expr(b, op)
     where = f"{_describe(ea)} {op} {_describe(eb)}"
-    if "bool" in (ea.dtype, eb.dtype) and ea.dtype != eb.dtype and not dt.is_weak(ea.dtype) and not dt.is_weak(eb.dtype):
-        raise DSLError(f"{where}: arithmetic on a bool; use te.where(cond, a, b)")
+    if "bool" in (ea.dtype, eb.dtype) and not dt.is_weak(ea.dtype) and not dt.is_weak(eb.dtype):
+        raise DSLError(f"{where}: arithmetic on a bool; use te.where(cond, a, b), or & and | to combine conditions")
     dtype = dt.promote(ea.dtype, eb.dtype, where)
     if op == "truediv" and dt.is_int(dtype):
         dtype = dt.WEAK_FLOAT if dt.is_weak(dtype) else "float32"
@@ -292,8 +292,20 @@ def compare(op: str, a: ExprLike, b: ExprLike) -> Expr:
     return Compare(op, ea, eb)
 
 
+def _refuse_python_bool(value: object, what: str) -> None:
+    # `x[i] == 0` is structural equality and gives a Python bool; taken as a constant condition
+    # it would silently select one branch everywhere.
+    if isinstance(value, bool):
+        raise DSLError(
+            f"{what}: got the Python bool {value}, not a DSL condition; `==` and `!=` compare "
+            "expressions structurally, so write te.equal(a, b) or te.not_equal(a, b)"
+        )
+
+
 def logical(op: str, a: ExprLike, b: ExprLike) -> Expr:
     """`&` / `|` of two bools."""
+    for v in (a, b):
+        _refuse_python_bool(v, f"`{'&' if op == 'and' else '|'}`")
     ea, eb = as_expr(a, op), as_expr(b, op)
     for e in (ea, eb):
         if e.dtype != "bool":
@@ -303,6 +315,7 @@ def logical(op: str, a: ExprLike, b: ExprLike) -> Expr:
 
 def select(cond: ExprLike, a: ExprLike, b: ExprLike) -> Expr:
     """`te.where`: `a` where `cond` holds, else `b`."""
+    _refuse_python_bool(cond, "te.where condition")
     ec, ea, eb = as_expr(cond, "where"), as_expr(a, "where"), as_expr(b, "where")
     if ec.dtype != "bool":
         raise DSLError(f"te.where: the condition must be a bool (a comparison), got {ec.dtype}")

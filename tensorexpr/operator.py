@@ -92,13 +92,27 @@ class Graph:
             out[n] = int(v)
         return out
 
-    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
-        """Bind the symbolic dims from the inputs' concrete shapes, checking every input."""
+    def _check_input_count(self, shapes: Sequence[Sequence[int]]) -> None:
         if len(shapes) != len(self.inputs):
             raise DSLError(
                 f"{self.name} takes {len(self.inputs)} inputs "
                 f"({', '.join(t.name for t in self.inputs)}), got {len(shapes)}"
             )
+
+    def check_shapes(self, shapes: Sequence[Sequence[int]], dims: Mapping[str, int]) -> None:
+        """Check the inputs' concrete shapes against their declarations under bound `dims`."""
+        self._check_input_count(shapes)
+        for t, shape in zip(self.inputs, shapes):
+            expected = self.shape_of(t, dims)
+            if tuple(int(s) for s in shape) != expected:
+                raise DSLError(
+                    f"{self.name}: input '{t.name}' has shape {tuple(int(s) for s in shape)}, "
+                    f"expected {expected} with dims {dict(dims)}"
+                )
+
+    def bind(self, shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+        """Bind the symbolic dims from the inputs' concrete shapes, checking every input."""
+        self._check_input_count(shapes)
         dims: dict[str, int] = {}
         origin: dict[str, str] = {}
         for t, shape in zip(self.inputs, shapes):
@@ -120,10 +134,7 @@ class Graph:
         missing = [n for n in self.dim_names if n not in dims]
         if missing:
             raise DSLError(f"{self.name}: dim {', '.join(missing)} does not appear as an input dimension; it cannot be bound from the inputs")
-        for t, shape in zip(self.inputs, shapes):
-            expected = self.shape_of(t, dims)
-            if tuple(int(s) for s in shape) != expected:
-                raise DSLError(f"{self.name}: input '{t.name}' has shape {tuple(shape)}, expected {expected} with dims {dims}")
+        self.check_shapes(shapes, dims)
         return dims
 
     def structural_hash(self) -> str:
@@ -244,7 +255,11 @@ class Operator:
             raise DSLError(f"{self.name} takes a dtype; give one (e.g. --dtype float16)")
         dims = tuple(DimVar(n) for n in self.dim_names)
         kwargs = {"dtype": key} if self.takes_dtype else {}
-        result = self.fn(*dims, **kwargs)
+        try:
+            result = self.fn(*dims, **kwargs)
+        except DSLError as e:
+            # Declaration errors are raised before the operator's name is known; add it here.
+            raise DSLError(f"{self.name}: {e}") from e
         graph = self._make_graph(dims, result)
         self._graphs[key] = graph
         return graph

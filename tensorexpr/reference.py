@@ -54,7 +54,12 @@ def _compute_type(dtype: str) -> torch.dtype:
 
 def evaluate(graph: Graph, inputs: Sequence[torch.Tensor], dims: Mapping[str, int] | None = None) -> torch.Tensor:
     """The operator's output for `inputs` (CPU torch tensors), in the output's dtype."""
-    bound = graph.bind([tuple(x.shape) for x in inputs]) if dims is None else graph.check_dims(dims)
+    shapes = [tuple(x.shape) for x in inputs]
+    if dims is None:
+        bound = graph.bind(shapes)
+    else:
+        bound = graph.check_dims(dims)
+        graph.check_shapes(shapes, bound)
     values: dict[Tensor, torch.Tensor] = {}
     for t, x in zip(graph.inputs, inputs):
         if dt.canonical(x.dtype) != t.dtype:
@@ -81,7 +86,8 @@ def _evaluate_stage(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str
         stop = min(rows, start + chunk)
         env: dict[Expr, object] = {}
         for pos, (a, n) in enumerate(zip(axes + raxes, extents + rextents)):
-            lo, hi = (start, stop) if pos == 0 else (0, n)
+            # Chunks split the first spatial axis only; a scalar stage has none to split.
+            lo, hi = (start, stop) if pos == 0 and axes else (0, n)
             view = [1] * rank
             view[pos] = hi - lo
             env[a] = torch.arange(lo, hi, dtype=torch.int64).view(view)
@@ -114,6 +120,18 @@ class _Context:
 
     def __init__(self, graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int], env: dict, rank: int):
         self.graph, self.stage, self.values, self.dims, self.env, self.rank = graph, stage, values, dims, env, rank
+        # Where the value being evaluated is used: inside `te.where`, a branch's reads only need
+        # to be in range where that branch is taken (a kernel masks those loads).
+        self.guard: torch.Tensor | None = None
+
+    def guarded(self, cond: torch.Tensor, e: Expr):
+        """`e` evaluated where only the points with `cond` set are used."""
+        outer = self.guard
+        self.guard = cond if outer is None else outer & cond
+        try:
+            return self.eval(e)
+        finally:
+            self.guard = outer
 
     def eval(self, e: Expr):
         if isinstance(e, Const):
@@ -138,8 +156,8 @@ class _Context:
             return (a & b) if e.op == "and" else (a | b)
         if isinstance(e, Select):
             c = _to_tensor(self.eval(e.cond), "bool")
-            a = _to_tensor(self.eval(e.a), e.dtype).to(_compute_type(e.dtype))
-            b = _to_tensor(self.eval(e.b), e.dtype).to(_compute_type(e.dtype))
+            a = _to_tensor(self.guarded(c, e.a), e.dtype).to(_compute_type(e.dtype))
+            b = _to_tensor(self.guarded(~c, e.b), e.dtype).to(_compute_type(e.dtype))
             return torch.where(c, a, b)
         if isinstance(e, Cast):
             x = _to_tensor(self.eval(e.x), e.x.dtype)
@@ -163,16 +181,20 @@ class _Context:
         source = self.values[e.tensor]
         indices = []
         for axis_no, ie in enumerate(e.indices):
-            idx = self.eval(ie)
+            idx = torch.as_tensor(self.eval(ie), dtype=torch.int64)
             size = source.shape[axis_no]
-            lo, hi = (int(idx.min()), int(idx.max())) if isinstance(idx, torch.Tensor) else (idx, idx)
-            if lo < 0 or hi >= size:
-                bad = lo if lo < 0 else hi
+            outside = (idx < 0) | (idx >= size)
+            if self.guard is not None:
+                outside = outside & self.guard
+            if bool(outside.any()):
+                bad = torch.broadcast_tensors(idx, outside)[0][outside]
+                bad_index = int(bad.min()) if bool((bad < 0).any()) else int(bad.max())
                 raise DSLError(
-                    f"{self.graph.name}: stage '{self.stage.name}' reads '{e.tensor.name}' at index {bad} "
+                    f"{self.graph.name}: stage '{self.stage.name}' reads '{e.tensor.name}' at index {bad_index} "
                     f"on axis {axis_no} of size {size}; guard the read with te.where or shrink the axis"
                 )
-            indices.append(idx if isinstance(idx, torch.Tensor) else torch.tensor(idx))
+            # Points outside are masked off by a te.where; any in-range index serves for them.
+            indices.append(idx.clamp(0, size - 1))
         if not indices:
             return source
         return source[tuple(indices)]
@@ -180,7 +202,10 @@ class _Context:
     def binary(self, e: Binary):
         a, b = self.eval(e.a), self.eval(e.b)
         ctype = _compute_type(e.dtype)
-        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+        if ctype == torch.float64:
+            # An integer tensor times a Python float would otherwise give torch's default float32.
+            a = _to_tensor(a, e.a.dtype).to(ctype)
+        elif not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
             a = torch.tensor(a, dtype=ctype)
         if e.op == "add":
             return a + b
