@@ -1,0 +1,77 @@
+"""Running generated kernels: source files in a cache directory, imported for the GPU or for
+Triton's interpreter (CPU tensors).
+
+Triton's `@jit` reads a kernel's source with `inspect`, so generated code must live in a real
+file. Files are named by the hash of their text and written atomically, so concurrent workers
+never see half a file. Whether kernels are interpreted is fixed per process (see
+`tiletune.kernels`): CPU tensors need an interpreting process, CUDA tensors a compiling one.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Mapping, Sequence
+
+import torch
+import triton
+
+from tiletune.errors import UsageError
+from tiletune.kernels.lower import KernelSource
+
+# Imported modules by file; an explicit cache owned by this module.
+_MODULES: dict[str, ModuleType] = {}
+
+
+def interpreting() -> bool:
+    """True when this process runs kernels through Triton's interpreter."""
+    return bool(triton.knobs.runtime.interpret)
+
+
+def cache_dir() -> Path:
+    """Where generated sources live: $TILETUNE_CACHE_DIR, else ~/.cache/tiletune/kernels."""
+    root = os.environ.get("TILETUNE_CACHE_DIR")
+    path = Path(root) if root else Path.home() / ".cache" / "tiletune" / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def source_file(src: KernelSource) -> Path:
+    """The file holding `src`'s text, written if it is not there yet."""
+    digest = hashlib.sha256(src.text.encode()).hexdigest()[:20]
+    path = cache_dir() / f"{src.kernel_name}_{digest}.py"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(src.text)
+        os.replace(tmp, path)
+    return path
+
+
+def load_module(src: KernelSource) -> ModuleType:
+    """The imported module of `src` (interpreted or compiled, as this process runs kernels)."""
+    path = source_file(src)
+    if str(path) in _MODULES:
+        return _MODULES[str(path)]
+    name = f"tiletune_generated.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    _MODULES[str(path)] = module
+    return module
+
+
+def launch(src: KernelSource, inputs: Sequence[torch.Tensor], out: torch.Tensor, dims: Mapping[str, int]) -> None:
+    """Run `src` on `inputs`, writing `out` (dims in declaration order, as `Graph.check_dims`
+    returns them)."""
+    if not out.is_cuda and not interpreting():
+        raise UsageError(
+            "CPU tensors run through Triton's interpreter, which this process did not select: "
+            "set TRITON_INTERPRET=1 before importing tiletune, or pass CUDA tensors"
+        )
+    load_module(src).launch(*inputs, out, *dims.values())

@@ -1,0 +1,133 @@
+"""Checking a generated kernel against the reference evaluator.
+
+Tolerance rule: an output element passes when |out - ref| <= atol + rtol * |ref|, with rtol set
+by the output dtype (float32 1e-4, float16 1e-2, bfloat16 4e-2) and
+atol = rtol * mean(|ref|) * max(1, sqrt(L)), L the longest reduction in the operator: rounding
+errors of a sum grow like the square root of its length. Every run writes into a fresh output
+filled with NaN, so a kernel that leaves part of its output unwritten cannot pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from tiletune.kernels import runtime
+from tiletune.kernels.lower import KernelSource
+from tiletune.schedules.schedule import ResolvedSchedule
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
+from tiletune.tensorexpr.expr import DimVar
+from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.reference import evaluate, torch_dtype
+
+RTOL = {"float32": 1e-4, "float64": 1e-7, "float16": 1e-2, "bfloat16": 4e-2}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one check: ok, the worst error relative to the allowed one, and why not."""
+
+    ok: bool
+    worst: float
+    reason: str = ""
+
+
+def make_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
+    """Random inputs for `graph` at `dims`, reproducible from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = []
+    for t in graph.inputs:
+        shape = graph.shape_of(t, dims)
+        if t.dtype.startswith(("float", "bfloat")):
+            x = torch.randn(shape, generator=gen, dtype=torch.float32).to(torch_dtype(t.dtype))
+        elif t.dtype == "bool":
+            x = torch.randint(0, 2, shape, generator=gen).bool()
+        else:
+            x = torch.randint(-8, 8, shape, generator=gen).to(torch_dtype(t.dtype))
+        inputs.append(x.to(device))
+    return inputs
+
+
+def longest_reduction(graph: Graph, dims: Mapping[str, int]) -> int:
+    """The length of the longest reduction in the operator (1 if it has none)."""
+    longest = 1
+    for stage in graph.stages:
+        red = stage.reduction
+        if red is not None:
+            longest = max(longest, math.prod(evaluate_extent(a.extent, dims) for a in red.axes))
+    return longest
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: int) -> Verdict:
+    """Compare a kernel's output with the reference under the tolerance rule above."""
+    out64, ref64 = out.detach().cpu().double(), ref.double()
+    if out64.shape != ref64.shape:
+        return Verdict(False, math.inf, f"output shape {tuple(out64.shape)}, expected {tuple(ref64.shape)}")
+    unwritten = torch.isnan(out64) & ~torch.isnan(ref64)
+    if unwritten.any():
+        return Verdict(False, math.inf, f"{int(unwritten.sum())} of {out64.numel()} output elements left unwritten (NaN)")
+    rtol = RTOL.get(dtype, 0.0)
+    scale = float(ref64.abs().mean()) if ref64.numel() else 0.0
+    atol = rtol * max(scale, 1e-30) * max(1.0, math.sqrt(reduction_length))
+    both_inf = torch.isinf(ref64) & (out64 == ref64)
+    err = torch.where(both_inf, torch.zeros_like(out64), (out64 - ref64).abs())
+    allowed = atol + rtol * ref64.abs()
+    ratio = float((err / allowed.clamp_min(1e-300)).max()) if err.numel() else 0.0
+    if ratio > 1.0 or math.isnan(ratio):
+        where = int(torch.argmax(torch.nan_to_num(err / allowed, nan=math.inf)))
+        return Verdict(
+            False, ratio,
+            f"max error {float(err.flatten()[where]):.3g} at flat index {where} exceeds tolerance "
+            f"{float(allowed.flatten()[where]):.3g} (got {float(out64.flatten()[where]):.6g}, "
+            f"expected {float(ref64.flatten()[where]):.6g})",
+        )
+    return Verdict(True, ratio)
+
+
+def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 0) -> Verdict:
+    """Run `src` at `dims` on random CPU inputs (through the interpreter) and compare it with
+    the reference evaluator."""
+    dims = graph.check_dims(dims)
+    inputs = make_inputs(graph, dims, seed)
+    ref = evaluate(graph, inputs, dims)
+    out = torch.full(graph.shape_of(graph.output, dims), float("nan"), dtype=torch_dtype(graph.output.dtype))
+    runtime.launch(src, inputs, out, dims)
+    return compare(out, ref, graph.output.dtype, longest_reduction(graph, dims))
+
+
+def verification_dims(
+    graph: Graph, dims: Mapping[str, int], schedule: ResolvedSchedule, pattern: Pattern | None = None
+) -> dict[str, int]:
+    """Smaller dims at which to check a candidate cheaply in the interpreter: each dim that
+    sizes a tiled axis shrinks to just over two tiles and an odd remainder (so masks are
+    exercised), except the reduced axis of a row reduction, which one block holds whole."""
+    pattern = pattern or analyse(graph)
+    tiles: dict[str, int] = {}
+    if pattern.op_class is OpClass.CONTRACTION:
+        c = pattern.contraction
+        for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
+            if isinstance(axis.extent, DimVar):
+                tiles.setdefault(axis.extent.name, schedule.tile(role))
+    else:
+        layout = row_layout(graph, pattern)
+        for axis in layout.rows:
+            if isinstance(axis.extent, DimVar):
+                tiles.setdefault(axis.extent.name, schedule.tile("rows"))
+        if pattern.op_class is OpClass.INJECTIVE and isinstance(layout.lane_extent, DimVar):
+            tiles.setdefault(layout.lane_extent.name, schedule.tile("lane"))
+        if pattern.op_class is OpClass.REDUCTION and isinstance(layout.lane_extent, DimVar):
+            tiles[layout.lane_extent.name] = 0  # keep: the kernel holds the whole row
+    small = {}
+    for name, value in dims.items():
+        tile = tiles.get(name)
+        small[name] = value if not tile else min(value, 2 * tile + 3)
+    return small
+
+
+def check_candidate(graph: Graph, src: KernelSource, dims: Mapping[str, int], schedule: ResolvedSchedule,
+                    seed: int = 0) -> Verdict:
+    """Check a tuning candidate at its verification dims (see `verification_dims`)."""
+    return check(graph, src, verification_dims(graph, dims, schedule), seed)
+
