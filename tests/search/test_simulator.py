@@ -1,0 +1,203 @@
+"""The analytic H100 model: legality, ranking of configs, and plausible absolute numbers."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+
+import pytest
+
+from tiletune.errors import TiletuneError, UsageError
+from tiletune.search.simulator import (
+    H100,
+    LIMITERS,
+    SIMULATED_GPUS,
+    DoesNotFit,
+    KernelFacts,
+    blocks_per_sm,
+    overlap,
+    registers_per_block,
+    simulate,
+    spill_slowdown,
+)
+
+
+def matmul_facts(m: int, n: int, k: int, *, tile: tuple[int, int, int], num_warps: int,
+                 num_stages: int, registers: int = 128, spill_bytes: int = 0,
+                 dtype: str = "float16") -> KernelFacts:
+    """What the lowering of a tiled C = A @ B (2-byte inputs and output) knows about a launch."""
+    bm, bn, bk = tile
+    k_iterations = math.ceil(k / bk)
+    elem = 2
+    return KernelFacts(
+        programs=math.ceil(m / bm) * math.ceil(n / bn),
+        flops_per_program=2.0 * bm * bn * bk * k_iterations,
+        bytes_per_program=float((bm * bk + bk * bn) * elem * k_iterations + bm * bn * elem),
+        unique_bytes=float((m * k + k * n + m * n) * elem),
+        uses_tensor_cores=True,
+        dot_dtype=dtype,
+        tile_m=bm, tile_n=bn, tile_k=bk,
+        k_iterations=k_iterations,
+        num_warps=num_warps,
+        num_stages=num_stages,
+        registers=registers,
+        spill_bytes=spill_bytes,
+        shared_bytes=num_stages * (bm * bk + bk * bn) * elem,
+    )
+
+
+def elementwise_facts(n_bytes: int, *, block_bytes: int = 8192, num_warps: int = 4) -> KernelFacts:
+    """A streaming kernel (read one tensor, write one) moving `n_bytes` in total."""
+    return KernelFacts(
+        programs=math.ceil(n_bytes / block_bytes),
+        flops_per_program=block_bytes / 8,
+        bytes_per_program=float(block_bytes),
+        unique_bytes=float(n_bytes),
+        uses_tensor_cores=False, dot_dtype="none",
+        tile_m=0, tile_n=0, tile_k=0, k_iterations=1,
+        num_warps=num_warps, num_stages=1, registers=24, spill_bytes=0, shared_bytes=0,
+    )
+
+
+GOOD_4096 = matmul_facts(4096, 4096, 4096, tile=(128, 128, 64), num_warps=8, num_stages=3, registers=115)
+
+
+def test_registry_names_the_h100() -> None:
+    assert SIMULATED_GPUS["sim-h100"] is H100
+    assert H100.sm_count == 132
+
+
+def test_same_facts_give_the_same_answer() -> None:
+    assert simulate(GOOD_4096) == simulate(dataclasses.replace(GOOD_4096))
+    assert simulate(GOOD_4096).latency_us == simulate(GOOD_4096).latency_us
+
+
+def test_spilling_config_is_slower_than_the_same_config_without_spills() -> None:
+    clean = matmul_facts(4096, 4096, 4096, tile=(256, 128, 32), num_warps=4, num_stages=2,
+                         registers=255)
+    for spill in (8, 512, 4096):
+        spilled = dataclasses.replace(clean, spill_bytes=spill)
+        result = simulate(spilled)
+        assert result.latency_us > simulate(clean).latency_us
+        assert result.spill_penalty > 1.0
+    assert simulate(clean).spill_penalty == 1.0
+
+
+def test_more_spills_cost_more() -> None:
+    assert spill_slowdown(0) == 1.0
+    assert 1.0 < spill_slowdown(64) < spill_slowdown(1024) < spill_slowdown(1 << 20) <= 2.0
+
+
+def test_large_tiles_beat_tiny_tiles_on_a_big_matmul() -> None:
+    tiny = matmul_facts(4096, 4096, 4096, tile=(16, 16, 16), num_warps=1, num_stages=2, registers=40)
+    assert simulate(GOOD_4096).latency_us * 5 < simulate(tiny).latency_us
+
+
+def test_big_fp16_matmul_lands_near_real_h100_throughput() -> None:
+    result = simulate(GOOD_4096)
+    assert 150 <= result.latency_us <= 900
+    tflops = 2 * 4096**3 / result.latency_us / 1e6
+    assert 300 <= tflops <= 989
+
+
+def test_small_fp16_matmul_is_dominated_by_latency_and_launch() -> None:
+    result = simulate(matmul_facts(512, 512, 512, tile=(128, 128, 64), num_warps=8,
+                                   num_stages=3, registers=115))
+    # Real H100 runs take ~7-10 µs (about 30-40 TFLOP/s); the model keeps that order.
+    assert 5 <= result.latency_us <= 40
+    assert result.limiter in ("latency", "launch")
+
+
+def test_streaming_kernel_runs_at_about_hbm_bandwidth() -> None:
+    n_bytes = 1 << 30
+    result = simulate(elementwise_facts(n_bytes))
+    ideal_us = n_bytes / (H100.hbm_gbps * 1e3)
+    assert ideal_us <= result.latency_us <= 2 * ideal_us
+    assert result.limiter == "memory"
+
+
+def test_tiny_kernel_is_launch_bound() -> None:
+    result = simulate(elementwise_facts(4096))
+    assert result.limiter == "launch"
+    assert result.latency_us >= H100.launch_overhead_us
+
+
+def test_one_program_more_than_the_sm_count_costs_a_second_wave() -> None:
+    # One program per SM fills the machine: the shared memory admits one block per SM.
+    heavy = dataclasses.replace(GOOD_4096, programs=H100.sm_count, shared_bytes=200 * 1024)
+    full = simulate(heavy)
+    spill_over = simulate(dataclasses.replace(heavy, programs=H100.sm_count + 1))
+    assert (full.waves, spill_over.waves) == (1, 2)
+    assert full.blocks_per_sm == 1
+    assert spill_over.latency_us > 1.5 * full.latency_us
+
+
+def test_shared_memory_over_the_block_limit_does_not_fit() -> None:
+    too_big = dataclasses.replace(GOOD_4096, shared_bytes=H100.max_smem_per_block + 1)
+    with pytest.raises(DoesNotFit, match="shared memory 232449 B per block exceeds"):
+        simulate(too_big)
+    assert issubclass(DoesNotFit, ValueError) and issubclass(DoesNotFit, TiletuneError)
+
+
+def test_largest_legal_shared_memory_fits_one_block() -> None:
+    edge = dataclasses.replace(GOOD_4096, shared_bytes=H100.max_smem_per_block)
+    assert simulate(edge).blocks_per_sm == 1
+
+
+@pytest.mark.parametrize(("registers", "num_warps", "reason"), [
+    (256, 4, "registers per thread"),
+    (32, 64, "threads per block"),
+    (255, 32, "more than the 65536"),
+])
+def test_register_and_thread_limits_do_not_fit(registers: int, num_warps: int, reason: str) -> None:
+    facts = dataclasses.replace(GOOD_4096, registers=registers, num_warps=num_warps)
+    with pytest.raises(DoesNotFit, match=reason):
+        simulate(facts)
+
+
+def test_occupancy_follows_the_tightest_resource() -> None:
+    # 115 registers round to 120; 120 x 32 = 3840 rounds to 3840 per warp: 30720 per 8-warp block.
+    assert registers_per_block(GOOD_4096, H100) == 30720
+    # Registers admit 2 blocks, 96 KiB + 1 KiB of shared memory admits 2, warps admit 8.
+    assert blocks_per_sm(GOOD_4096, H100) == 2
+    assert simulate(GOOD_4096).occupancy == pytest.approx(16 / 64)
+    small = dataclasses.replace(GOOD_4096, registers=32, num_warps=4, shared_bytes=0)
+    assert blocks_per_sm(small, H100) == 16  # the 64-warp limit
+
+
+def test_pipelining_overlaps_compute_and_memory() -> None:
+    assert overlap(10.0, 4.0, 1) == 14.0
+    assert overlap(10.0, 4.0, 2) > overlap(10.0, 4.0, 3) > overlap(10.0, 4.0, 4) >= 10.0
+    one_stage = simulate(dataclasses.replace(GOOD_4096, num_stages=1))
+    assert one_stage.latency_us > simulate(GOOD_4096).latency_us
+
+
+def test_malformed_facts_are_refused_with_the_field_named() -> None:
+    with pytest.raises(UsageError, match="dot_dtype must be one of"):
+        dataclasses.replace(GOOD_4096, dot_dtype="fp16")
+    with pytest.raises(UsageError, match="programs must be >= 1"):
+        dataclasses.replace(GOOD_4096, programs=0)
+
+
+def test_latency_is_positive_and_finite_over_random_facts() -> None:
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(300):
+        tile = (rng.choice([16, 32, 64, 128, 256]), rng.choice([16, 32, 64, 128, 256]),
+                rng.choice([16, 32, 64, 128]))
+        size = rng.choice([1, 17, 512, 1000, 4096])
+        facts = matmul_facts(size, rng.choice([1, 64, 3000]), rng.choice([1, 100, 8192]), tile=tile,
+                             num_warps=rng.choice([1, 2, 4, 8, 16]), num_stages=rng.choice([1, 2, 3, 4, 5]),
+                             registers=rng.randint(0, 255), spill_bytes=rng.choice([0, 0, 16, 2048]),
+                             dtype=rng.choice(["float16", "bfloat16", "float32", "float8"]))
+        try:
+            result = simulate(facts)
+        except DoesNotFit:
+            continue
+        checked += 1
+        assert 0 < result.latency_us < math.inf
+        assert result.compute_us >= 0 and result.memory_us >= 0
+        assert result.waves >= 1 and result.blocks_per_sm >= 1
+        assert 0 < result.occupancy <= 1
+        assert result.limiter in LIMITERS
+    assert checked > 100
