@@ -1,8 +1,34 @@
-"""tiletune: declare an operator, autotune its schedule, load the tuned kernel as a library call."""
+"""tiletune: declare an operator, autotune its schedule, load the tuned kernel as a library call.
+
+    import tiletune as tt
+    from tiletune import tensorexpr as te
+
+    @tt.operator
+    def rmsnorm(N, D):
+        ...
+    tt.autotune(rmsnorm, {"N": 4096, "D": 1024})
+    y = tt.load(rmsnorm)(x, w)
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 from tiletune.errors import TiletuneError  # noqa: E402
+from tiletune.tensorexpr.operator import Operator, operator  # noqa: E402
 
-__all__ = ["TiletuneError", "__version__"]
+
+def autotune(*args, **kwargs):
+    """Tune an operator at a shape; see `tiletune.api.autotune`."""
+    from tiletune.api import autotune as _autotune
+
+    return _autotune(*args, **kwargs)
+
+
+def load(*args, **kwargs):
+    """Load a tuned operator as a library call; see `tiletune.api.load`."""
+    from tiletune.api import load as _load
+
+    return _load(*args, **kwargs)
+
+
+__all__ = ["Operator", "TiletuneError", "__version__", "autotune", "load", "operator"]

@@ -1,0 +1,111 @@
+"""A tuning task: one operator at one shape and dtype, with its schedule and config space.
+
+`TaskSpec` is the picklable name of a task (operator reference, dtype, dims) that worker
+processes turn back into a `Task`; a `Task` owns everything derived from it, built once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping
+
+from tiletune.kernels.facts import TileFacts, tile_facts
+from tiletune.kernels.library import resolve_operator
+from tiletune.kernels.lower import KernelSource, lower
+from tiletune.schedules.config import Config
+from tiletune.schedules.rules import default_schedule
+from tiletune.schedules.schedule import ResolvedSchedule, Schedule
+from tiletune.schedules.space import ConfigSpace
+from tiletune.tensorexpr.analysis import Pattern, analyse
+from tiletune.tensorexpr.operator import Graph, Operator, evaluate_extent
+from tiletune.tuning_db import Workload
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What to tune, as plain data: `op` is a built-in name or `path/file.py:function`."""
+
+    op: str
+    dtype: str | None
+    dims: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def make(cls, op: str, dims: Mapping[str, int], dtype: str | None = None) -> TaskSpec:
+        """A spec with dims kept in the operator's declaration order."""
+        return cls(op, dtype, tuple(dims.items()))
+
+    def build(self) -> Task:
+        """The task (cached per process: workers build each spec once)."""
+        if self not in _TASKS:
+            _TASKS[self] = Task(self)
+        return _TASKS[self]
+
+    def __str__(self) -> str:
+        shape = ",".join(f"{k}={v}" for k, v in self.dims)
+        return f"{self.op}[{shape}]" + (f":{self.dtype}" if self.dtype else "")
+
+
+# Built tasks by spec, per process: an explicit cache so workers lower against one Task.
+_TASKS: dict[TaskSpec, "Task"] = {}
+
+
+class Task:
+    """One operator at one shape: graph, pattern, schedule, space and DB identity."""
+
+    def __init__(self, spec: TaskSpec, operator: Operator | None = None) -> None:
+        self.spec = spec
+        self.operator = operator or resolve_operator(spec.op)
+        self.graph: Graph = self.operator.graph(spec.dtype)
+        self.dims: dict[str, int] = self.graph.check_dims(dict(spec.dims))
+        self.pattern: Pattern = analyse(self.graph)
+        self.schedule: Schedule = default_schedule(self.graph, self.dims, self.pattern)
+        self.space: ConfigSpace = self.schedule.space()
+
+    @cached_property
+    def workload(self) -> Workload:
+        """The DB identity: operator hash, dims and input dtypes."""
+        dtypes = tuple(t.dtype for t in self.graph.inputs)
+        return Workload.make(self.operator.name, self.graph.structural_hash(), self.dims, dtypes)
+
+    @cached_property
+    def flops(self) -> float:
+        """Useful FLOPs of one call (2 per multiply-add of a contraction, else one per output
+        element and reduction step): for reporting throughput."""
+        total = 0
+        for stage in self.graph.stages:
+            size = math.prod(self.graph.shape_of(stage, self.dims))
+            red = stage.reduction
+            if red is not None:
+                size *= math.prod(evaluate_extent(a.extent, self.dims) for a in red.axes)
+                size *= 2 if self.pattern.contraction is not None and stage is self.pattern.contraction.stage else 1
+            total += size
+        return float(total)
+
+    def resolve(self, config: Config) -> ResolvedSchedule:
+        """The schedule replayed with `config` (IllegalConfig if it is not in the space)."""
+        return self.schedule.resolve(config)
+
+    def source(self, config: Config, *, for_interpreter: bool = False) -> KernelSource:
+        """Generated Triton source of `config`."""
+        return lower(self.graph, self.resolve(config), self.pattern, for_interpreter=for_interpreter)
+
+    def facts(self, config: Config) -> TileFacts:
+        """Static work and traffic facts of launching `config` at this task's dims."""
+        return tile_facts(self.graph, self.resolve(config), self.dims, self.pattern)
+
+    def specialization(self, src: KernelSource) -> tuple[dict[str, int], tuple[str, ...]]:
+        """How Triton's JIT will specialize `src`'s integer arguments when launched on
+        contiguous tensors at these dims: those equal to 1 become constants, those divisible
+        by 16 are marked aligned (with every pointer: torch allocations are 16-byte aligned).
+        An ahead-of-time compile that skips this compiles a different kernel than runs."""
+        values: dict[str, int] = dict(zip(src.dim_params, self.dims.values()))
+        for t, (_, strides) in zip((*self.graph.inputs, self.graph.output), src.tensor_params):
+            shape = self.graph.shape_of(t, self.dims)
+            for d, name in enumerate(strides):
+                values[name] = math.prod(shape[d + 1:])
+        constants = {name: 1 for name, v in values.items() if v == 1}
+        aligned = tuple(p for p, _ in src.tensor_params) + tuple(
+            name for name, v in values.items() if v % 16 == 0
+        )
+        return constants, aligned

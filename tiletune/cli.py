@@ -1,0 +1,192 @@
+"""The `tiletune` command: autotune, list, show.
+
+User mistakes come out as one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from tiletune.errors import TiletuneError, UsageError
+
+
+def _friendly(fn):
+    """Turn tiletune's errors into one line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TiletuneError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; every finished batch is in the DB", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def parse_shape(text: str) -> dict[str, int]:
+    """`M=512,N=512,K=512` -> {"M": 512, "N": 512, "K": 512}."""
+    dims: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--shape expects NAME=INT pairs separated by commas (M=512,N=512), got '{part}'")
+        try:
+            size = int(value)
+        except ValueError:
+            raise UsageError(f"--shape: {name.strip()} must be an integer, got '{value}'") from None
+        if size < 1:
+            raise UsageError(f"--shape: {name.strip()} must be at least 1, got {size}")
+        if name.strip() in dims:
+            raise UsageError(f"--shape gives {name.strip()} twice")
+        dims[name.strip()] = size
+    if not dims:
+        raise UsageError("--shape is empty; expected NAME=INT pairs such as M=512,N=512,K=512")
+    return dims
+
+
+def _db_path(db: str | None) -> Path:
+    from tiletune.tuning_db import default_db_path
+
+    return Path(db) if db else default_db_path()
+
+
+db_option = click.option("--db", type=click.Path(dir_okay=False), default=None,
+                         help="Tuning DB file (default: $TILETUNE_DB or ./tiletune.db).")
+shape_option = click.option("--shape", required=True, help="Dims of the workload, e.g. M=512,N=512,K=512.")
+dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one (float16, bfloat16, float32).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tiletune")
+def main() -> None:
+    """Declare an operator, autotune its schedule, load the tuned kernel as a library call."""
+
+
+@main.command()
+@click.argument("op")
+@shape_option
+@dtype_option
+@click.option("--device", default="auto", show_default=True, help="auto, cuda or sim-h100 (simulated H100).")
+@click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure.")
+@click.option("--time-limit", type=float, default=None, help="Stop after this many seconds.")
+@db_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--strategy", default="model", show_default=True, help="model (XGBoost-guided) or random.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
+@click.option("--workers", type=int, default=None, help="Compile worker processes (default: cores, at most 4).")
+@_friendly
+def autotune(op, shape, dtype, device, trials, time_limit, db, seed, strategy, batch_size, workers) -> None:
+    """Tune OP (a built-in name or path/file.py:function) at --shape."""
+    from tqdm import tqdm
+
+    from tiletune.api import autotune as run_autotune
+
+    dims = parse_shape(shape)
+    bar = tqdm(total=trials, unit="trial", desc=f"tuning {op}", file=sys.stderr, dynamic_ncols=True)
+
+    def on_batch(report, n):
+        bar.update(n)
+        if report.best_latency_us is not None:
+            bar.set_postfix(best=f"{report.best_latency_us:.2f}us", failed=sum(
+                v for k, v in report.statuses.items() if k != "ok"))
+
+    try:
+        report = run_autotune(op, dims, dtype=dtype, device=device, trials=trials, time_limit=time_limit,
+                              db=db, seed=seed, strategy=strategy, batch_size=batch_size, workers=workers,
+                              on_batch=on_batch)
+    finally:
+        bar.close()
+    _print_summary(report, _db_path(db))
+
+
+def _print_summary(report, db: Path) -> None:
+    simulated = report.measurer.startswith("sim-")
+    click.echo(f"workload   {report.spec}")
+    click.echo(f"device     {report.device}" + ("  (simulated: latencies come from an analytic model)" if simulated else ""))
+    click.echo(f"trials     {report.trials} new" + (f", {report.resumed} from earlier runs" if report.resumed else "")
+               + f" in {report.seconds:.1f} s")
+    if report.best_config is not None:
+        click.echo(f"best       {report.best_latency_us:.3f} us  {report.best_config!r}")
+    else:
+        click.echo("best       none: no config passed")
+    failures = {k: v for k, v in report.statuses.items() if k != "ok"}
+    if failures:
+        click.echo("failures   " + ", ".join(f"{k} {v}" for k, v in sorted(failures.items())))
+        for status, reason in sorted(report.reasons.items()):
+            click.echo(f"  {status}: {reason.splitlines()[0][:160] if reason else ''}")
+    else:
+        click.echo("failures   none")
+    click.echo(f"db         {db}")
+
+
+@main.command(name="list")
+@db_option
+@_friendly
+def list_(db) -> None:
+    """List the built-in operators and the workloads tuned in the DB."""
+    from tiletune.kernels.library import BUILTINS
+    from tiletune.tuning_db import TuningDB
+
+    click.echo("built-in operators:")
+    for name, op in sorted(BUILTINS.items()):
+        doc = (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else ""
+        click.echo(f"  {name:18s} ({', '.join(op.dim_names)})  {doc}")
+    path = _db_path(db)
+    if not path.exists():
+        click.echo(f"no tuning DB at {path}")
+        return
+    with TuningDB(path, readonly=True) as database:
+        workloads = database.workloads()
+        click.echo(f"tuned workloads in {path}:" if workloads else f"no tuned workloads in {path}")
+        for w in workloads:
+            shape = ",".join(f"{k}={v}" for k, v in w.dims.items())
+            for device_key, best in sorted(database.best_per_device(w.key).items()):
+                click.echo(f"  {w.op_name:18s} {shape:28s} {'/'.join(w.dtypes):24s} {device_key:36s} {best.latency_us:10.3f} us")
+
+
+@main.command()
+@click.argument("op")
+@shape_option
+@dtype_option
+@db_option
+@click.option("--source", is_flag=True, help="Print the generated Triton source of the best config.")
+@_friendly
+def show(op, shape, dtype, db, source) -> None:
+    """Show what is known about OP at --shape: its space, best configs and failures."""
+    from tiletune.api import operator_ref
+    from tiletune.search.task import Task, TaskSpec
+    from tiletune.tuning_db import TuningDB
+
+    task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
+    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {task.workload.key})")
+    click.echo(f"schedule   {task.schedule!r}")
+    click.echo(f"space      {task.space.size} configs before constraints; default {task.space.default()!r}")
+    best_config = None
+    path = _db_path(db)
+    if path.exists():
+        with TuningDB(path, readonly=True) as database:
+            for device_key, best in sorted(database.best_per_device(task.workload.key).items()):
+                counts = database.status_counts(task.workload.key, device_key)
+                tried = sum(counts.values())
+                failed = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "ok") or "none"
+                click.echo(f"device     {device_key}: {tried} measured, failures: {failed}")
+                click.echo(f"  best     {best.latency_us:.3f} us  {best.config}")
+                best_config = best_config or best.config
+    if best_config is None:
+        click.echo(f"not tuned at this shape in {path}")
+    if source:
+        from tiletune.schedules.config import Config
+
+        config = Config.from_dict(best_config) if best_config else task.space.default()
+        click.echo(task.source(config).text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""A tuned operator as a library call.
+
+The first call with a new (shapes, dtypes, device) key finds the best config in the tuning DB
+for that workload and device, falls back to the nearest tuned shape or to the default config
+(saying so once), lowers it and caches the result; later calls with that key go straight to
+the launch. Configs read from the DB are data: they are validated against the operator's space
+before use and nothing in the DB is ever executed.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from tiletune.errors import DSLError, TiletuneError, UsageError
+from tiletune.kernels import runtime
+from tiletune.kernels.lower import KernelSource
+from tiletune.schedules.config import Config
+from tiletune.search.task import Task, TaskSpec
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.operator import Operator
+from tiletune.tensorexpr.reference import torch_dtype
+from tiletune.tuning_db import Device, Record, TuningDB
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The config a call key runs, and where it came from."""
+
+    config: Config
+    origin: str  # "tuned", "nearest", "default"
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    task: Task
+    source: KernelSource
+    out_shape: tuple[int, ...]
+    out_dtype: torch.dtype
+    selection: Selection
+
+
+class LoadedOperator:
+    """Call with the operator's input tensors in order; returns the output tensor."""
+
+    def __init__(self, operator: Operator, db_path: Path) -> None:
+        self.operator = operator
+        self.db_path = Path(db_path)
+        self._entries: dict[tuple, _Entry] = {}  # cache: call key -> lowered kernel
+
+    def __repr__(self) -> str:
+        return f"<tiletune loaded {self.operator.name} (db {self.db_path})>"
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._prepare(inputs)
+        out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=inputs[0].device)
+        runtime.launch(entry.source, inputs, out, entry.task.dims)
+        return out
+
+    def selection(self, *inputs: torch.Tensor) -> Selection:
+        """Which config a call with these inputs runs, and why."""
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        entry = self._entries.get(key) or self._prepare(inputs)
+        self._entries[key] = entry
+        return entry.selection
+
+    def _prepare(self, inputs: Sequence[torch.Tensor]) -> _Entry:
+        if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+            raise UsageError(f"{self.operator.name} takes torch tensors as inputs")
+        devices = {x.device for x in inputs}
+        if len(devices) > 1:
+            raise UsageError(f"{self.operator.name}: inputs are on several devices ({', '.join(map(str, devices))})")
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        graph = self.operator.graph(dtype)
+        dims = graph.bind([tuple(x.shape) for x in inputs])
+        for t, x in zip(graph.inputs, inputs):
+            if dt.canonical(x.dtype) != t.dtype:
+                raise DSLError(f"{graph.name}: input '{t.name}' has dtype {dt.canonical(x.dtype)}, expected {t.dtype}")
+        task = Task(TaskSpec.make(self.operator.name, dims, dtype), self.operator)
+        cuda = inputs[0].is_cuda
+        selection = self._select(task, _device_name(inputs[0]) if cuda else None)
+        if selection.origin != "tuned":
+            warnings.warn(selection.note, stacklevel=3)
+        source = task.source(selection.config, for_interpreter=not cuda)
+        return _Entry(task, source, graph.shape_of(graph.output, dims), torch_dtype(graph.output.dtype), selection)
+
+    def _select(self, task: Task, device_name: str | None) -> Selection:
+        """The best usable config: tuned for this workload, else tuned for the nearest shape,
+        else the default."""
+        shape = ", ".join(f"{k}={v}" for k, v in task.dims.items())
+        if self.db_path.exists():
+            try:
+                with TuningDB(self.db_path, readonly=True) as db:
+                    found = _best_for(db, task, task.workload.key, device_name)
+                    if found is not None:
+                        return Selection(found, "tuned")
+                    nearest = _nearest(db, task, device_name)
+                    if nearest is not None:
+                        config, dims = nearest
+                        other = ", ".join(f"{k}={dims[k]}" for k in task.dims)
+                        return Selection(config, "nearest", f"{task.operator.name} was not tuned at {shape}; "
+                                                            f"using the config tuned at {other}")
+            except TiletuneError as error:
+                return Selection(task.space.default(), "default",
+                                 f"{task.operator.name}: tuning DB unusable ({error}); using the default config")
+        return Selection(
+            task.space.default(), "default",
+            f"{task.operator.name} was not tuned at {shape}; using the default config "
+            f"(tune it with: tiletune autotune {task.operator.name} --shape {shape.replace(', ', ',')})",
+        )
+
+
+def _device_name(x: torch.Tensor) -> str:
+    return torch.cuda.get_device_name(x.device)
+
+
+def _records_for_device(db: TuningDB, workload_key: str, device_name: str | None) -> list[Record]:
+    """ok records of the workload on this GPU (any Triton version), or, for CPU tensors that
+    run in the interpreter, on any device (real GPUs before simulated ones)."""
+    devices = {d.key: d for d in db.devices()}
+    records = [r for r in db.records(workload_key, status="ok") if r.latency_us is not None]
+    if device_name is not None:
+        return [r for r in records if r.device_key in devices and devices[r.device_key].name == device_name]
+    real = [r for r in records if r.measurer == "cuda"]
+    return real or records
+
+
+def _best_for(db: TuningDB, task: Task, workload_key: str, device_name: str | None) -> Config | None:
+    for record in sorted(_records_for_device(db, workload_key, device_name), key=lambda r: r.latency_us):
+        config = Config.from_dict(record.config)
+        if task.space.is_legal(config):
+            return config
+    return None
+
+
+def _nearest(db: TuningDB, task: Task, device_name: str | None) -> tuple[Config, dict] | None:
+    """The best config of the closest tuned shape (log-distance over dims) that is legal here."""
+    own = task.workload
+    candidates = [w for w in db.workloads(own.op_name) if w.op_hash == own.op_hash and w.dtypes == own.dtypes
+                  and w.key != own.key and set(w.dims) == set(task.dims)]
+    candidates.sort(key=lambda w: sum(abs(math.log(w.dims[k] / task.dims[k])) for k in task.dims))
+    for w in candidates:
+        config = _best_for(db, task, w.key, device_name)
+        if config is not None:
+            return config, w.dims
+    return None
