@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from tiletune import __version__
+from tiletune._version import __version__
 from tiletune.schedules.config import Config
 from tiletune.search.features import featurize
 from tiletune.search.measure import Measurer, Outcome, compile_step, verify_step

@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from tiletune._version import __version__  # noqa: E402
 
 from tiletune.errors import TiletuneError  # noqa: E402
 from tiletune.tensorexpr.operator import Operator, operator  # noqa: E402

@@ -1,0 +1,46 @@
+"""GPU tests: run with `pytest -m gpu` on a machine with CUDA (they skip elsewhere)."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def test_loaded_builtins_match_torch_on_the_gpu(tmp_path):
+    import torch
+
+    import tiletune as tt
+
+    a = torch.randn(1000, 515, device="cuda", dtype=torch.float16)
+    b = torch.randn(515, 777, device="cuda", dtype=torch.float16)
+    out = tt.load("matmul", db=tmp_path / "none.db")(a, b)
+    torch.testing.assert_close(out.float(), a.float() @ b.float(), rtol=2e-2, atol=2e-1)
+    x = torch.randn(333, 1000, device="cuda")
+    torch.testing.assert_close(tt.load("softmax", db=tmp_path / "none.db")(x), torch.softmax(x, -1))
+
+
+def test_the_same_config_measured_twice_agrees(tmp_path):
+    from tiletune.search.measure import CudaMeasurer
+    from tiletune.search.task import TaskSpec
+    from tiletune.search.tuner import COMPILE_ENV
+    from tiletune.search.workers import WorkerPool
+
+    spec = TaskSpec.make("matmul", {"M": 4096, "N": 4096, "K": 4096}, "float16")
+    config = spec.build().space.default()
+    with WorkerPool(1, env=COMPILE_ENV) as pool:
+        measurer = CudaMeasurer(pool, repeats=100)
+        first, second = measurer.measure(spec, [(config, {}), (config, {})])
+    assert first.status == second.status == "ok", (first.reason, second.reason)
+    assert abs(first.latency_us - second.latency_us) / first.latency_us < 0.05
+    assert first.latency_spread < 0.2
+
+
+def test_autotune_on_the_gpu_records_real_measurements(tmp_path):
+    import tiletune as tt
+    from tiletune.tuning_db import TuningDB
+
+    report = tt.autotune("softmax", {"N": 4096, "D": 1024}, dtype="float32", device="cuda", trials=6,
+                         db=tmp_path / "t.db")
+    assert report.statuses["ok"] >= 1, report.reasons
+    with TuningDB(tmp_path / "t.db", readonly=True) as db:
+        assert {r.measurer for r in db.records(report.spec.build().workload.key)} == {"cuda"}

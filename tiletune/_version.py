@@ -1,0 +1,2 @@
+"""The version of tiletune, recorded with every measurement."""
+__version__ = "0.1.0"
