@@ -54,9 +54,13 @@ def autotune(
     batch_size: int = 8,
     workers: int | None = None,
     on_batch: Callable | None = None,
+    on_start: Callable[[], None] | None = None,
 ):
-    """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report."""
+    """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report.
+
+    `on_start` is called once the arguments are checked, just before the first batch."""
     from tiletune.search.measure import CudaMeasurer, SimMeasurer
+    from tiletune.search.strategies import STRATEGIES
     from tiletune.search.task import Task, TaskSpec
     from tiletune.search.tuner import COMPILE_ENV, Budget, Tuner
     from tiletune.search.workers import WorkerPool
@@ -66,8 +70,12 @@ def autotune(
         raise UsageError(f"trials must be at least 1, got {trials}")
     if time_limit is not None and time_limit <= 0:
         raise UsageError(f"the time limit must be positive, got {time_limit}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
     if batch_size < 1:
         raise UsageError(f"the batch size must be at least 1, got {batch_size}")
+    if strategy not in STRATEGIES:  # before the DB file is created
+        raise UsageError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
     spec = TaskSpec.make(spec.op, task.dims, dtype)
@@ -81,6 +89,8 @@ def autotune(
             measurer = SimMeasurer(kind)
         with TuningDB(Path(db) if db else default_db_path()) as database:
             tuner = Tuner(task, measurer, database, strategy=strategy, seed=seed, workers=workers, on_batch=on_batch)
+            if on_start:
+                on_start()
             return tuner.run(Budget(trials, time_limit, batch_size))
     finally:
         if gpu_pool is not None:

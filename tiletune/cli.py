@@ -89,20 +89,24 @@ def autotune(op, shape, dtype, device, trials, time_limit, db, seed, strategy, b
     from tiletune.api import autotune as run_autotune
 
     dims = parse_shape(shape)
-    bar = tqdm(total=trials, unit="trial", desc=f"tuning {op}", file=sys.stderr, dynamic_ncols=True)
+    bars = []  # the progress bar starts once the arguments are checked, so a mistake is one line
+
+    def on_start():
+        bars.append(tqdm(total=trials, unit="trial", desc=f"tuning {op}", file=sys.stderr, dynamic_ncols=True))
 
     def on_batch(report, n):
-        bar.update(n)
+        bars[0].update(n)
         if report.best_latency_us is not None:
-            bar.set_postfix(best=f"{report.best_latency_us:.2f}us", failed=sum(
+            bars[0].set_postfix(best=f"{report.best_latency_us:.2f}us", failed=sum(
                 v for k, v in report.statuses.items() if k != "ok"))
 
     try:
         report = run_autotune(op, dims, dtype=dtype, device=device, trials=trials, time_limit=time_limit,
                               db=db, seed=seed, strategy=strategy, batch_size=batch_size, workers=workers,
-                              on_batch=on_batch)
+                              on_batch=on_batch, on_start=on_start)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     _print_summary(report, _db_path(db))
 
 
@@ -146,7 +150,8 @@ def list_(db) -> None:
         workloads = database.workloads()
         click.echo(f"tuned workloads in {path}:" if workloads else f"no tuned workloads in {path}")
         for w in workloads:
-            shape = ",".join(f"{k}={v}" for k, v in w.dims.items())
+            order = BUILTINS[w.op_name].dim_names if w.op_name in BUILTINS else sorted(w.dims)
+            shape = ",".join(f"{k}={w.dims[k]}" for k in order if k in w.dims)
             for device_key, best in sorted(database.best_per_device(w.key).items()):
                 click.echo(f"  {w.op_name:18s} {shape:28s} {'/'.join(w.dtypes):24s} {device_key:36s} {best.latency_us:10.3f} us")
 
@@ -161,6 +166,7 @@ def list_(db) -> None:
 def show(op, shape, dtype, db, source) -> None:
     """Show what is known about OP at --shape: its space, best configs and failures."""
     from tiletune.api import operator_ref
+    from tiletune.schedules.config import Config
     from tiletune.search.task import Task, TaskSpec
     from tiletune.tuning_db import TuningDB
 
@@ -177,13 +183,11 @@ def show(op, shape, dtype, db, source) -> None:
                 tried = sum(counts.values())
                 failed = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "ok") or "none"
                 click.echo(f"device     {device_key}: {tried} measured, failures: {failed}")
-                click.echo(f"  best     {best.latency_us:.3f} us  {best.config}")
+                click.echo(f"  best     {best.latency_us:.3f} us  {Config.from_dict(best.config)!r}")
                 best_config = best_config or best.config
     if best_config is None:
         click.echo(f"not tuned at this shape in {path}")
     if source:
-        from tiletune.schedules.config import Config
-
         config = Config.from_dict(best_config) if best_config else task.space.default()
         click.echo(task.source(config).text)
 

@@ -9,6 +9,7 @@ before use and nothing in the DB is ever executed.
 from __future__ import annotations
 
 import math
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ class LoadedOperator:
         return f"<tiletune loaded {self.operator.name} (db {self.db_path})>"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        key = self._key(inputs)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._prepare(inputs)
@@ -67,14 +68,17 @@ class LoadedOperator:
 
     def selection(self, *inputs: torch.Tensor) -> Selection:
         """Which config a call with these inputs runs, and why."""
-        key = tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        key = self._key(inputs)
         entry = self._entries.get(key) or self._prepare(inputs)
         self._entries[key] = entry
         return entry.selection
 
-    def _prepare(self, inputs: Sequence[torch.Tensor]) -> _Entry:
+    def _key(self, inputs: Sequence[torch.Tensor]) -> tuple:
         if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
             raise UsageError(f"{self.operator.name} takes torch tensors as inputs")
+        return tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+
+    def _prepare(self, inputs: Sequence[torch.Tensor]) -> _Entry:
         devices = {x.device for x in inputs}
         if len(devices) > 1:
             raise UsageError(f"{self.operator.name}: inputs are on several devices ({', '.join(map(str, devices))})")
@@ -114,8 +118,18 @@ class LoadedOperator:
         return Selection(
             task.space.default(), "default",
             f"{task.operator.name} was not tuned at {shape}; using the default config "
-            f"(tune it with: tiletune autotune {task.operator.name} --shape {shape.replace(', ', ',')})",
+            f"(tune it with: tiletune autotune {_command_ref(task.operator)} --shape {shape.replace(', ', ',')})",
         )
+
+
+def _command_ref(operator: Operator) -> str:
+    """How `tiletune autotune` names the operator: a built-in name or `path.py:function`."""
+    from tiletune.api import operator_ref
+
+    try:
+        return shlex.quote(operator_ref(operator))
+    except TiletuneError:  # declared outside any file: the name is the best hint there is
+        return operator.name
 
 
 def _device_name(x: torch.Tensor) -> str:
