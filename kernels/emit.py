@@ -66,6 +66,16 @@ class CodeBuilder:
     def line(self, text: str = "") -> None:
         """Append one line at the current indentation."""
         self.lines.append(("    " * self.indent + text) if text else "")
+        # a name the kernel assigns by hand (offs_lane, mask_rows) is not fresh any more: a
+        # stage named after it must not overwrite it
+        assigned = re.match(r"(\w+) = ", text)
+        if assigned:
+            self.reserve(assigned.group(1))
+
+    def reserve(self, *names: str) -> None:
+        """Mark names as used (parameters, module names) so that `fresh` never returns them."""
+        for name in names:
+            self._taken.setdefault(name, 1)
 
     def fresh(self, base: str) -> str:
         """A variable name not used before: `base`, then `base_1`, `base_2`..."""
@@ -124,6 +134,7 @@ class TileEmitter:
     resolve: Callable[[Read, "TileEmitter"], Value | None] = lambda read, em: None
     cache: dict[Expr, Value] = field(default_factory=dict)
     loads: dict[str, Value] = field(default_factory=dict)
+    named: dict[str, Value] = field(default_factory=dict)
 
     # --- shapes -------------------------------------------------------------------------------
 
@@ -179,8 +190,12 @@ class TileEmitter:
             return self._binary(e)
         if isinstance(e, Unary):
             x = self.value(e.x)
-            if e.op in ("neg", "abs", "not"):
+            if e.op == "not" or (e.op in ("neg", "abs") and not dt.is_float(x.dtype)):
                 return self._bind(e, _UNARY[e.op].format(_paren(x.code)), x.dims, x.dtype)
+            if e.op in ("neg", "abs"):
+                # widened like all float math: the interpreter would negate a bf16 tile's bit patterns
+                xf = self.as_float32(x)
+                return self._bind(e, _UNARY[e.op].format(_paren(xf.code)), x.dims, "float32")
             xf = self.as_float32(x)
             return self._bind(e, _UNARY[e.op].format(xf.code), x.dims, "float32")
         if isinstance(e, Compare):
@@ -199,9 +214,9 @@ class TileEmitter:
             target = dt.strong(e.dtype)
             if dt.is_float(target) and target != "float32":
                 # round to the narrow type, keep computing in fp32
-                code = f"{_paren(x.code)}.to({TL_DTYPES[target]}).to(tl.float32)"
+                code = converted(converted(x.code, x.dims, TL_DTYPES[target]), x.dims, "tl.float32")
                 return self._bind(e, code, x.dims, "float32")
-            return self._bind(e, f"{_paren(x.code)}.to({TL_DTYPES[target]})", x.dims, target)
+            return self._bind(e, converted(x.code, x.dims, TL_DTYPES[target]), x.dims, target)
         if isinstance(e, Reduce):
             raise LoweringError("a reduction can only be emitted by its kernel's reduction loop")
         raise LoweringError(f"cannot emit {type(e).__name__}")
@@ -210,7 +225,11 @@ class TileEmitter:
         # Index arithmetic stays inline (short, and Triton folds it); values get a name.
         if dt.is_int(e.dtype) and dt.is_weak(e.dtype):
             return Value(f"({code})", dims, dtype)
-        return Value(self.code.assign(f"t{len(self.cache)}", code), dims, dtype)
+        # two expressions can be one computation on the tile (x[i, j] - m[i] and x[i, k] - m[i]
+        # when j and k run along the same tile dim), as two reads can be one load
+        if code not in self.named:
+            self.named[code] = Value(self.code.assign(f"t{len(self.cache)}", code), dims, dtype)
+        return self.named[code]
 
     def _operands(self, a: Expr, b: Expr) -> tuple[Value, Value]:
         va, vb = self.value(a), self.value(b)
@@ -226,6 +245,8 @@ class TileEmitter:
             return self._bind(e, f"tl.{e.op}({a.code}, {b.code})", dims, dtype)
         if e.op == "truediv" and not dt.is_float(a.dtype) and not dt.is_float(b.dtype):
             a = self.as_float32(a)
+        if e.op in ("floordiv", "mod") and not (_non_negative(e.a) and _positive(e.b)):
+            return self._bind(e, _floor_divmod(e.op, a.code, b.code, _positive(e.b)), dims, dtype)
         return self._bind(e, f"{_paren(a.code)} {_BINARY[e.op]} {_paren(b.code)}", dims, dtype)
 
     # --- memory -------------------------------------------------------------------------------
@@ -276,6 +297,62 @@ class TileEmitter:
 
 def _ident(name: str) -> str:
     return re.sub(r"\W", "_", name)
+
+
+def converted(code: str, dims: frozenset[int], tl_dtype: str) -> str:
+    """`code` converted to a Triton type: `.to()` on a tile; `tl.cast` on a scalar, which may be
+    a literal (a constant output) or a plain int (a dim Triton specialized), without `.to()`."""
+    return f"{_paren(code)}.to({tl_dtype})" if dims else f"tl.cast({code}, {tl_dtype})"
+
+
+# The DSL's `//` and `%` are Python's (floor division, a remainder with the divisor's sign), as
+# in the reference evaluator; Triton's integer `//` and `%` truncate toward zero, as C does.
+# The two agree when the dividend is >= 0 and the divisor > 0, the common case of index
+# arithmetic over axes, which keeps the plain operators; otherwise the result is corrected.
+
+
+def _non_negative(e: Expr) -> bool:
+    """True when `e` is >= 0 everywhere: axes, dims, non-negative constants and what `+`, `*`,
+    `//` and `%` make of them."""
+    if isinstance(e, Const):
+        return not isinstance(e.value, bool) and e.value >= 0
+    if isinstance(e, (IterVar, DimVar)):
+        return True  # axes count from 0 (tile offsets too), dims are >= 1
+    if isinstance(e, Binary):
+        if e.op in ("add", "mul"):
+            return _non_negative(e.a) and _non_negative(e.b)
+        if e.op == "floordiv":
+            return _non_negative(e.a) and _positive(e.b)
+        if e.op == "mod":
+            return _positive(e.b)
+    if isinstance(e, Unary) and e.op == "abs":
+        return True
+    return False
+
+
+def _positive(e: Expr) -> bool:
+    """True when `e` is > 0 everywhere: dims, positive constants, their sums and products."""
+    if isinstance(e, Const):
+        return not isinstance(e.value, bool) and e.value > 0
+    if isinstance(e, DimVar):
+        return True
+    if isinstance(e, Binary) and e.op in ("add", "mul"):
+        return _positive(e.a) and _positive(e.b)
+    return False
+
+
+def _floor_divmod(op: str, a: str, b: str, positive_divisor: bool) -> str:
+    """Code for Python's `a // b` or `a % b` from Triton's truncating operators."""
+    a, b = _paren(a), _paren(b)
+    if positive_divisor:
+        # arithmetic only, so that it also serves scalars (dims, batch indices)
+        fmod = f"(({a} % {b}) + {b}) % {b}"
+        return fmod if op == "mod" else f"({a} - {fmod}) // {b}"
+    rem = f"({a} % {b})"
+    wrong_sign = f"({rem} != 0) & (({rem} < 0) != ({b} < 0))"
+    if op == "mod":
+        return f"tl.where({wrong_sign}, {rem} + {b}, {rem})"
+    return f"tl.where({wrong_sign}, ({a} // {b}) - 1, {a} // {b})"
 
 
 def _const(e: Const) -> Value:

@@ -15,6 +15,7 @@ so one source is one candidate. The module also holds a `launch(...)` that compu
 """
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass, field
 
@@ -29,11 +30,13 @@ from tiletune.kernels.emit import (
     TensorArg,
     TileEmitter,
     Value,
+    converted,
 )
 from tiletune.schedules.rules import dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
+from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout
-from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, substitute, walk
+from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe, substitute, walk
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -62,7 +65,9 @@ class _Names:
     """Identifiers for tensors and dims that are valid, unique and clear of Triton's names."""
 
     def __init__(self) -> None:
-        self.taken: set[str] = set(RESERVED)
+        # the launcher takes tensors and dims by these names: a tensor named 'in' or 'from'
+        # must not become a Python keyword
+        self.taken: set[str] = set(RESERVED) | set(keyword.kwlist)
 
     def make(self, wanted: str) -> str:
         base = re.sub(r"\W", "_", wanted) or "t"
@@ -81,6 +86,7 @@ class _Kernel:
     def __init__(self, graph: Graph, schedule: ResolvedSchedule, pattern: Pattern) -> None:
         self.graph, self.schedule, self.pattern = graph, schedule, pattern
         names = _Names()
+        names.taken.add(f"{_ident(graph.name)}_kernel")  # a launcher argument must not shadow the kernel
         self.dim_names = {d.name: names.make(d.name) for d in graph.dims}
         self.args: dict[Tensor, TensorArg] = {}
         for t in (*graph.inputs, graph.output):
@@ -89,6 +95,7 @@ class _Kernel:
             self.args[t] = TensorArg(t, f"{base}_ptr", strides)
             names.taken.add(f"{base}_ptr")
         self.body = CodeBuilder(indent=1)
+        self.body.reserve(*names.taken, "BLOCK_ROWS", "BLOCK_LANE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
         self.constexprs: dict[str, int] = {}
 
     def extent(self, e: Expr) -> str:
@@ -131,7 +138,12 @@ class _Kernel:
         out = self.graph.output
         address, _, dims = em.address(Read(out, out.op.axes, out.dtype))
         mask = em.mask(dims | value.dims) or "None"
-        self.body.line(f"tl.store({address}, {_paren_code(value.code)}.to({TL_DTYPES[out.dtype]}), mask={mask})")
+        # Triton broadcasts a stored value to its pointer's shape, never the pointer to the
+        # value's: a scalar output of a row reduction gets its (1, 1) tile's shape on the pointer
+        for d in sorted(value.dims - dims):
+            address += f" + {em.expand(em.dims[d].offs, d)} * 0"
+        stored = converted(_paren_code(value.code), value.dims, TL_DTYPES[out.dtype])
+        self.body.line(f"tl.store({address}, {stored}, mask={mask})")
 
     def header(self, kernel_name: str) -> list[str]:
         cfg = self.schedule.config
@@ -266,8 +278,10 @@ def _lower_rows(k: _Kernel) -> KernelSource:
         v = emitter.value(body)
         if 1 in {d for i in read.indices for d in emitter.value(i).dims}:
             raise LoweringError(f"{graph.name}: stage '{t.name}' is read along the reduced axis; it must be read per row")
-        vf = emitter.as_float32(v) if red.dtype.startswith(("float", "bfloat")) else v
-        masked = b.assign(f"{_ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {REDUCE_IDENTITY[red.op]})")
+        floating = red.dtype.startswith(("float", "bfloat"))
+        vf = emitter.as_float32(v) if floating else v
+        identity = REDUCE_IDENTITY[red.op] if floating else _int_identity(red.op, red.dtype)
+        masked = b.assign(f"{_ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {identity})")
         out = b.assign(_ident(t.name), f"{REDUCE_FN[red.op]}({masked}, axis=1, keep_dims=True)")
         return Value(out, frozenset({0}), vf.dtype)
 
@@ -284,6 +298,13 @@ def _lower_rows(k: _Kernel) -> KernelSource:
     else:
         grid = [f"triton.cdiv({_py_extent(k, layout.rows)}, {block_rows}) * triton.cdiv({lane_extent}, {block_lane})"]
     return k.finish(f"{_ident(graph.name)}_kernel", grid)
+
+
+def _int_identity(op: str, dtype: str) -> str:
+    """The identity of an integer reduction, in its own type: a float identity (0.0, -inf)
+    would turn the tile into floats, which integer `//` and `%` then refuse."""
+    bits = 8 * dt.itemsize(dtype)
+    return {"sum": "0", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
 
 
 def _py_extent(k: _Kernel, axes: tuple[IterVar, ...]) -> str:
@@ -350,7 +371,7 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
         em = TileEmitter(b, dims, dict(batch_values), k.args, k.extent)
         for axis, d in axes.items():
             em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
-        if _is_plain_load(factor) and _strip(factor).dtype == operand:
+        if _is_plain_load(factor) and _strip(factor).dtype == operand and _widening_only(factor):
             factor = _strip(factor)  # load the operand in its own type: no round trip through fp32
         v = em.value(factor)
         if not _is_plain_load(factor):
@@ -394,6 +415,32 @@ def _strip(e: Expr) -> Expr:
     return e
 
 
+_INDEX_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
+
+
+def _index_text(e: Expr) -> str:
+    """An index expression as the user wrote it, for messages (dataclass reprs are unreadable)."""
+    if isinstance(e, Binary) and e.op in _INDEX_SYMBOLS:
+        return f"{_index_text(e.a)} {_INDEX_SYMBOLS[e.op]} {_index_text(e.b)}"
+    if isinstance(e, Unary) and e.op == "neg":
+        return f"-{_index_text(e.x)}"
+    return describe(e)
+
+
+# Float types that hold every value of a narrower one exactly.
+_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",)}
+
+
+def _widening_only(e: Expr) -> bool:
+    """True when every cast down to the read is exact (to a wider float type), so that skipping
+    them changes no value; a narrowing cast (an fp32 operand rounded to fp16) must stay."""
+    while isinstance(e, Cast):
+        if e.dtype != e.x.dtype and e.dtype not in _WIDER.get(e.x.dtype, ()):
+            return False
+        e = e.x
+    return True
+
+
 def _paren_code(code: str) -> str:
     return code if re.fullmatch(r"[\w.]+", code) else f"({code})"
 
@@ -416,8 +463,9 @@ def _epilogue_axes(graph: Graph, c, body: Expr, em: TileEmitter) -> dict[IterVar
     for index, axis in zip(read.indices, c.stage.op.axes):
         if not isinstance(index, IterVar) or index not in graph.output.op.axes or index in mapping:
             raise LoweringError(
-                f"{graph.name}: the epilogue '{graph.output.name}' reads '{c.stage.name}' at "
-                f"{', '.join(map(repr, read.indices))}; each index must be a distinct axis of the output"
+                f"{graph.name}: the epilogue '{graph.output.name}' reads '{c.stage.name}' as "
+                f"{c.stage.name}[{', '.join(map(_index_text, read.indices))}]; each index must be a "
+                "distinct axis of the output"
             )
         mapping[index] = em.axes[axis]
     missing = [a.name for a in graph.output.op.axes if a not in mapping]

@@ -4,7 +4,9 @@ Tolerance rule: an output element passes when |out - ref| <= atol + rtol * |ref|
 by the output dtype (float32 1e-4, float16 1e-2, bfloat16 4e-2) and
 atol = rtol * mean(|ref|) * max(1, sqrt(L)), L the longest reduction in the operator: rounding
 errors of a sum grow like the square root of its length. Every run writes into a fresh output
-filled with NaN, so a kernel that leaves part of its output unwritten cannot pass.
+filled with NaN (integers: the type's minimum, having no NaN), so a kernel that leaves part of
+its output unwritten cannot pass; the output lies between two guard bands of that fill, so a
+kernel that writes outside its output (a wrong mask) fails instead of corrupting memory unseen.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from tiletune.kernels import runtime
 from tiletune.kernels.lower import KernelSource
 from tiletune.schedules.schedule import ResolvedSchedule
+from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
 from tiletune.tensorexpr.expr import DimVar
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
@@ -65,9 +68,14 @@ def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: 
     out64, ref64 = out.detach().cpu().double(), ref.double()
     if out64.shape != ref64.shape:
         return Verdict(False, math.inf, f"output shape {tuple(out64.shape)}, expected {tuple(ref64.shape)}")
-    unwritten = torch.isnan(out64) & ~torch.isnan(ref64)
+    if dt.is_float(dtype):
+        unwritten = torch.isnan(out64) & ~torch.isnan(ref64)
+    else:
+        fill = unwritten_fill(dtype)
+        unwritten = (out64 == fill) & (ref64 != fill)
     if unwritten.any():
-        return Verdict(False, math.inf, f"{int(unwritten.sum())} of {out64.numel()} output elements left unwritten (NaN)")
+        return Verdict(False, math.inf, f"{int(unwritten.sum())} of {out64.numel()} output elements left unwritten "
+                       f"({'NaN' if dt.is_float(dtype) else 'the fill value'})")
     rtol = RTOL.get(dtype, 0.0)
     scale = float(ref64.abs().mean()) if ref64.numel() else 0.0
     atol = rtol * max(scale, 1e-30) * max(1.0, math.sqrt(reduction_length))
@@ -86,15 +94,32 @@ def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: 
     return Verdict(True, ratio)
 
 
-def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 0) -> Verdict:
-    """Run `src` at `dims` on random CPU inputs (through the interpreter) and compare it with
-    the reference evaluator."""
+def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 0, device: str = "cpu") -> Verdict:
+    """Run `src` at `dims` on random inputs (CPU tensors run through the interpreter) and
+    compare it with the reference evaluator."""
     dims = graph.check_dims(dims)
     inputs = make_inputs(graph, dims, seed)
     ref = evaluate(graph, inputs, dims)
-    out = torch.full(graph.shape_of(graph.output, dims), float("nan"), dtype=torch_dtype(graph.output.dtype))
+    inputs = [x.to(device) for x in inputs]
+    dtype = graph.output.dtype
+    shape = graph.shape_of(graph.output, dims)
+    numel = math.prod(shape)
+    fill = unwritten_fill(dtype)
+    guard = max(256, min(numel, 1 << 16))
+    buffer = torch.full((guard + numel + guard,), fill, dtype=torch_dtype(dtype), device=device)
+    out = buffer[guard: guard + numel].view(shape)
     runtime.launch(src, inputs, out, dims)
-    return compare(out, ref, graph.output.dtype, longest_reduction(graph, dims))
+    bands = torch.cat([buffer[:guard], buffer[guard + numel:]]).double().cpu()
+    stray = int((~torch.isnan(bands)).sum()) if dt.is_float(dtype) else int((bands != fill).sum())
+    if stray:
+        return Verdict(False, math.inf, f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
+    return compare(out, ref, dtype, longest_reduction(graph, dims))
+
+
+def unwritten_fill(dtype: str) -> float | int:
+    """What a fresh output is filled with before a run: NaN, or for an integer type (which has
+    no NaN) its minimum."""
+    return float("nan") if dt.is_float(dtype) else torch.iinfo(torch_dtype(dtype)).min
 
 
 def verification_dims(

@@ -86,19 +86,14 @@ def time_step(spec: TaskSpec, config_json: str, seed: int, repeats: int) -> dict
     import torch
 
     from tiletune.kernels import runtime
-    from tiletune.kernels.verify import compare, longest_reduction, make_inputs, verification_dims
-    from tiletune.tensorexpr.reference import evaluate, torch_dtype
+    from tiletune.kernels.verify import check, make_inputs, verification_dims
+    from tiletune.tensorexpr.reference import torch_dtype
 
     task = spec.build()
     config = task.space.from_json(config_json)
     src = task.source(config)
     small = verification_dims(task.graph, task.dims, task.resolve(config))
-    inputs = make_inputs(task.graph, small, seed)
-    ref = evaluate(task.graph, inputs, small)
-    out = torch.full(task.graph.shape_of(task.graph.output, small), float("nan"),
-                     dtype=torch_dtype(task.graph.output.dtype), device="cuda")
-    runtime.launch(src, [x.cuda() for x in inputs], out, small)
-    verdict = compare(out.cpu(), ref, task.graph.output.dtype, longest_reduction(task.graph, small))
+    verdict = check(task.graph, src, small, seed, device="cuda")
     if not verdict.ok:
         return {"status": "wrong_result", "reason": f"on the GPU: {verdict.reason}"}
     inputs = make_inputs(task.graph, task.dims, seed, device="cuda")

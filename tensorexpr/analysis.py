@@ -203,7 +203,12 @@ def _lane_axis(graph: Graph, pattern: Pattern, reduce_axes: tuple[IterVar, ...])
                 continue
             pos = r.indices.index(k)
             for o in out_reads:
-                if o.tensor is r.tensor and isinstance(o.indices[pos], IterVar) and o.indices[pos] in out.op.axes:
-                    return o.indices[pos]
+                if o.tensor is not r.tensor:
+                    continue
+                index = o.indices[pos]
+                # the lane axis shares the reduce axis's offsets and mask, so it needs its extent
+                # too: an output over a slice of the row (x[i, j], j < E < D) is not along it
+                if isinstance(index, IterVar) and index in out.op.axes and index.extent == k.extent:
+                    return index
     same = [a for a in out.op.axes if a.extent == reduce_axes[0].extent]
     return same[-1] if same else None
