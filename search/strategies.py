@@ -75,7 +75,12 @@ class RandomSearch:
 
 class ModelGuided:
     """Random warm-up, then the cost model ranks a random pool; `explore` of each batch stays
-    random."""
+    random.
+
+    `prior` holds (features, latency, workload) rows of other workloads (set by the tuner from
+    the DB): with them the model ranks from the first batch, since what was learned on other
+    shapes and operators transfers through the shared features.
+    """
 
     name = "model"
 
@@ -93,6 +98,7 @@ class ModelGuided:
         self.random = RandomSearch(seed)
         self.model = XGBCostModel(seed=seed)
         self.warmup, self.pool, self.explore = warmup, pool, explore
+        self.prior: list[tuple[np.ndarray, float, str]] = []
 
     def features(self, config: Config) -> np.ndarray:
         """Knob and tile features; static compile facts are unknown before compiling, so the
@@ -100,22 +106,31 @@ class ModelGuided:
         return featurize(config.as_dict(), self.tile_facts(config), {})
 
     def propose(self, space: ConfigSpace, history: History, n: int) -> list[Config]:
-        """Model-ranked untried configs with an exploration share."""
-        if len(history.ok) < self.warmup:
+        """Model-ranked untried configs with an exploration share (the default config first)."""
+        usable_prior = len(self.prior) >= self.warmup
+        if len(history.ok) < self.warmup and not usable_prior:
             return self.random.propose(space, history, n)
-        X = np.stack([row[2] for row in history.ok])
-        y = np.array([row[1] for row in history.ok])
-        self.model.fit(X, y, np.zeros(len(y), dtype=np.int64))
-        pool = space.sample(self.rng, self.pool, exclude=history.tried)
+        picks: list[Config] = []
+        default = space.default()
+        if default not in history.tried:
+            picks.append(default)
+        rows = [(f, lat, "prior:" + g) for f, lat, g in self.prior] + [(f, lat, "self") for _, lat, f in history.ok]
+        groups = {g: i for i, g in enumerate(dict.fromkeys(g for _, _, g in rows))}
+        self.model.fit(
+            np.stack([f for f, _, _ in rows]),
+            np.array([lat for _, lat, _ in rows]),
+            np.array([groups[g] for _, _, g in rows], dtype=np.int64),
+        )
+        pool = space.sample(self.rng, self.pool, exclude=history.tried | set(picks))
         if not pool:
-            return []
+            return picks
         scores = self.model.predict(np.stack([self.features(c) for c in pool]))
         order = sorted(range(len(pool)), key=lambda i: (-scores[i], i))
-        n_model = max(1, round(n * (1 - self.explore)))
-        picks = [pool[i] for i in order[:n_model]]
+        n_model = max(1, round((n - len(picks)) * (1 - self.explore)))
+        picks += [pool[i] for i in order[:n_model]]
         rest = [pool[i] for i in order[n_model:]]
         self.rng.shuffle(rest)
-        return picks + rest[: n - len(picks)]
+        return (picks + rest)[:n]
 
 
 STRATEGIES = ("model", "random")
@@ -128,4 +143,3 @@ def make_strategy(name: str, tile_facts: Callable[[Config], dict], seed: int) ->
     if name == "model":
         return ModelGuided(tile_facts, seed)
     raise UsageError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
-

@@ -29,11 +29,13 @@ INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 
 @dataclass
 class Budget:
-    """When to stop: after `trials` new measurements or `seconds` of wall time."""
+    """When to stop: after `trials` new measurements, `seconds` of wall time, or `patience`
+    batches in a row without a better config."""
 
     trials: int = 32
     seconds: float | None = None
     batch_size: int = 8
+    patience: int | None = None
 
 
 @dataclass
@@ -51,10 +53,45 @@ class TuneReport:
     statuses: Counter = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)  # one example reason per failure status
     curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best latency so far)
+    stale_batches: int = 0  # batches in a row that found nothing better
+    exhausted: bool = False  # every legal config has been tried
+
+
+class Pools:
+    """The worker pools one or several tuners share: compiles (compiling processes) and
+    interpreter verification (interpreting processes)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
+        try:
+            self.verifier = WorkerPool(1, env=INTERPRET_ENV, name="verify")
+        except BaseException:
+            self.compiler.close()
+            raise
+
+    def close(self) -> None:
+        """Stop every worker."""
+        self.compiler.close()
+        self.verifier.close()
+
+    def __enter__(self) -> Pools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# Records of other workloads that warm-start a new task's cost model (the most recent first).
+TRANSFER_RECORDS = 4000
 
 
 class Tuner:
-    """Tunes one task on one measurer, writing every outcome to the DB."""
+    """Tunes one task on one measurer, writing every outcome to the DB.
+
+    `run(budget)` tunes to the end; `start()` then repeated `step(n)` let a scheduler share
+    workers between several tuners.
+    """
 
     def __init__(
         self,
@@ -68,19 +105,26 @@ class Tuner:
         compile_timeout: float = 180.0,
         verify_timeout: float = 300.0,
         on_batch: Callable[[TuneReport, int], None] | None = None,
+        transfer: bool = True,
     ) -> None:
         self.task, self.measurer, self.db = task, measurer, db
         self.seed = seed
         self.strategy = make_strategy(strategy, lambda c: self.task.facts(c).to_dict(), seed)
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = workers
         self.compile_timeout, self.verify_timeout = compile_timeout, verify_timeout
         self.on_batch = on_batch
+        self.transfer = transfer
+        self.report: TuneReport | None = None
+        self.history = History()
 
     def _features(self, config: Config) -> np.ndarray:
         return featurize(config.as_dict(), self.task.facts(config).to_dict(), {})
 
-    def _resume(self, report: TuneReport) -> History:
-        history = History()
+    def start(self) -> TuneReport:
+        """Register the workload and device, and resume from what the DB holds."""
+        self.report = TuneReport(self.task.spec, self.measurer.device.name, self.measurer.kind)
+        self.db.add_workload(self.task.workload)
+        self.db.add_device(self.measurer.device)
         workload, device = self.task.workload, self.measurer.device
         for record in self.db.records(workload.key, device.key):
             if record.measurer != self.measurer.kind:
@@ -88,33 +132,65 @@ class Tuner:
             config = Config.from_dict(record.config)
             if not self.task.space.is_legal(config):
                 continue  # measured under an older space: keep it in the DB, not in the search
-            history.add(config, record.latency_us if record.status == "ok" else None,
-                        self._features(config) if record.status == "ok" else None)
-        report.resumed = len(history.tried)
-        if history.best:
-            report.best_config, report.best_latency_us = history.best
-        return history
+            ok = record.status == "ok"
+            self.history.add(config, record.latency_us if ok else None, self._features(config) if ok else None)
+        self.report.resumed = len(self.history.tried)
+        if self.history.best:
+            self.report.best_config, self.report.best_latency_us = self.history.best
+        if self.transfer and hasattr(self.strategy, "prior"):
+            self.strategy.prior = self._transfer_rows()
+        return self.report
 
-    def run(self, budget: Budget) -> TuneReport:
-        """Tune until the budget is spent or the space is exhausted."""
+    def _transfer_rows(self) -> list[tuple[np.ndarray, float, str]]:
+        """Features and latencies of ok records of *other* workloads on this device and
+        measurer, so a new shape of a known operator starts from what was learned there."""
+        rows: list[tuple[np.ndarray, float, str]] = []
+        own = self.task.workload.key
+        device = self.measurer.device.key
+        for workload in self.db.workloads():
+            if workload.key == own:
+                continue
+            for record in self.db.records(workload.key, device, status="ok"):
+                tile = record.facts.get("tile") if isinstance(record.facts, dict) else None
+                if record.measurer != self.measurer.kind or not isinstance(tile, dict) or not record.latency_us:
+                    continue
+                rows.append((featurize(record.config, tile, {}), record.latency_us, workload.key))
+        return rows[-TRANSFER_RECORDS:]
+
+    def step(self, pools: Pools, n: int) -> int:
+        """Propose, compile, verify, measure and record one batch of up to `n` configs;
+        returns how many were measured (0 once the space is exhausted)."""
+        batch = self.strategy.propose(self.task.space, self.history, n)
+        if not batch:
+            self.report.exhausted = True
+            return 0
+        before = self.report.best_latency_us
+        outcomes = self._evaluate(batch, pools.compiler, pools.verifier)
+        self._record(outcomes, self.history, self.report)
+        improved = self.report.best_latency_us is not None and (before is None or self.report.best_latency_us < before)
+        self.report.stale_batches = 0 if improved else self.report.stale_batches + 1
+        if self.on_batch:
+            self.on_batch(self.report, len(outcomes))
+        return len(outcomes)
+
+    def run(self, budget: Budget, pools: Pools | None = None) -> TuneReport:
+        """Tune until the budget is spent, the search stalls for `patience` batches, or the
+        space is exhausted."""
         start = time.monotonic()
-        report = TuneReport(self.task.spec, self.measurer.device.name, self.measurer.kind)
-        self.db.add_workload(self.task.workload)
-        self.db.add_device(self.measurer.device)
-        history = self._resume(report)
-        with WorkerPool(self.workers, env=COMPILE_ENV, name="compile") as compiler, \
-                WorkerPool(1, env=INTERPRET_ENV, name="verify") as verifier:
+        report = self.start()
+        own = pools is None
+        pools = pools or Pools(self.workers)
+        try:
             while report.trials < budget.trials:
                 if budget.seconds is not None and time.monotonic() - start >= budget.seconds:
                     break
-                n = min(budget.batch_size, budget.trials - report.trials)
-                batch = self.strategy.propose(self.task.space, history, n)
-                if not batch:
-                    break  # the space is exhausted
-                outcomes = self._evaluate(batch, compiler, verifier)
-                self._record(outcomes, history, report)
-                if self.on_batch:
-                    self.on_batch(report, len(outcomes))
+                if budget.patience is not None and report.stale_batches >= budget.patience:
+                    break
+                if not self.step(pools, min(budget.batch_size, budget.trials - report.trials)):
+                    break
+        finally:
+            if own:
+                pools.close()
         report.seconds = time.monotonic() - start
         return report
 

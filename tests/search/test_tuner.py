@@ -81,13 +81,33 @@ def test_model_guided_prefers_what_its_history_says_is_fast():
     facts = lambda c: task.facts(c).to_dict()  # noqa: E731
     strategy = ModelGuided(facts, seed=0, warmup=4, explore=0.0)
     history = History()
-    for config in task.space.sample(__import__("random").Random(5), 24):
+    for config in [task.space.default()] + task.space.sample(__import__("random").Random(5), 24):
         latency = float(config["BLOCK_LANE"]) + config["BLOCK_ROWS"]
         history.add(config, latency, strategy.features(config))
     picks = strategy.propose(task.space, history, 4)
     assert len(picks) == 4 and not set(picks) & history.tried
     median_lane = sorted(c["BLOCK_LANE"] for c in task.space.enumerate())[len(list(task.space.enumerate())) // 2]
     assert all(c["BLOCK_LANE"] <= median_lane for c in picks), picks
+
+
+def test_the_model_ranks_from_the_first_batch_with_records_of_other_shapes(tmp_path):
+    """Transfer: after tuning one shape, a new shape's first model-ranked picks beat random ones."""
+    tune(ADD, tmp_path / "t.db", trials=16)
+    other = TaskSpec.make("add", {"N": 2000, "D": 3000}, "float32")
+    with TuningDB(tmp_path / "t.db") as db:
+        tuner = Tuner(other.build(), SimMeasurer(), db, seed=0)
+        tuner.start()
+        assert len(tuner.strategy.prior) == 16
+        picks = tuner.strategy.propose(other.build().space, tuner.history, 4)
+    assert len(picks) == 4 and picks[0] == other.build().space.default()
+
+
+def test_patience_stops_a_stalled_search(tmp_path):
+    with TuningDB(tmp_path / "t.db") as db:
+        tuner = Tuner(ADD.build(), SimMeasurer(), db, strategy="random", seed=0, workers=2)
+        report = tuner.run(Budget(trials=40, batch_size=2, patience=1))
+    assert report.trials < 40
+    assert report.stale_batches == 1
 
 
 def test_an_exhausted_space_ends_the_run_early(tmp_path):
