@@ -162,34 +162,88 @@ def list_(db) -> None:
 @dtype_option
 @db_option
 @click.option("--source", is_flag=True, help="Print the generated Triton source of the best config.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw each device's tuning curve into this PNG (needs matplotlib).")
 @_friendly
-def show(op, shape, dtype, db, source) -> None:
-    """Show what is known about OP at --shape: its space, best configs and failures."""
+def show(op, shape, dtype, db, source, plot_path) -> None:
+    """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""
     from tiletune.api import operator_ref
     from tiletune.schedules.config import Config
     from tiletune.search.task import Task, TaskSpec
     from tiletune.tuning_db import TuningDB
 
+    if plot_path is not None:
+        try:  # checked first, so a missing extra costs one line and no half-printed report
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError('--plot needs matplotlib: pip install "tiletune[plot]"') from None
     task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
     click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {task.workload.key})")
     click.echo(f"schedule   {task.schedule!r}")
     click.echo(f"space      {task.space.size} configs before constraints; default {task.space.default()!r}")
     best_config = None
+    curves: dict[str, list] = {}
     path = _db_path(db)
     if path.exists():
         with TuningDB(path, readonly=True) as database:
-            for device_key, best in sorted(database.best_per_device(task.workload.key).items()):
-                counts = database.status_counts(task.workload.key, device_key)
-                tried = sum(counts.values())
-                failed = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "ok") or "none"
-                click.echo(f"device     {device_key}: {tried} measured, failures: {failed}")
-                click.echo(f"  best     {best.latency_us:.3f} us  {Config.from_dict(best.config)!r}")
+            best_per_device = database.best_per_device(task.workload.key)
+            by_device: dict[str, list] = {}
+            for record in database.records(task.workload.key):  # oldest first: trial order
+                by_device.setdefault(record.device_key, []).append(record)
+        for device_key, records in sorted(by_device.items()):
+            best = best_per_device.get(device_key)
+            curves[device_key] = _show_device(device_key, records, best)
+            if best is not None:
                 best_config = best_config or best.config
     if best_config is None:
         click.echo(f"not tuned at this shape in {path}")
+    if plot_path is not None:
+        from tiletune.report import plot_curves
+
+        if not any(curves.values()):
+            raise UsageError(f"--plot: {task.spec} has no passing trial in {path}, so there is no curve to draw")
+        plot_curves(curves, plot_path, title=f"{task.spec}: best latency by trial")
+        click.echo(f"plot       {plot_path}")
     if source:
         config = Config.from_dict(best_config) if best_config else task.space.default()
         click.echo(task.source(config).text)
+
+
+def _show_device(device_key: str, records: list, best) -> list[tuple[int, float]]:
+    """Print one device's part of `show`: best config, tuning curve, failures; return the curve."""
+    from tiletune.report import failure_summary, improvements, sparkline, tuning_curve
+    from tiletune.schedules.config import Config
+
+    failures = failure_summary(records)
+    counts = ", ".join(f"{status} {sum(n for _, n in reasons)}" for status, reasons in failures.items())
+    click.echo(f"device     {device_key}: {len(records)} measured, failures: {counts or 'none'}")
+    if best is None:
+        click.echo("  best     none: no config passed")
+    else:
+        click.echo(f"  best     {best.latency_us:.3f} us  {Config.from_dict(best.config)!r}")
+    curve = tuning_curve(records)
+    if curve:
+        (first_trial, first), (last_trial, last) = curve[0], curve[-1]
+        click.echo(f"  curve    {first:.3f} -> {last:.3f} us ({first / last:.2f}x) over {len(records)} trials"
+                   f"  {sparkline(curve)}")
+        # the points where the best improved (the first ok trial is one), then the last trial
+        rows = improvements(curve)
+        if rows[-1][0] != last_trial:
+            rows.append((last_trial, last))
+        click.echo(f"    {'trial':>7s}  {'best us':>10s}")
+        for trial, latency in rows:
+            note = "first ok" if trial == first_trial else "last" if trial == last_trial else ""
+            click.echo(f"    {trial:7d}  {latency:10.3f}  {note}".rstrip())
+    else:
+        click.echo("  curve    none: no trial passed")
+    if failures:
+        click.echo("  failures")
+        for status, reasons in failures.items():
+            for reason, n in reasons[:3]:
+                click.echo(f"    {status:14s} {n:4d}x  {reason}")
+            if len(reasons) > 3:
+                click.echo(f"    {status:14s}        ... and {len(reasons) - 3} other reasons")
+    return curve
 
 
 if __name__ == "__main__":
