@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from tiletune.errors import UsageError
 from tiletune.tensorexpr.operator import Operator
@@ -40,61 +42,115 @@ def operator_ref(op: str | Operator) -> str:
     return f"{path}:{op.fn.__name__}"
 
 
+@dataclass(frozen=True, slots=True)
+class TuneOptions:
+    """How to tune, shared by one workload and many: checked before anything is created."""
+
+    device: str = "auto"
+    trials: int = 32
+    time_limit: float | None = None
+    db: str | os.PathLike | None = None
+    seed: int = 0
+    strategy: str = "model"
+    batch_size: int = 8
+    workers: int | None = None
+    patience: int | None = None
+
+    def check(self) -> None:
+        """Refuse impossible options with a message that says what was expected."""
+        from tiletune.search.strategies import STRATEGIES
+
+        if self.trials < 1:
+            raise UsageError(f"trials must be at least 1, got {self.trials}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise UsageError(f"the time limit must be positive, got {self.time_limit}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"workers must be at least 1, got {self.workers}")
+        if self.batch_size < 1:
+            raise UsageError(f"the batch size must be at least 1, got {self.batch_size}")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError(f"patience must be at least 1 batch, got {self.patience}")
+        if self.strategy not in STRATEGIES:  # before the DB file is created
+            raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
+        resolve_device(self.device)
+
+    @property
+    def budget(self):
+        from tiletune.search.tuner import Budget
+
+        return Budget(self.trials, self.time_limit, self.batch_size, self.patience)
+
+
+@contextmanager
+def _session(options: TuneOptions):
+    """The measurer, the tuning DB and the worker pools of one tuning run, closed after it."""
+    from tiletune.search.measure import CudaMeasurer, SimMeasurer
+    from tiletune.search.tuner import COMPILE_ENV, Pools
+    from tiletune.search.workers import WorkerPool
+    from tiletune.tuning_db import TuningDB, default_db_path
+
+    kind = resolve_device(options.device)
+    with ExitStack() as stack:
+        if kind == "cuda":
+            gpu_pool = stack.enter_context(WorkerPool(1, env=COMPILE_ENV, name="gpu"))
+            measurer = CudaMeasurer(gpu_pool, seed=options.seed)
+        else:
+            measurer = SimMeasurer(kind)
+        database = stack.enter_context(TuningDB(Path(options.db) if options.db else default_db_path()))
+        pools = stack.enter_context(Pools(options.workers))
+        yield measurer, database, pools
+
+
 def autotune(
     op: str | Operator,
     dims: Mapping[str, int],
     *,
     dtype: str | None = None,
-    device: str = "auto",
-    trials: int = 32,
-    time_limit: float | None = None,
-    db: str | os.PathLike | None = None,
-    seed: int = 0,
-    strategy: str = "model",
-    batch_size: int = 8,
-    workers: int | None = None,
     on_batch: Callable | None = None,
     on_start: Callable[[], None] | None = None,
+    **options,
 ):
     """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report.
 
-    `on_start` is called once the arguments are checked, just before the first batch."""
-    from tiletune.search.measure import CudaMeasurer, SimMeasurer
-    from tiletune.search.strategies import STRATEGIES
+    Options are those of `TuneOptions` (device, trials, time_limit, db, seed, strategy,
+    batch_size, workers, patience). `on_start` is called once the arguments are checked,
+    just before the first batch."""
     from tiletune.search.task import Task, TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV, Budget, Tuner
-    from tiletune.search.workers import WorkerPool
-    from tiletune.tuning_db import TuningDB, default_db_path
+    from tiletune.search.tuner import Tuner
 
-    if trials < 1:
-        raise UsageError(f"trials must be at least 1, got {trials}")
-    if time_limit is not None and time_limit <= 0:
-        raise UsageError(f"the time limit must be positive, got {time_limit}")
-    if workers is not None and workers < 1:
-        raise UsageError(f"workers must be at least 1, got {workers}")
-    if batch_size < 1:
-        raise UsageError(f"the batch size must be at least 1, got {batch_size}")
-    if strategy not in STRATEGIES:  # before the DB file is created
-        raise UsageError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    opts = TuneOptions(**options)
+    opts.check()
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
-    spec = TaskSpec.make(spec.op, task.dims, dtype)
-    kind = resolve_device(device)
-    gpu_pool = None
-    try:
-        if kind == "cuda":
-            gpu_pool = WorkerPool(1, env=COMPILE_ENV, name="gpu")
-            measurer = CudaMeasurer(gpu_pool, seed=seed)
-        else:
-            measurer = SimMeasurer(kind)
-        with TuningDB(Path(db) if db else default_db_path()) as database:
-            tuner = Tuner(task, measurer, database, strategy=strategy, seed=seed, workers=workers, on_batch=on_batch)
-            if on_start:
-                on_start()
-            return tuner.run(Budget(trials, time_limit, batch_size))
-    finally:
-        if gpu_pool is not None:
-            gpu_pool.close()
+    with _session(opts) as (measurer, database, pools):
+        tuner = Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
+        if on_start:
+            on_start()
+        return tuner.run(opts.budget, pools)
+
+
+def autotune_many(
+    workloads: str | os.PathLike | Sequence,
+    *,
+    on_batch: Callable | None = None,
+    on_start: Callable[[], None] | None = None,
+    **options,
+):
+    """Tune every workload of a JSON/TOML file (or a list of `WorkloadEntry`) under one total
+    trial budget, giving batches where the expected gain is largest; one report per workload."""
+    from tiletune.search.scheduler import TaskScheduler, load_workloads
+    from tiletune.search.tuner import Tuner
+
+    opts = TuneOptions(**options)
+    opts.check()
+    entries = load_workloads(workloads) if isinstance(workloads, (str, os.PathLike)) else list(workloads)
+    tasks = [entry.spec.build() for entry in entries]  # every entry checked before tuning starts
+    with _session(opts) as (measurer, database, pools):
+        tuners = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
+                  for task in tasks]
+        if on_start:
+            on_start()
+        return TaskScheduler(tuners, [e.weight for e in entries]).run(opts.budget, pools)
 
 
 def load(op: str | Operator, db: str | os.PathLike | None = None):

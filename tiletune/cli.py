@@ -70,44 +70,60 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("op")
-@shape_option
+@click.argument("op", required=False)
+@click.option("--shape", default=None, help="Dims of the workload, e.g. M=512,N=512,K=512.")
 @dtype_option
+@click.option("--workloads", "workloads_file", type=click.Path(dir_okay=False), default=None,
+              help="A JSON or TOML list of workloads (op, shape, dtype, weight) tuned under one total budget.")
 @click.option("--device", default="auto", show_default=True, help="auto, cuda or sim-h100 (simulated H100).")
-@click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure.")
+@click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure (in all).")
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--patience", type=int, default=None, help="Stop a workload after this many batches without a better config.")
 @db_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", default="model", show_default=True, help="model (XGBoost-guided) or random.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
 @click.option("--workers", type=int, default=None, help="Compile worker processes (default: cores, at most 4).")
 @_friendly
-def autotune(op, shape, dtype, device, trials, time_limit, db, seed, strategy, batch_size, workers) -> None:
-    """Tune OP (a built-in name or path/file.py:function) at --shape."""
+def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patience, db, seed, strategy,
+             batch_size, workers) -> None:
+    """Tune OP (a built-in name or path/file.py:function) at --shape, or every workload of
+    --workloads FILE under one budget."""
     from tqdm import tqdm
 
     from tiletune.api import autotune as run_autotune
+    from tiletune.api import autotune_many
 
-    dims = parse_shape(shape)
+    if workloads_file and (op or shape or dtype):
+        raise UsageError("give either OP with --shape, or --workloads FILE, not both")
+    if not workloads_file and not (op and shape):
+        raise UsageError("give OP and --shape (e.g. tiletune autotune matmul --shape M=512,N=512,K=512), or --workloads FILE")
+    options = dict(device=device, trials=trials, time_limit=time_limit, db=db, seed=seed, strategy=strategy,
+                   batch_size=batch_size, workers=workers, patience=patience)
     bars = []  # the progress bar starts once the arguments are checked, so a mistake is one line
 
     def on_start():
-        bars.append(tqdm(total=trials, unit="trial", desc=f"tuning {op}", file=sys.stderr, dynamic_ncols=True))
+        label = f"tuning {op}" if op else f"tuning {workloads_file}"
+        bars.append(tqdm(total=trials, unit="trial", desc=label, file=sys.stderr, dynamic_ncols=True))
 
     def on_batch(report, n):
         bars[0].update(n)
         if report.best_latency_us is not None:
-            bars[0].set_postfix(best=f"{report.best_latency_us:.2f}us", failed=sum(
-                v for k, v in report.statuses.items() if k != "ok"))
+            bars[0].set_postfix_str(f"{report.spec} best {report.best_latency_us:.2f}us")
 
     try:
-        report = run_autotune(op, dims, dtype=dtype, device=device, trials=trials, time_limit=time_limit,
-                              db=db, seed=seed, strategy=strategy, batch_size=batch_size, workers=workers,
-                              on_batch=on_batch, on_start=on_start)
+        if workloads_file:
+            reports = autotune_many(workloads_file, on_batch=on_batch, on_start=on_start, **options)
+        else:
+            reports = [run_autotune(op, parse_shape(shape), dtype=dtype, on_batch=on_batch, on_start=on_start,
+                                    **options)]
     finally:
         for bar in bars:
             bar.close()
-    _print_summary(report, _db_path(db))
+    for n, report in enumerate(reports):
+        if n:
+            click.echo("")
+        _print_summary(report, _db_path(db))
 
 
 def _print_summary(report, db: Path) -> None:

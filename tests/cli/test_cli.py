@@ -284,3 +284,29 @@ def test_installed_tiletune_command_tunes_lists_and_shows_end_to_end(tmp_path):
     bad = run("autotune", "softmax", "--shape", "N=37")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and bad.stderr.startswith("error:")
+
+
+def test_autotune_many_workloads_from_a_file_under_one_budget(tmp_path):
+    workloads = tmp_path / "w.json"
+    workloads.write_text('[{"op": "add", "shape": "N=300,D=1000", "dtype": "float32"},'
+                         ' {"op": "softmax", "shape": {"N": 100, "D": 64}, "dtype": "float32"}]')
+    db = tmp_path / "t.db"
+    result = invoke("autotune", "--workloads", str(workloads), "--trials", "8", "--batch-size", "2", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("workload   ") == 2
+    with TuningDB(db, readonly=True) as database:
+        counts = [len(database.records(w.key)) for w in database.workloads()]
+    assert sum(counts) == 8 and min(counts) >= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (("autotune", "add"), "give OP and --shape"),
+    (("autotune", "--shape", "N=2"), "give OP and --shape"),
+    (("autotune", "add", "--shape", "N=2,D=2", "--workloads", "w.json"), "not both"),
+    (("autotune", "--workloads", "missing.json"), "does not exist"),
+])
+def test_autotune_refuses_unclear_targets_in_one_line(tmp_path, args, message):
+    result = invoke(*args, "--db", str(tmp_path / "t.db"))
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "t.db").exists()
