@@ -397,15 +397,19 @@ class TuningDB:
             stacklevel=stacklevel,
         )
 
-    def _records_from(self, rows: Iterable[sqlite3.Row]) -> list[Record]:
-        records, skipped = [], []
+    def _parsed(self, rows: Iterable[sqlite3.Row], parse, label) -> list:
+        """Rows parsed by `parse`; unreadable ones skipped (and warned about once)."""
+        items, skipped = [], []
         for row in rows:
             try:
-                records.append(_record_from_row(row))
+                items.append(parse(row))
             except ValueError as exc:
-                skipped.append((f"record id {row['id']}", str(exc)))
+                skipped.append((label(row), str(exc)))
         self._warn_skipped(skipped)
-        return records
+        return items
+
+    def _records_from(self, rows: Iterable[sqlite3.Row]) -> list[Record]:
+        return self._parsed(rows, _record_from_row, lambda row: f"record id {row['id']}")
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -548,14 +552,7 @@ class TuningDB:
         return found[0] if found else None
 
     def _workloads_from(self, rows: Iterable[sqlite3.Row]) -> list[Workload]:
-        workloads, skipped = [], []
-        for row in rows:
-            try:
-                workloads.append(_workload_from_row(row))
-            except ValueError as exc:
-                skipped.append((f"workload {row['key']}", str(exc)))
-        self._warn_skipped(skipped)
-        return workloads
+        return self._parsed(rows, _workload_from_row, lambda row: f"workload {row['key']}")
 
     def devices(self) -> list[Device]:
         """Stored devices, ordered by key."""
