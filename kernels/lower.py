@@ -226,6 +226,7 @@ def lower(
 def _lower_rows(k: _Kernel) -> KernelSource:
     graph, s, pattern = k.graph, k.schedule, k.pattern
     k.check_fusion()
+    _check_bindings(graph.name, s, {"rows": "block.x", "lane": "block.x"})
     layout = row_layout(graph, pattern)
     block_rows, block_lane = s.tile("rows"), s.tile("lane")
     k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
@@ -307,6 +308,14 @@ def _int_identity(op: str, dtype: str) -> str:
     return {"sum": "0", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
 
 
+def _check_bindings(name: str, s: ResolvedSchedule, supported: dict[str, str]) -> None:
+    """Refuse bindings this kernel shape cannot honour (rather than silently ignore them)."""
+    for role, target in s.bindings.items():
+        if supported.get(role) != target:
+            wanted = ", ".join(f"{r} to {t}" for r, t in supported.items())
+            raise LoweringError(f"{name}: cannot bind '{role}' to {target}; this kernel binds {wanted}")
+
+
 def _py_extent(k: _Kernel, axes: tuple[IterVar, ...]) -> str:
     return " * ".join(k.extent(a.extent) for a in axes) or "1"
 
@@ -324,19 +333,22 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
     k.check_fusion()
     c = pattern.contraction
     bm, bn, bk = s.tile("m"), s.tile("n"), s.tile("k")
-    group = s.swizzle.get("m", 1)
-    k.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group)
+    _check_bindings(graph.name, s, {"m": "block.x", "n": "block.x", "batch": "block.y"})
+    outer, inner = s.order if set(s.order) == {"m", "n"} else ("m", "n")
+    group_name = f"GROUP_{outer.upper()}"
+    k.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{group_name: s.swizzle.get(outer, 1)})
     b = k.body
     M, N, K = (k.extent(a.extent) for a in (c.m, c.n, c.k))
     b.line("pid = tl.program_id(0)")
     b.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
     b.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
-    b.line("# grouped program order: GROUP_M row-tiles share their B tiles in L2")
-    b.line("num_pid_in_group = GROUP_M * num_pid_n")
-    b.line("first_pid_m = (pid // num_pid_in_group) * GROUP_M")
-    b.line("group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)")
-    b.line("pid_m = first_pid_m + (pid % num_pid_in_group) % group_size_m")
-    b.line("pid_n = (pid % num_pid_in_group) // group_size_m")
+    shared = "B" if outer == "m" else "A"
+    b.line(f"# grouped program order: {group_name} {'row' if outer == 'm' else 'column'}-tiles share their {shared} tiles in L2")
+    b.line(f"num_pid_in_group = {group_name} * num_pid_{inner}")
+    b.line(f"first_pid_{outer} = (pid // num_pid_in_group) * {group_name}")
+    b.line(f"group_size_{outer} = tl.minimum(num_pid_{outer} - first_pid_{outer}, {group_name})")
+    b.line(f"pid_{outer} = first_pid_{outer} + (pid % num_pid_in_group) % group_size_{outer}")
+    b.line(f"pid_{inner} = (pid % num_pid_in_group) // group_size_{outer}")
     b.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     b.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     if "n" in s.vectorized:
@@ -357,7 +369,9 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
     if operand == "bfloat16" and for_interpreter:
         operand = "float32"
     b.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    b.line(f"for k0 in range(0, tl.cdiv({K}, BLOCK_K)):")
+    unroll = s.unroll.get("k", 1)
+    loop = f"tl.range(0, tl.cdiv({K}, BLOCK_K), loop_unroll_factor={unroll})" if unroll > 1 else f"range(0, tl.cdiv({K}, BLOCK_K))"
+    b.line(f"for k0 in {loop}:")
     b.indent += 1
     b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
     b.line(f"mask_k = offs_k < {K}")
