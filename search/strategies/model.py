@@ -1,0 +1,134 @@
+"""Search over the cost model: what the model-driven strategies share, and `ModelGuided`.
+
+`ModelSearch` owns the rules every model-driven strategy follows, so each of them only says
+how it finds promising candidates (`candidates`):
+
+- random warm-up until `warmup` measurements (or `warmup` prior rows) exist;
+- the model is refit on the history plus `prior` rows of other workloads before each batch;
+- the default config first, while untried;
+- of the rest, the top `1 - explore` share is the model's best candidates and the remainder is
+  random, so that a wrong model cannot starve the search; random configs also fill the batch
+  whenever the candidates run short.
+"""
+from __future__ import annotations
+
+from random import Random
+from typing import Callable
+
+import numpy as np
+
+from tiletune.schedules.config import Config
+from tiletune.schedules.space import ConfigSpace
+from tiletune.search.cost_model import XGBCostModel
+from tiletune.search.features import featurize
+from tiletune.search.strategies.base import History
+from tiletune.search.strategies.random_search import RandomSearch
+
+# Feature rows kept between batches (features depend on the config only); cleared when full.
+FEATURE_CACHE = 50_000
+
+
+class ModelSearch:
+    """Base of the strategies that search over the cost model; see the module docstring.
+
+    `prior` holds (features, latency, workload) rows of other workloads (set by the tuner from
+    the DB): with them the model ranks from the first batch, since what was learned on other
+    shapes and operators transfers through the shared features.
+    """
+
+    name = "model-search"
+
+    def __init__(
+        self,
+        tile_facts: Callable[[Config], dict],
+        seed: int = 0,
+        *,
+        warmup: int = 8,
+        explore: float = 0.25,
+    ) -> None:
+        self.tile_facts = tile_facts
+        self.rng = Random(seed)
+        self.random = RandomSearch(seed)
+        # One thread: the training sets are small, the compile workers have the other cores,
+        # and on a busy machine xgboost's thread hand-offs cost more than the work (10x or more).
+        self.model = XGBCostModel(seed=seed, nthread=1)
+        self.warmup, self.explore = warmup, explore
+        self.prior: list[tuple[np.ndarray, float, str]] = []
+        self._features: dict[Config, np.ndarray] = {}
+
+    def features(self, config: Config) -> np.ndarray:
+        """Knob and tile features; static compile facts are unknown before compiling, so the
+        model ranks on what it can know for every candidate alike."""
+        row = self._features.get(config)
+        if row is None:
+            if len(self._features) >= FEATURE_CACHE:
+                self._features.clear()
+            row = self._features[config] = featurize(config.as_dict(), self.tile_facts(config), {})
+        return row
+
+    def scores(self, configs: list[Config]) -> np.ndarray:
+        """The model's score of each config, higher is better."""
+        if not configs:
+            return np.zeros(0)
+        return self.model.predict(np.stack([self.features(c) for c in configs]))
+
+    def rank(self, configs: list[Config]) -> list[Config]:
+        """`configs` best predicted first (ties keep their order)."""
+        scores = self.scores(configs)
+        return [configs[i] for i in sorted(range(len(configs)), key=lambda i: (-scores[i], i))]
+
+    def fit(self, history: History) -> None:
+        """Retrain the model on the measured history plus the prior rows of other workloads."""
+        rows = [(f, lat, "prior:" + g) for f, lat, g in self.prior]
+        rows += [(f, lat, "self") for _, lat, f in history.ok]
+        if not rows:
+            return
+        groups = {g: i for i, g in enumerate(dict.fromkeys(g for _, _, g in rows))}
+        self.model.fit(
+            np.stack([f for f, _, _ in rows]),
+            np.array([lat for _, lat, _ in rows]),
+            np.array([groups[g] for _, _, g in rows], dtype=np.int64),
+        )
+
+    def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
+        """Promising legal configs outside `exclude`, best first; the subclass's search."""
+        raise NotImplementedError(f"{type(self).__name__} does not define candidates()")
+
+    def propose(self, space: ConfigSpace, history: History, n: int) -> list[Config]:
+        """The default config first, the model's best candidates, then random ones."""
+        if len(history.ok) < self.warmup and len(self.prior) < self.warmup:
+            return self.random.propose(space, history, n)
+        picks: list[Config] = []
+        default = space.default()
+        if n > 0 and default not in history.tried:
+            picks.append(default)
+        if len(picks) < n:
+            self.fit(history)
+            exclude = history.tried | set(picks)
+            wanted = max(1, round((n - len(picks)) * (1 - self.explore)))
+            found = dict.fromkeys(self.candidates(space, history, exclude))  # distinct, in order
+            picks += [c for c in found if c not in exclude and space.is_legal(c)][:wanted]
+        picks += space.sample(self.rng, max(0, n - len(picks)), exclude=history.tried | set(picks))
+        return picks[:n]
+
+
+class ModelGuided(ModelSearch):
+    """The cost model ranks a random pool of `pool` untried configs."""
+
+    name = "model"
+
+    def __init__(
+        self,
+        tile_facts: Callable[[Config], dict],
+        seed: int = 0,
+        *,
+        warmup: int = 8,
+        pool: int = 512,
+        explore: float = 0.25,
+    ) -> None:
+        super().__init__(tile_facts, seed, warmup=warmup, explore=explore)
+        self.pool = pool
+
+    def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
+        """A random pool, best predicted first."""
+        return self.rank(space.sample(self.rng, self.pool, exclude=exclude))
