@@ -81,7 +81,7 @@ def main() -> None:
 @click.option("--patience", type=int, default=None, help="Stop a workload after this many batches without a better config.")
 @db_option
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--strategy", default="model", show_default=True, help="model (XGBoost-guided) or random.")
+@click.option("--strategy", default="model", show_default=True, help="model (XGBoost-ranked random pool), annealing or evolution (over the model), random or grid.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
 @click.option("--workers", type=int, default=None, help="Compile worker processes (default: cores, at most 4).")
 @_friendly
