@@ -15,12 +15,15 @@ the DB as JSON.
 """
 from __future__ import annotations
 
+import functools
 import statistics
+import sys
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from tiletune.errors import TiletuneError, UsageError
+from tiletune.errors import CompileError, TiletuneError, UsageError
 from tiletune.schedules.config import Config
+from tiletune.search import faults
 from tiletune.search.simulator import SIMULATED_GPUS, DoesNotFit, KernelFacts, simulate
 from tiletune.search.task import TaskSpec
 from tiletune.tuning_db import Device
@@ -44,6 +47,25 @@ class Outcome:
 # worker steps (module-level functions: they are pickled by name into worker processes)
 
 
+def _out_of_memory_is_a_status(step):
+    """Report a step that runs out of memory as a `runtime_error` saying so: a bare MemoryError
+    would reach the tuner as an anonymous worker error."""
+
+    @functools.wraps(step)  # keeps the name, so the step still pickles by reference
+    def run(*args: object) -> dict:
+        try:
+            return step(*args)
+        except Exception as error:
+            torch = sys.modules.get("torch")
+            if not (isinstance(error, MemoryError)
+                    or (torch is not None and isinstance(error, torch.cuda.OutOfMemoryError))):
+                raise
+            return {"status": "runtime_error", "reason": f"out of memory: {type(error).__name__}: {error}"}
+
+    return run
+
+
+@_out_of_memory_is_a_status
 def compile_step(spec: TaskSpec, config_json: str) -> dict:
     """Lower and AOT-compile one config; returns {"usage": ..., "tile": ...} or a failure."""
     from tiletune.kernels.compile import aot_compile
@@ -51,6 +73,7 @@ def compile_step(spec: TaskSpec, config_json: str) -> dict:
 
     task = spec.build()
     config = task.space.from_json(config_json)
+    faults.inject("compile", config)
     src = task.source(config)
     constants, aligned = task.specialization(src)
     signature = dict(src.signature)
@@ -67,12 +90,16 @@ def compile_step(spec: TaskSpec, config_json: str) -> dict:
     return {"status": "ok", "usage": usage.to_dict(), "tile": facts.to_dict(), "dot_dtype": facts.dot_dtype}
 
 
+@_out_of_memory_is_a_status
 def verify_step(spec: TaskSpec, config_json: str, seed: int) -> dict:
     """Run one config through Triton's interpreter at small dims against the reference."""
     from tiletune.kernels.verify import check_candidate
 
     task = spec.build()
     config = task.space.from_json(config_json)
+    wrong = faults.inject("verify", config)
+    if wrong:
+        return {"status": "wrong_result", "reason": wrong}
     src = task.source(config, for_interpreter=True)
     verdict = check_candidate(task.graph, src, task.dims, task.resolve(config), seed)
     if verdict.ok:
@@ -80,6 +107,7 @@ def verify_step(spec: TaskSpec, config_json: str, seed: int) -> dict:
     return {"status": "wrong_result", "reason": verdict.reason}
 
 
+@_out_of_memory_is_a_status
 def time_step(spec: TaskSpec, config_json: str, seed: int, repeats: int) -> dict:
     """Verify one config on the GPU at small dims, then time it at full dims (CUDA events, an
     L2 flush before every repetition, median and spread over `repeats`)."""
@@ -91,6 +119,9 @@ def time_step(spec: TaskSpec, config_json: str, seed: int, repeats: int) -> dict
 
     task = spec.build()
     config = task.space.from_json(config_json)
+    wrong = faults.inject("measure", config)
+    if wrong:
+        return {"status": "wrong_result", "reason": wrong}
     src = task.source(config)
     small = verification_dims(task.graph, task.dims, task.resolve(config))
     verdict = check(task.graph, src, small, seed, device="cuda")
@@ -163,6 +194,7 @@ class SimMeasurer:
             raise UsageError(f"unknown simulated device '{kind}'; known: {', '.join(SIMULATED_GPUS)}")
         import triton
 
+        faults.rules()  # a bad TILETUNE_FAULTS fails here, before anything is recorded
         self.kind = kind
         self.gpu = SIMULATED_GPUS[kind]
         self.device = Device.make(kind, "sm90", triton.__version__)
@@ -183,9 +215,19 @@ class SimMeasurer:
                 spill_bytes=int(usage["spill_bytes"]), shared_bytes=int(usage["shared_bytes"]),
             )
             try:
+                wrong = faults.inject("measure", config, in_process=True)
                 result = simulate(kf, self.gpu)
             except DoesNotFit as error:
                 outcomes.append(Outcome(config, "compile_error", f"does not fit {self.gpu.name}: {error}", facts=facts))
+                continue
+            except CompileError as error:
+                outcomes.append(Outcome(config, "compile_error", str(error), facts=facts))
+                continue
+            except MemoryError as error:
+                outcomes.append(Outcome(config, "runtime_error", f"out of memory: MemoryError: {error}", facts=facts))
+                continue
+            if wrong:
+                outcomes.append(Outcome(config, "wrong_result", wrong, facts=facts))
                 continue
             sim = {"limiter": result.limiter, "occupancy": result.occupancy, "waves": result.waves}
             outcomes.append(Outcome(
@@ -204,6 +246,7 @@ class CudaMeasurer:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda needs a CUDA GPU, and none is visible; use --device sim-h100")
+        faults.rules()  # a bad TILETUNE_FAULTS fails here, before anything is recorded
         major, minor = torch.cuda.get_device_capability()
         self.kind = "cuda"
         self.device = Device.make(torch.cuda.get_device_name(), f"sm{major}{minor}", triton.__version__)
