@@ -149,6 +149,25 @@ def time_step(spec: TaskSpec, config_json: str, seed: int, repeats: int) -> dict
     return {"status": "ok", **latency_stats(times)}
 
 
+def compile_batch(spec: TaskSpec, batch: Sequence[Config], pool, timeout: float
+                  ) -> tuple[dict[Config, Outcome], list[tuple[Config, dict]]]:
+    """Compile `batch` in parallel in a compiling worker pool: the failures as outcomes (a
+    hang is a timeout, a dead worker a compile error), and the rest with their compile facts."""
+    failed: dict[Config, Outcome] = {}
+    compiled: list[tuple[Config, dict]] = []
+    results = pool.map(compile_step, [(spec, c.to_json()) for c in batch], timeout=timeout)
+    for config, res in zip(batch, results):
+        if res.status == "timeout":
+            failed[config] = Outcome(config, "timeout", f"compile exceeded {timeout:.0f} s")
+        elif res.status != "ok":
+            failed[config] = Outcome(config, "compile_error", f"compile worker {res.status}: {res.reason}")
+        elif res.value["status"] != "ok":
+            failed[config] = Outcome(config, res.value["status"], res.value["reason"])
+        else:
+            compiled.append((config, {k: v for k, v in res.value.items() if k != "status"}))
+    return failed, compiled
+
+
 def latency_stats(times_us: Sequence[float]) -> dict:
     """Median, minimum and relative spread ((p80 - p20) / median) of repeated timings."""
     ordered = sorted(times_us)

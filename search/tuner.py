@@ -17,7 +17,7 @@ import numpy as np
 from tiletune._version import __version__
 from tiletune.schedules.config import Config
 from tiletune.search.features import featurize
-from tiletune.search.measure import Measurer, Outcome, compile_step, verify_step
+from tiletune.search.measure import Measurer, Outcome, compile_batch, verify_step
 from tiletune.search.strategies import History, make_strategy
 from tiletune.search.task import Task, TaskSpec
 from tiletune.search.workers import WorkerPool
@@ -196,18 +196,7 @@ class Tuner:
 
     def _evaluate(self, batch: list[Config], compiler: WorkerPool, verifier: WorkerPool) -> list[Outcome]:
         spec = self.task.spec
-        results: dict[Config, Outcome] = {}
-        compiled = compiler.map(compile_step, [(spec, c.to_json()) for c in batch], timeout=self.compile_timeout)
-        survivors: list[tuple[Config, dict]] = []
-        for config, res in zip(batch, compiled):
-            if res.status == "timeout":
-                results[config] = Outcome(config, "timeout", f"compile exceeded {self.compile_timeout:.0f} s")
-            elif res.status != "ok":
-                results[config] = Outcome(config, "compile_error", f"compile worker {res.status}: {res.reason}")
-            elif res.value["status"] != "ok":
-                results[config] = Outcome(config, res.value["status"], res.value["reason"])
-            else:
-                survivors.append((config, res.value))
+        results, survivors = compile_batch(spec, batch, compiler, self.compile_timeout)
         verified = verifier.map(
             verify_step, [(spec, c.to_json(), self.seed) for c, _ in survivors], timeout=self.verify_timeout
         )
