@@ -8,7 +8,9 @@ before use and nothing in the DB is ever executed.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import re
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -53,6 +55,11 @@ class LoadedOperator:
         self.operator = operator
         self.db_path = Path(db_path)
         self._entries: dict[tuple, _Entry] = {}  # cache: call key -> lowered kernel
+        # Registered now, not on first use: torch.compile cannot register an op while tracing.
+        self.torch_op = _register_custom_op(self)
+        """This operator as a `torch.library` custom op taking the list of inputs, so that it
+        composes with `torch.compile` (traced through its fake implementation: the output's
+        shape and dtype from the graph)."""
 
     def __repr__(self) -> str:
         return f"<tiletune loaded {self.operator.name} (db {self.db_path})>"
@@ -65,6 +72,13 @@ class LoadedOperator:
         out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=inputs[0].device)
         runtime.launch(entry.source, inputs, out, entry.task.dims)
         return out
+
+    def output_like(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """An empty tensor of the output's shape, dtype and device for these inputs."""
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        graph = self.operator.graph(dtype)
+        dims = graph.bind([tuple(x.shape) for x in inputs])
+        return inputs[0].new_empty(graph.shape_of(graph.output, dims), dtype=torch_dtype(graph.output.dtype))
 
     def selection(self, *inputs: torch.Tensor) -> Selection:
         """Which config a call with these inputs runs, and why."""
@@ -130,6 +144,27 @@ def _command_ref(operator: Operator) -> str:
         return shlex.quote(operator_ref(operator))
     except TiletuneError:  # declared outside any file: the name is the best hint there is
         return operator.name
+
+
+def _register_custom_op(loaded: LoadedOperator):
+    """Register `loaded` as `tiletune::<name>_<n>` (one library namespace, a fresh name per
+    registration: two loaded operators of one name may read different DBs)."""
+    base = re.sub(r"\W", "_", loaded.operator.name)
+    name = f"tiletune::{base}_{next(_OP_NUMBERS)}"
+
+    @torch.library.custom_op(name, mutates_args=())
+    def op(inputs: list[torch.Tensor]) -> torch.Tensor:
+        return loaded(*inputs)
+
+    @op.register_fake
+    def _(inputs: list[torch.Tensor]) -> torch.Tensor:
+        return loaded.output_like(inputs)
+
+    return op
+
+
+# Numbers for custom-op names: torch.library names are process-wide and cannot be reused.
+_OP_NUMBERS = itertools.count()
 
 
 def _device_name(x: torch.Tensor) -> str:

@@ -247,3 +247,19 @@ def test_loading_an_unknown_operator_names_it(ref, message):
 def test_loading_an_attribute_that_is_no_operator_says_so(rmsnorm_file):
     with pytest.raises(UsageError, match="not_an_operator' is not an operator"):
         tt.load(f"{rmsnorm_file}:not_an_operator")
+
+
+def test_a_loaded_operator_composes_with_torch_compile(tmp_path):
+    """The custom op traces through its fake implementation inside a compiled model."""
+    loaded = tt.load("softmax", db=tmp_path / "none.db")
+
+    def model(x):
+        return loaded.torch_op([x * 2.0]) + 1.0
+
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(37, 70)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = compiled(x)
+    torch.testing.assert_close(out, torch.softmax(x * 2.0, -1) + 1.0)
+    assert loaded.output_like([x]).shape == (37, 70)
