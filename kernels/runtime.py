@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import triton
@@ -66,12 +66,18 @@ def load_module(src: KernelSource) -> ModuleType:
     return module
 
 
-def launch(src: KernelSource, inputs: Sequence[torch.Tensor], out: torch.Tensor, dims: Mapping[str, int]) -> None:
-    """Run `src` on `inputs`, writing `out` (dims in declaration order, as `Graph.check_dims`
-    returns them)."""
-    if not out.is_cuda and not interpreting():
+def launcher(src: KernelSource, cuda: bool) -> Callable[..., None]:
+    """The generated `launch(*inputs, out, *dims)` of `src`, resolved once for a caller that
+    runs it many times (a library call's hot path: no hashing or file checks per call)."""
+    if not cuda and not interpreting():
         raise UsageError(
             "CPU tensors run through Triton's interpreter, which this process did not select: "
             "set TRITON_INTERPRET=1 before importing tiletune, or pass CUDA tensors"
         )
-    load_module(src).launch(*inputs, out, *dims.values())
+    return load_module(src).launch
+
+
+def launch(src: KernelSource, inputs: Sequence[torch.Tensor], out: torch.Tensor, dims: Mapping[str, int]) -> None:
+    """Run `src` on `inputs`, writing `out` (dims in declaration order, as `Graph.check_dims`
+    returns them)."""
+    launcher(src, out.is_cuda)(*inputs, out, *dims.values())

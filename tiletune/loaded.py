@@ -15,7 +15,7 @@ import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -46,6 +46,8 @@ class _Entry:
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
     selection: Selection
+    launch: Callable[..., None]  # the generated launcher, resolved once
+    dim_values: tuple[int, ...]
 
 
 class LoadedOperator:
@@ -70,7 +72,7 @@ class LoadedOperator:
         if entry is None:
             entry = self._entries[key] = self._prepare(inputs)
         out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=inputs[0].device)
-        runtime.launch(entry.source, inputs, out, entry.task.dims)
+        entry.launch(*inputs, out, *entry.dim_values)
         return out
 
     def output_like(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -108,7 +110,8 @@ class LoadedOperator:
         if selection.origin != "tuned":
             warnings.warn(selection.note, stacklevel=3)
         source = task.source(selection.config, for_interpreter=not cuda)
-        return _Entry(task, source, graph.shape_of(graph.output, dims), torch_dtype(graph.output.dtype), selection)
+        return _Entry(task, source, graph.shape_of(graph.output, dims), torch_dtype(graph.output.dtype), selection,
+                      runtime.launcher(source, cuda), tuple(task.dims.values()))
 
     def _select(self, task: Task, device_name: str | None) -> Selection:
         """The best usable config: tuned for this workload, else tuned for the nearest shape,
