@@ -268,7 +268,7 @@ class TileEmitter:
         code = f"tl.load({address}{mask_arg}{other})"
         # x[i, j] and x[i, k] are one load when j and k run along the same tile dim
         if code not in self.loads:
-            self.loads[code] = Value(self.code.assign(f"{_ident(t.name)}_tile", code), dims, t.dtype)
+            self.loads[code] = Value(self.code.assign(f"{ident(t.name)}_tile", code), dims, t.dtype)
         return self.loads[code]
 
     def address(self, read: Read) -> tuple[str, str | None, frozenset[int]]:
@@ -295,7 +295,8 @@ class TileEmitter:
         return isinstance(index, IterVar) and index.extent == tensor.shape[axis_no]
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
+    """`name` as a Python identifier fragment (non-word characters become `_`)."""
     return re.sub(r"\W", "_", name)
 
 

@@ -31,11 +31,12 @@ from tiletune.kernels.emit import (
     TileEmitter,
     Value,
     converted,
+    ident,
 )
 from tiletune.schedules.rules import dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout, strip_casts
 from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe, substitute, walk
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -86,7 +87,7 @@ class _Kernel:
     def __init__(self, graph: Graph, schedule: ResolvedSchedule, pattern: Pattern) -> None:
         self.graph, self.schedule, self.pattern = graph, schedule, pattern
         names = _Names()
-        names.taken.add(f"{_ident(graph.name)}_kernel")  # a launcher argument must not shadow the kernel
+        names.taken.add(f"{ident(graph.name)}_kernel")  # a launcher argument must not shadow the kernel
         self.dim_names = {d.name: names.make(d.name) for d in graph.dims}
         self.args: dict[Tensor, TensorArg] = {}
         for t in (*graph.inputs, graph.output):
@@ -258,7 +259,7 @@ def _lower_rows(k: _Kernel) -> KernelSource:
     stride = None
     for axis in reversed(layout.rows):
         div = f"offs_rows // ({stride})" if stride else "offs_rows"
-        name = b.assign(f"idx_{_ident(axis.name)}", f"{div} % {k.extent(axis.extent)}" if axis is not layout.rows[0] else div)
+        name = b.assign(f"idx_{ident(axis.name)}", f"{div} % {k.extent(axis.extent)}" if axis is not layout.rows[0] else div)
         em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
         stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
     lane_value = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
@@ -282,8 +283,8 @@ def _lower_rows(k: _Kernel) -> KernelSource:
         floating = red.dtype.startswith(("float", "bfloat"))
         vf = emitter.as_float32(v) if floating else v
         identity = REDUCE_IDENTITY[red.op] if floating else _int_identity(red.op, red.dtype)
-        masked = b.assign(f"{_ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {identity})")
-        out = b.assign(_ident(t.name), f"{REDUCE_FN[red.op]}({masked}, axis=1, keep_dims=True)")
+        masked = b.assign(f"{ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {identity})")
+        out = b.assign(ident(t.name), f"{REDUCE_FN[red.op]}({masked}, axis=1, keep_dims=True)")
         return Value(out, frozenset({0}), vf.dtype)
 
     em.resolve = resolve
@@ -298,7 +299,7 @@ def _lower_rows(k: _Kernel) -> KernelSource:
         grid = [f"triton.cdiv({_py_extent(k, layout.rows)}, {block_rows})"]
     else:
         grid = [f"triton.cdiv({_py_extent(k, layout.rows)}, {block_rows}) * triton.cdiv({lane_extent}, {block_lane})"]
-    return k.finish(f"{_ident(graph.name)}_kernel", grid)
+    return k.finish(f"{ident(graph.name)}_kernel", grid)
 
 
 def _int_identity(op: str, dtype: str) -> str:
@@ -318,10 +319,6 @@ def _check_bindings(name: str, s: ResolvedSchedule, supported: dict[str, str]) -
 
 def _py_extent(k: _Kernel, axes: tuple[IterVar, ...]) -> str:
     return " * ".join(k.extent(a.extent) for a in axes) or "1"
-
-
-def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +359,7 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
         for axis in reversed(c.batch):
             div = f"pid_batch // ({stride})" if stride else "pid_batch"
             code = f"{div} % {k.extent(axis.extent)}" if axis is not c.batch[0] else div
-            batch_values[axis] = Value(b.assign(f"idx_{_ident(axis.name)}", code), frozenset(), "int32")
+            batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
             stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
 
     operand = dot_dtype(pattern)
@@ -385,8 +382,8 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
         em = TileEmitter(b, dims, dict(batch_values), k.args, k.extent)
         for axis, d in axes.items():
             em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
-        if _is_plain_load(factor) and _strip(factor).dtype == operand and _widening_only(factor):
-            factor = _strip(factor)  # load the operand in its own type: no round trip through fp32
+        if _is_plain_load(factor) and strip_casts(factor).dtype == operand and _widening_only(factor):
+            factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
         v = em.value(factor)
         if not _is_plain_load(factor):
             # computed factors may be non-zero where loads were masked: zero them for the dot
@@ -420,13 +417,7 @@ def _lower_contraction(k: _Kernel, for_interpreter: bool) -> KernelSource:
     k.store(em, value)
     batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
     grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
-    return k.finish(f"{_ident(graph.name)}_kernel", grid)
-
-
-def _strip(e: Expr) -> Expr:
-    while isinstance(e, Cast):
-        e = e.x
-    return e
+    return k.finish(f"{ident(graph.name)}_kernel", grid)
 
 
 _INDEX_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
@@ -460,8 +451,7 @@ def _paren_code(code: str) -> str:
 
 
 def _is_plain_load(e: Expr) -> bool:
-    while isinstance(e, Cast):
-        e = e.x
+    e = strip_casts(e)
     return isinstance(e, Read) and e.tensor.is_placeholder
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tiletune.errors import LoweringError
-from tiletune.tensorexpr.expr import Binary, Cast, Expr, IterVar, Read, Reduce, axes_of, substitute, walk
+from tiletune.tensorexpr.expr import Binary, Cast, Expr, IterVar, Read, axes_of, substitute, walk
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -81,7 +81,8 @@ def stage_class(stage: Tensor) -> OpClass:
     return OpClass.CONTRACTION if find_contraction(stage) is not None else OpClass.REDUCTION
 
 
-def _strip_casts(e: Expr) -> Expr:
+def strip_casts(e: Expr) -> Expr:
+    """`e` without the casts wrapped around it."""
     while isinstance(e, Cast):
         e = e.x
     return e
@@ -93,7 +94,7 @@ def find_contraction(stage: Tensor) -> Contraction | None:
     red = stage.reduction
     if red is None or red.op != "sum" or len(red.axes) != 1:
         return None
-    body = _strip_casts(inline_injective(red.body))
+    body = strip_casts(inline_injective(red.body))
     if not isinstance(body, Binary) or body.op != "mul":
         return None
     (k,) = red.axes

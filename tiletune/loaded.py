@@ -27,7 +27,7 @@ from tiletune.search.task import Task, TaskSpec
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.operator import Operator
 from tiletune.tensorexpr.reference import torch_dtype
-from tiletune.tuning_db import Device, Record, TuningDB
+from tiletune.tuning_db import Record, TuningDB
 
 
 @dataclass(frozen=True, slots=True)
