@@ -1,0 +1,142 @@
+"""The contraction kernel: grouped program order over `BLOCK_M x BLOCK_N` output tiles, a
+`BLOCK_K` loop of `tl.dot` with the two factors (and any inlined prologue) loaded per step, and
+the injective consumers applied to the fp32 accumulator before the store.
+"""
+from __future__ import annotations
+
+from tiletune.errors import LoweringError
+from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
+from tiletune.kernels.kernel import (
+    KernelContext,
+    KernelSource,
+    check_bindings,
+    index_text,
+    is_plain_load,
+    widening_only,
+)
+from tiletune.schedules.rules import dot_dtype
+from tiletune.tensorexpr.analysis import inline_injective, strip_casts
+from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
+from tiletune.tensorexpr.operator import Graph
+
+
+def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
+    graph, s, pattern = k.graph, k.schedule, k.pattern
+    k.check_fusion()
+    c = pattern.contraction
+    bm, bn, bk = s.tile("m"), s.tile("n"), s.tile("k")
+    check_bindings(graph.name, s, {"m": "block.x", "n": "block.x", "batch": "block.y"})
+    outer, inner = s.order if set(s.order) == {"m", "n"} else ("m", "n")
+    group_name = f"GROUP_{outer.upper()}"
+    k.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{group_name: s.swizzle.get(outer, 1)})
+    b = k.body
+    M, N, K = (k.extent(a.extent) for a in (c.m, c.n, c.k))
+    b.line("pid = tl.program_id(0)")
+    b.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
+    b.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
+    shared = "B" if outer == "m" else "A"
+    b.line(f"# grouped program order: {group_name} {'row' if outer == 'm' else 'column'}-tiles share their {shared} tiles in L2")
+    b.line(f"num_pid_in_group = {group_name} * num_pid_{inner}")
+    b.line(f"first_pid_{outer} = (pid // num_pid_in_group) * {group_name}")
+    b.line(f"group_size_{outer} = tl.minimum(num_pid_{outer} - first_pid_{outer}, {group_name})")
+    b.line(f"pid_{outer} = first_pid_{outer} + (pid % num_pid_in_group) % group_size_{outer}")
+    b.line(f"pid_{inner} = (pid % num_pid_in_group) // group_size_{outer}")
+    b.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    b.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    if "n" in s.vectorized:
+        b.line("offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)")
+    b.line(f"mask_m = offs_m < {M}")
+    b.line(f"mask_n = offs_n < {N}")
+    batch_values: dict[IterVar, Value] = {}
+    if c.batch:
+        b.line("pid_batch = tl.program_id(1)")
+        stride = None
+        for axis in reversed(c.batch):
+            div = f"pid_batch // ({stride})" if stride else "pid_batch"
+            code = f"{div} % {k.extent(axis.extent)}" if axis is not c.batch[0] else div
+            batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
+            stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+
+    operand = dot_dtype(pattern)
+    if operand == "bfloat16" and for_interpreter:
+        operand = "float32"
+    b.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    unroll = s.unroll.get("k", 1)
+    loop = f"tl.range(0, tl.cdiv({K}, BLOCK_K), loop_unroll_factor={unroll})" if unroll > 1 else f"range(0, tl.cdiv({K}, BLOCK_K))"
+    b.line(f"for k0 in {loop}:")
+    b.indent += 1
+    b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
+    b.line(f"mask_k = offs_k < {K}")
+    dims_a = [Dim("m", "offs_m", "mask_m"), Dim("k", "offs_k", "mask_k")]
+    dims_b = [Dim("k", "offs_k", "mask_k"), Dim("n", "offs_n", "mask_n")]
+    factors = []
+    for name, dims, axes, factor in (
+        ("a", dims_a, {c.m: 0, c.k: 1}, c.a),
+        ("b", dims_b, {c.k: 0, c.n: 1}, c.b),
+    ):
+        em = TileEmitter(b, dims, dict(batch_values), k.args, k.extent)
+        for axis, d in axes.items():
+            em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
+        if is_plain_load(factor) and strip_casts(factor).dtype == operand and widening_only(factor):
+            factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
+        v = em.value(factor)
+        if not is_plain_load(factor):
+            # computed factors may be non-zero where loads were masked: zero them for the dot
+            v = Value(b.assign(f"{name}_masked", f"tl.where({em.full_mask()}, {em.as_float32(v).code}, 0.0)"), v.dims, "float32")
+        if v.dtype != operand:
+            v = Value(b.assign(f"{name}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
+        factors.append(v)
+    precision = ', input_precision="ieee"' if operand == "float32" else ""
+    b.line(f"acc = tl.dot({factors[0].code}, {factors[1].code}, acc{precision})")
+    b.indent -= 1
+
+    # epilogue: the output's axes map onto the accumulator's through the output's read of it
+    out = graph.output
+    dims_c = [Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")]
+    em = TileEmitter(b, dims_c, dict(batch_values), k.args, k.extent)
+    em.axes[c.m] = Value(em.expand("offs_m", 0), frozenset({0}), "int32")
+    em.axes[c.n] = Value(em.expand("offs_n", 1), frozenset({1}), "int32")
+    acc_value = Value("acc", frozenset({0, 1}), "float32")
+    if out is c.stage:
+        value = acc_value
+    else:
+        body = inline_injective(out.op.body, frozenset({c.stage}))
+        out_axes = _epilogue_axes(graph, c, body, em)
+        em.axes.update(out_axes)
+
+        def resolve(read: Read, emitter: TileEmitter) -> Value | None:
+            return acc_value if read.tensor is c.stage else None
+
+        em.resolve = resolve
+        value = em.value(body)
+    k.store(em, value)
+    batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
+    grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
+    return k.finish(f"{ident(graph.name)}_kernel", grid)
+
+
+
+def _epilogue_axes(graph: Graph, c, body: Expr, em: TileEmitter) -> dict[IterVar, Value]:
+    reads = {n for n in walk(body) if isinstance(n, Read) and n.tensor is c.stage}
+    if len(reads) != 1:
+        raise LoweringError(
+            f"{graph.name}: the epilogue '{graph.output.name}' reads '{c.stage.name}' at "
+            f"{len(reads)} different positions; an epilogue reads the accumulator element it stores"
+        )
+    (read,) = reads
+    mapping: dict[IterVar, Value] = {}
+    for index, axis in zip(read.indices, c.stage.op.axes):
+        if not isinstance(index, IterVar) or index not in graph.output.op.axes or index in mapping:
+            raise LoweringError(
+                f"{graph.name}: the epilogue '{graph.output.name}' reads '{c.stage.name}' as "
+                f"{c.stage.name}[{', '.join(map(index_text, read.indices))}]; each index must be a "
+                "distinct axis of the output"
+            )
+        mapping[index] = em.axes[axis]
+    missing = [a.name for a in graph.output.op.axes if a not in mapping]
+    if missing:
+        raise LoweringError(
+            f"{graph.name}: output axis {', '.join(missing)} of '{graph.output.name}' does not index "
+            f"'{c.stage.name}'; an epilogue keeps the accumulator's shape"
+        )
+    return mapping

@@ -1,0 +1,230 @@
+"""What every kernel shape shares: the `KernelSource` it produces, argument names, shape
+rendering, the output store, the source header and the `launch()` wrapper.
+
+Each kernel shape (`row_kernel`, `contraction_kernel`) builds its body on a `KernelContext` and
+calls `finish`; `lower` picks the shape from the operator's op class.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+
+from tiletune.errors import LoweringError
+from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES, CodeBuilder, TensorArg, TileEmitter, Value, converted, ident
+from tiletune.schedules.schedule import ResolvedSchedule
+from tiletune.tensorexpr.analysis import Pattern, strip_casts
+from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe
+from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.tensor import Tensor
+
+RESERVED = {"tl", "triton", "pid", "acc", "launch", "grid", "kernel", "out", "float", "range", "min", "max"}
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSource:
+    """Generated Triton source for one (operator, config), and what is needed to run or
+    compile it: the kernel's name, its parameters in order with their types for an
+    ahead-of-time compile, the constexpr values, and the launch options."""
+
+    operator: str
+    text: str
+    kernel_name: str
+    params: tuple[str, ...]
+    signature: dict[str, str] = field(hash=False)
+    constexprs: dict[str, int] = field(hash=False)
+    num_warps: int
+    num_stages: int
+    tensor_params: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (pointer, strides): inputs, then output
+    dim_params: tuple[str, ...] = ()  # dim arguments in declaration order
+
+
+class Names:
+    """Identifiers for tensors and dims that are valid, unique and clear of Triton's names."""
+
+    def __init__(self) -> None:
+        # the launcher takes tensors and dims by these names: a tensor named 'in' or 'from'
+        # must not become a Python keyword
+        self.taken: set[str] = set(RESERVED) | set(keyword.kwlist)
+
+    def make(self, wanted: str) -> str:
+        base = re.sub(r"\W", "_", wanted) or "t"
+        if base[0].isdigit():
+            base = "t_" + base
+        name, n = base, 1
+        while name in self.taken:
+            name, n = f"{base}_{n}", n + 1
+        self.taken.add(name)
+        return name
+
+
+class KernelContext:
+    """State shared by both kernel shapes: argument names and shape rendering."""
+
+    def __init__(self, graph: Graph, schedule: ResolvedSchedule, pattern: Pattern) -> None:
+        self.graph, self.schedule, self.pattern = graph, schedule, pattern
+        names = Names()
+        names.taken.add(f"{ident(graph.name)}_kernel")  # a launcher argument must not shadow the kernel
+        self.dim_names = {d.name: names.make(d.name) for d in graph.dims}
+        self.args: dict[Tensor, TensorArg] = {}
+        for t in (*graph.inputs, graph.output):
+            base = names.make(t.name)
+            strides = tuple(names.make(f"stride_{base}_{d}") for d in range(t.ndim))
+            self.args[t] = TensorArg(t, f"{base}_ptr", strides)
+            names.taken.add(f"{base}_ptr")
+        self.body = CodeBuilder(indent=1)
+        self.body.reserve(*names.taken, "BLOCK_ROWS", "BLOCK_LANE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+        self.constexprs: dict[str, int] = {}
+
+    def extent(self, e: Expr) -> str:
+        """A shape expression as code over the dim arguments."""
+        if isinstance(e, Const):
+            return str(int(e.value))
+        if isinstance(e, DimVar):
+            return self.dim_names[e.name]
+        if isinstance(e, Binary) and e.op in ("add", "sub", "mul", "floordiv", "mod"):
+            op = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}[e.op]
+            return f"({self.extent(e.a)} {op} {self.extent(e.b)})"
+        if isinstance(e, Unary) and e.op == "neg":
+            return f"(-{self.extent(e.x)})"
+        raise LoweringError(f"{self.graph.name}: cannot render shape expression {e!r}")
+
+    def params(self) -> list[tuple[str, str]]:
+        """Kernel parameters and their AOT signature types, in call order."""
+        out: list[tuple[str, str]] = []
+        for t, arg in self.args.items():
+            out.append((arg.ptr, POINTER_TYPES[t.dtype]))
+            out.extend((s, "i32") for s in arg.strides)
+        out.extend((name, "i32") for name in self.dim_names.values())
+        return out
+
+    def check_fusion(self) -> None:
+        """Every intermediate stage must be inlined or fused: this backend keeps them in registers."""
+        s = self.schedule
+        for t in self.graph.stages:
+            if t is self.graph.output or t in self.pattern.anchors:
+                continue
+            if t.name not in s.inlined and t.name not in s.epilogue:
+                raise LoweringError(
+                    f"{self.graph.name}: stage '{t.name}' is neither inlined nor fused; intermediate "
+                    f"stages live in registers: add s.compute_inline('{t.name}') or s.fuse_epilogue('{t.name}')"
+                )
+
+    def store(self, em: TileEmitter, value: Value) -> None:
+        """Store `value` into the output at the tile's positions (the output's axes must be
+        mapped in `em`)."""
+        out = self.graph.output
+        address, _, dims = em.address(Read(out, out.op.axes, out.dtype))
+        mask = em.mask(dims | value.dims) or "None"
+        # Triton broadcasts a stored value to its pointer's shape, never the pointer to the
+        # value's: a scalar output of a row reduction gets its (1, 1) tile's shape on the pointer
+        for d in sorted(value.dims - dims):
+            address += f" + {em.expand(em.dims[d].offs, d)} * 0"
+        stored = converted(paren_code(value.code), value.dims, TL_DTYPES[out.dtype])
+        self.body.line(f"tl.store({address}, {stored}, mask={mask})")
+
+    def header(self, kernel_name: str) -> list[str]:
+        cfg = self.schedule.config
+        lines = [
+            f'"""Generated by tiletune: operator {self.graph.name} ({self.pattern.op_class.value}).',
+            "",
+            f"config: {cfg!r}",
+            f"graph:  {self.graph.structural_hash()}",
+            '"""',
+            "import triton",
+            "import triton.language as tl",
+            "",
+            "",
+            "@triton.jit",
+        ]
+        params = [p for p, _ in self.params()] + [f"{k}: tl.constexpr" for k in self.constexprs]
+        lines.append(f"def {kernel_name}(")
+        lines.extend(f"    {p}," for p in params)
+        lines.append("):")
+        return lines
+
+    def finish(self, kernel_name: str, grid: list[str]) -> KernelSource:
+        params = self.params()
+        text = "\n".join(self.header(kernel_name) + self.body.lines) + "\n"
+        text += self.launcher(kernel_name, grid)
+        signature = {p: t for p, t in params}
+        signature.update({k: "constexpr" for k in self.constexprs})
+        return KernelSource(
+            self.graph.name, text, kernel_name,
+            tuple(p for p, _ in params) + tuple(self.constexprs), signature, dict(self.constexprs),
+            self.schedule.num_warps, self.schedule.num_stages,
+            tuple((arg.ptr, arg.strides) for arg in self.args.values()),
+            tuple(self.dim_names.values()),
+        )
+
+    def launcher(self, kernel_name: str, grid: list[str]) -> str:
+        tensors = [self.args[t].ptr[: -len("_ptr")] for t in (*self.graph.inputs, self.graph.output)]
+        dims = list(self.dim_names.values())
+        call_args = []
+        for t in (*self.graph.inputs, self.graph.output):
+            name = self.args[t].ptr[: -len("_ptr")]
+            call_args.append(name)
+            call_args.extend(f"{name}.stride({d})" for d in range(t.ndim))
+        call_args.extend(dims)
+        call_args.extend(f"{k}={v}" for k, v in self.constexprs.items())
+        call_args += [f"num_warps={self.schedule.num_warps}", f"num_stages={self.schedule.num_stages}"]
+        lines = [
+            "",
+            "",
+            f"def launch({', '.join(tensors + dims)}):",
+            f'    """Run {kernel_name} on the given tensors (inputs in call order, then the output)."""',
+            f"    grid = ({', '.join(grid)},)",
+            f"    {kernel_name}[grid](",
+        ]
+        lines.extend(f"        {a}," for a in call_args)
+        lines.append("    )")
+        return "\n".join(lines) + "\n"
+
+
+def check_bindings(name: str, s: ResolvedSchedule, supported: dict[str, str]) -> None:
+    """Refuse bindings this kernel shape cannot honour (rather than silently ignore them)."""
+    for role, target in s.bindings.items():
+        if supported.get(role) != target:
+            wanted = ", ".join(f"{r} to {t}" for r, t in supported.items())
+            raise LoweringError(f"{name}: cannot bind '{role}' to {target}; this kernel binds {wanted}")
+
+
+def py_extent(k: KernelContext, axes: tuple[IterVar, ...]) -> str:
+    return " * ".join(k.extent(a.extent) for a in axes) or "1"
+
+
+_INDEX_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
+
+
+def index_text(e: Expr) -> str:
+    """An index expression as the user wrote it, for messages (dataclass reprs are unreadable)."""
+    if isinstance(e, Binary) and e.op in _INDEX_SYMBOLS:
+        return f"{index_text(e.a)} {_INDEX_SYMBOLS[e.op]} {index_text(e.b)}"
+    if isinstance(e, Unary) and e.op == "neg":
+        return f"-{index_text(e.x)}"
+    return describe(e)
+
+
+# Float types that hold every value of a narrower one exactly.
+_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",)}
+
+
+def widening_only(e: Expr) -> bool:
+    """True when every cast down to the read is exact (to a wider float type), so that skipping
+    them changes no value; a narrowing cast (an fp32 operand rounded to fp16) must stay."""
+    while isinstance(e, Cast):
+        if e.dtype != e.x.dtype and e.dtype not in _WIDER.get(e.x.dtype, ()):
+            return False
+        e = e.x
+    return True
+
+
+def paren_code(code: str) -> str:
+    return code if re.fullmatch(r"[\w.]+", code) else f"({code})"
+
+
+def is_plain_load(e: Expr) -> bool:
+    e = strip_casts(e)
+    return isinstance(e, Read) and e.tensor.is_placeholder
+
+

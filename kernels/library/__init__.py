@@ -1,0 +1,92 @@
+"""The built-in operator library: operators declared in the DSL like any user's.
+
+Each family is one module; each operator takes its dims and a `dtype`, and narrow float inputs
+are computed in fp32 and stored back in their own type by the generated kernels. `BUILTINS`
+maps every built-in's name to its operator; `resolve_operator` also accepts
+`path/to/file.py:function` for a user's own.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from tiletune.errors import UsageError
+from tiletune.kernels.library import contractions, elementwise, normalizations
+from tiletune.tensorexpr.operator import Operator
+
+#: The families of built-ins, by name, in the order the README and `tiletune list` show them.
+FAMILIES: dict[str, ModuleType] = {
+    "contractions": contractions,
+    "elementwise": elementwise,
+    "normalizations": normalizations,
+}
+
+BUILTINS: dict[str, Operator] = {
+    name: getattr(module, name) for module in FAMILIES.values() for name in module.__all__
+}
+
+
+def family_of(name: str) -> str:
+    """The family a built-in belongs to."""
+    for family, module in FAMILIES.items():
+        if name in module.__all__:
+            return family
+    raise UsageError(f"no built-in operator '{name}'; built-ins are {', '.join(sorted(BUILTINS))}")
+
+
+def __getattr__(name: str) -> Operator:
+    # `from tiletune.kernels.library import matmul` keeps working for every family's operators
+    if name in BUILTINS:
+        return BUILTINS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def builtin(name: str) -> Operator:
+    """The built-in operator called `name`."""
+    if name not in BUILTINS:
+        raise UsageError(f"no built-in operator '{name}'; built-ins are {', '.join(sorted(BUILTINS))}")
+    return BUILTINS[name]
+
+
+def resolve_operator(ref: str | Operator) -> Operator:
+    """The operator named by `ref`: a built-in name, or `path/to/file.py:function` for one
+    declared with `@tiletune.operator` in a user's file (the file is imported, as Python code
+    the user wrote; nothing from a tuning DB is ever executed)."""
+    if isinstance(ref, Operator):
+        return ref
+    if ":" not in ref:
+        return builtin(ref)
+    path_text, _, attr = ref.rpartition(":")
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UsageError(f"operator file '{path_text}' does not exist; expected path/to/file.py:function")
+    module = _import_file(path.resolve())
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise UsageError(f"'{path_text}' defines no '{attr}'")
+    if not isinstance(obj, Operator):
+        raise UsageError(f"'{path_text}:{attr}' is not an operator; decorate it with @tiletune.operator")
+    return obj
+
+
+# Imported operator files by resolved path; an explicit cache so a file is imported once.
+_USER_MODULES: dict[Path, ModuleType] = {}
+
+
+def _import_file(path: Path) -> ModuleType:
+    if path in _USER_MODULES:
+        return _USER_MODULES[path]
+    name = "tiletune_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise UsageError(f"importing operator file '{path}' failed: {type(error).__name__}: {error}") from error
+    _USER_MODULES[path] = module
+    return module
