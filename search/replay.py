@@ -24,6 +24,7 @@ a sweep measured on a GPU is verified there (`time_step` checks before it times)
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import math
 import os
@@ -355,14 +356,28 @@ class ReplayMeasurer:
 
 def sweep_configs(spec: TaskSpec, sample: int | None, seed: int) -> list[Config]:
     """What a sweep of `spec` measures: every legal config, or the default plus a seeded random
-    sample of `sample` others (the whole space where it is smaller)."""
+    sample of `sample` others (the whole space where it is smaller).
+
+    The sample is a seeded shuffle of the knobs' whole product, keyed by operator and dtype but
+    not by shape, filtered to the configs legal at this shape: a uniform sample of each
+    workload's space, and shapes of one operator share most of their configs, so the sweep
+    compiles each shared kernel once (Triton's cache serves the other shapes).
+    """
     space = spec.build().space
     default = space.default()
     if sample is None:
         return [default] + [c for c in space.enumerate() if c != default]
-    # A string seed is hashed deterministically (sha512), so each workload draws its own sample.
-    rng = Random(f"{seed}:{spec}")
-    return [default] + space.sample(rng, sample, exclude={default})
+    product = [Config(tuple(zip(space.names, values)))
+               for values in itertools.product(*(knob.choices() for knob in space.knobs))]
+    # A string seed is hashed deterministically (sha512): the same order in every process.
+    Random(f"{seed}:{spec.op}:{spec.dtype}").shuffle(product)
+    picked = [default]
+    for config in product:
+        if len(picked) > sample:
+            break
+        if config != default and space.is_legal(config):
+            picked.append(config)
+    return picked
 
 
 def record_sweep(

@@ -217,6 +217,18 @@ def test_sweep_configs_take_the_default_and_a_seeded_sample():
     some = sweep_configs(SPEC, 10, 0)
     assert some[0] == SPEC.build().space.default() and len(set(some)) == 11
     assert some == sweep_configs(SPEC, 10, 0) and some != sweep_configs(SPEC, 10, 1)
+    assert all(SPEC.build().space.is_legal(c) for c in some)
+
+
+def test_sweep_samples_of_two_shapes_share_their_configs():
+    # Shapes of one operator draw from one shuffled order, so a sweep compiles shared kernels once.
+    big = TaskSpec.make("matmul", {"M": 512, "N": 512, "K": 512}, "float16")
+    thin = TaskSpec.make("matmul", {"M": 32, "N": 512, "K": 512}, "float16")  # BLOCK_M <= 32 only
+    a, b = sweep_configs(big, 60, 0), sweep_configs(thin, 60, 0)
+    assert len(a) == len(b) == 61 and all(thin.build().space.is_legal(c) for c in b)
+    legal_in_both = [c for c in a[1:] if thin.build().space.is_legal(c)]
+    assert legal_in_both == [c for c in b[1:] if c in set(a)]  # the same order, filtered
+    assert len(legal_in_both) >= 10
 
 
 # -- the replay search loop --------------------------------------------------------------------------
