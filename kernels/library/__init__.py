@@ -14,12 +14,13 @@ from pathlib import Path
 from types import ModuleType
 
 from tiletune.errors import UsageError
-from tiletune.kernels.library import contractions, elementwise, normalizations
+from tiletune.kernels.library import contractions, convolution, elementwise, normalizations
 from tiletune.tensorexpr.operator import Operator
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
 FAMILIES: dict[str, ModuleType] = {
     "contractions": contractions,
+    "convolution": convolution,
     "elementwise": elementwise,
     "normalizations": normalizations,
 }
