@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
+from tiletune.kernels.implicit_gemm import fused_axes, unflatten
 from tiletune.kernels.kernel import (
     KernelContext,
     KernelSource,
@@ -57,6 +58,9 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
             batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
             stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
 
+    # an implicit GEMM's fused "m" offsets unflatten once into per-axis indices (n, oh, ow)
+    m_index = unflatten(b, k, c.fused.m_axes, "offs_m") if c.fused else {}
+
     operand = dot_dtype(pattern)
     if operand == "bfloat16" and for_interpreter:
         operand = "float32"
@@ -67,6 +71,7 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     b.indent += 1
     b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
     b.line(f"mask_k = offs_k < {K}")
+    k_index = unflatten(b, k, c.fused.k_axes, "offs_k") if c.fused else {}
     dims_a = [Dim("m", "offs_m", "mask_m"), Dim("k", "offs_k", "mask_k")]
     dims_b = [Dim("k", "offs_k", "mask_k"), Dim("n", "offs_n", "mask_n")]
     factors = []
@@ -77,6 +82,8 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         em = TileEmitter(b, dims, dict(batch_values), k.args, k.extent)
         for axis, d in axes.items():
             em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
+        if c.fused:
+            em.axes.update(fused_axes(c, em, k, m_index, k_index, batch_values))
         if is_plain_load(factor) and strip_casts(factor).dtype == operand and widening_only(factor):
             factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
         v = em.value(factor)
@@ -96,6 +103,8 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     em = TileEmitter(b, dims_c, dict(batch_values), k.args, k.extent)
     em.axes[c.m] = Value(em.expand("offs_m", 0), frozenset({0}), "int32")
     em.axes[c.n] = Value(em.expand("offs_n", 1), frozenset({1}), "int32")
+    if c.fused:
+        em.axes.update(fused_axes(c, em, k, m_index, {}, batch_values))
     acc_value = Value("acc", frozenset({0, 1}), "float32")
     if out is c.stage:
         value = acc_value

@@ -74,6 +74,8 @@ def dot_dtype(pattern: Pattern) -> str:
 
 def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
     c = pattern.contraction
+    if c.fused is not None and c.fused.group is not None:
+        _check_groups(graph, c, dims)
     m, n, k = (evaluate_extent(a.extent, dims) for a in (c.m, c.n, c.k))
     item = dt.itemsize(dot_dtype(pattern))
     s.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=64))
@@ -101,6 +103,17 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
         else f"a {cfg['BLOCK_M']}x{cfg['BLOCK_N']} fp32 accumulator over {cfg['num_warps']} warps "
         f"needs {regs} registers per thread, over 256",
     )
+
+
+def _check_groups(graph: Graph, c, dims: Mapping[str, int]) -> None:
+    # programs cover group count x group size output channels: a remainder would go unwritten
+    axis = c.fused.n_axis
+    extent, groups = evaluate_extent(axis.extent, dims), evaluate_extent(c.fused.group.extent, dims)
+    if extent % groups:
+        raise LoweringError(
+            f"{graph.name}: output axis '{axis.name}' has {extent} elements, not a multiple of its "
+            f"{groups} groups; a grouped contraction needs each group the same size"
+        )
 
 
 def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:

@@ -31,9 +31,9 @@ def operator_ref(op: str | Operator) -> str:
         path, sep, name = op.rpartition(":")
         # workers may run elsewhere than the caller's directory: name the file absolutely
         return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
-    from tiletune.kernels.library import BUILTINS
+    from tiletune.kernels.library import BUILTINS, parametrised_builtin
 
-    if BUILTINS.get(op.name) is op:
+    if BUILTINS.get(op.name) is op or parametrised_builtin(op.name) is op:
         return op.name
     module = getattr(op.fn, "__module__", None)
     path = getattr(sys.modules.get(module), "__file__", None)

@@ -14,12 +14,13 @@ from pathlib import Path
 from types import ModuleType
 
 from tiletune.errors import UsageError
-from tiletune.kernels.library import contractions, elementwise, normalizations
+from tiletune.kernels.library import contractions, convolution, elementwise, normalizations
 from tiletune.tensorexpr.operator import Operator
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
 FAMILIES: dict[str, ModuleType] = {
     "contractions": contractions,
+    "convolution": convolution,
     "elementwise": elementwise,
     "normalizations": normalizations,
 }
@@ -44,8 +45,21 @@ def __getattr__(name: str) -> Operator:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def parametrised_builtin(name: str) -> Operator | None:
+    """The built-in a parametrised name stands for (`conv2d_s2_p1`: a family's operator with
+    parameters baked in), or None; families that have such operators define `parametrised`."""
+    for module in FAMILIES.values():
+        make = getattr(module, "parametrised", None)
+        op = make(name) if make is not None else None
+        if op is not None:
+            return op
+    return None
+
+
 def builtin(name: str) -> Operator:
     """The built-in operator called `name`."""
+    if name not in BUILTINS and (op := parametrised_builtin(name)) is not None:
+        return op
     if name not in BUILTINS:
         raise UsageError(f"no built-in operator '{name}'; built-ins are {', '.join(sorted(BUILTINS))}")
     return BUILTINS[name]
