@@ -18,6 +18,8 @@ from tiletune.tensorexpr.expr import (
     unary,
     binary,
 )
+from tiletune.tensorexpr import nn
+from tiletune.tensorexpr.broadcast import broadcast, broadcast_shape, elementwise
 from tiletune.tensorexpr.operator import Graph, Operator, operator
 from tiletune.tensorexpr.tensor import Tensor, compute, placeholder, reduce_axis
 from tiletune.tensorexpr.tensor import max, min, sum  # noqa: A004 - the DSL's reduction names
@@ -98,4 +100,5 @@ __all__ = [
     "abs", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
     "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
     "sum", "tanh", "var", "where",
+    "broadcast", "broadcast_shape", "elementwise", "nn",
 ]

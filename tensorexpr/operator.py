@@ -212,7 +212,11 @@ def _collect_stages(name: str, output: Tensor, inputs: tuple[Tensor, ...]) -> tu
 
 class Operator:
     """A declared operator: a function of symbolic dims (and optionally `dtype`) returning
-    `(inputs, output)`. Build its graph with `graph(dtype)`."""
+    `(inputs, output)`. Build its graph with `graph(dtype)`.
+
+    Keyword-only parameters (after `*`) other than `dtype` are *attributes*: fixed scalars such
+    as a slope or an epsilon, not dims. They take their defaults; `with_attrs` gives another
+    value."""
 
     def __init__(self, fn: Callable[..., object], name: str | None = None) -> None:
         self.fn = fn
@@ -220,11 +224,19 @@ class Operator:
         params = list(inspect.signature(fn).parameters.values())
         self.takes_dtype = any(p.name == "dtype" for p in params)
         self.default_dtype: str | None = None
+        self.attrs: dict[str, object] = {}
+        # attributes given by `with_attrs` rather than the declaration's defaults
+        self.bound_attrs: dict[str, object] = {}
         dim_names = []
         for p in params:
             if p.name == "dtype":
                 if p.default is not inspect.Parameter.empty:
                     self.default_dtype = dt.canonical(p.default)
+                continue
+            if p.kind == p.KEYWORD_ONLY:
+                if p.default is inspect.Parameter.empty:
+                    raise DSLError(f"operator {self.name}: attribute {p.name} needs a default value")
+                self.attrs[p.name] = p.default
                 continue
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise DSLError(f"operator {self.name}: parameters must be named dims, not *{p.name}")
@@ -236,6 +248,20 @@ class Operator:
 
     def __repr__(self) -> str:
         return f"<tiletune operator {self.name}({', '.join(self.dim_names)})>"
+
+    def with_attrs(self, **attrs: object) -> Operator:
+        """This operator with some attributes set: `leaky_relu.with_attrs(negative_slope=0.2)`.
+
+        Its graph hash (so its tuning records) differs from the default's. Worker processes
+        find operators by name or file, so tuning one needs it declared in a file."""
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            known = ", ".join(self.attrs) or "none"
+            raise DSLError(f"operator {self.name}: unknown attribute {', '.join(unknown)}; its attributes are {known}")
+        op = Operator(self.fn, self.name)
+        op.attrs.update(attrs)
+        op.bound_attrs = {**self.bound_attrs, **attrs}
+        return op
 
     def graph(self, dtype: object | None = None) -> Graph:
         """The graph of this operator, for `dtype` if the operator takes one."""
@@ -255,6 +281,7 @@ class Operator:
             raise DSLError(f"{self.name} takes a dtype; give one (e.g. --dtype float16)")
         dims = tuple(DimVar(n) for n in self.dim_names)
         kwargs = {"dtype": key} if self.takes_dtype else {}
+        kwargs.update(self.attrs)
         try:
             result = self.fn(*dims, **kwargs)
         except DSLError as e:
