@@ -36,6 +36,7 @@ ROLES = {
     OpClass.CONTRACTION: ("batch", "m", "n", "k"),
     OpClass.REDUCTION: ("rows", "lane"),
     OpClass.INJECTIVE: ("rows", "lane"),
+    OpClass.SCAN: ("rows", "scan"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
 
@@ -109,6 +110,9 @@ class Schedule:
                 )
             return axis
         c = self.pattern.contraction
+        if self.pattern.op_class is OpClass.SCAN and axis in self.graph.output.op.axes:
+            scan_axis = self.pattern.anchors[0].scan.axis
+            return "scan" if self.graph.output.op.axes.index(axis) == self.pattern.anchors[0].op.axes.index(scan_axis) else "rows"
         if c is not None:
             for name in ("m", "n", "k"):
                 if getattr(c, name) is axis:

@@ -21,6 +21,7 @@ from tiletune.tensorexpr.expr import (
 from tiletune.tensorexpr.operator import Graph, Operator, operator
 from tiletune.tensorexpr.tensor import Tensor, compute, placeholder, reduce_axis
 from tiletune.tensorexpr.tensor import max, min, sum  # noqa: A004 - the DSL's reduction names
+from tiletune.tensorexpr.tensor import cummax, cummin, cumprod, cumsum, scan
 
 
 def var(name: str) -> DimVar:
@@ -98,4 +99,5 @@ __all__ = [
     "abs", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
     "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
     "sum", "tanh", "var", "where",
+    "cummax", "cummin", "cumprod", "cumsum", "scan",
 ]
