@@ -24,7 +24,7 @@ from tiletune.errors import ScheduleError
 from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Knob, KnobValue
 from tiletune.schedules.space import ConfigSpace, Constraint
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, scan_layout
 from tiletune.tensorexpr.expr import IterVar
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -110,9 +110,12 @@ class Schedule:
                 )
             return axis
         c = self.pattern.contraction
-        if self.pattern.op_class is OpClass.SCAN and axis in self.graph.output.op.axes:
-            scan_axis = self.pattern.anchors[0].scan.axis
-            return "scan" if self.graph.output.op.axes.index(axis) == self.pattern.anchors[0].op.axes.index(scan_axis) else "rows"
+        if self.pattern.op_class is OpClass.SCAN:
+            layout = scan_layout(self.graph, self.pattern)
+            if axis is layout.scan or axis is layout.stage.scan.axis:
+                return "scan"
+            if axis in layout.rows or axis in layout.stage.op.axes:
+                return "rows"
         if c is not None:
             for name in ("m", "n", "k"):
                 if getattr(c, name) is axis:

@@ -132,6 +132,8 @@ def test_space_is_single_pass_where_the_row_fits_and_looped_beyond():
     assert 0 < facts.tail_fraction < 0.03
     small = verification_dims(graph, {"N": 64, "D": 5000}, long.resolve(config))
     assert small["D"] == 2 * 1024 + 3
+    i, j = graph.output.op.axes
+    assert (long.role(i), long.role(j), long.role("scan")) == ("rows", "scan", "scan")
 
 
 # --- errors ---------------------------------------------------------------------------------
