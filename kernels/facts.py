@@ -11,7 +11,7 @@ from typing import Mapping
 from tiletune.schedules.rules import dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout, scan_layout
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
@@ -99,6 +99,8 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
             dot_dtype=operand,
             tail_fraction=1.0 - (m * n) / padded,
         )
+    if pattern.op_class is OpClass.SCAN:
+        return _scan_facts(graph, schedule, dims, pattern, total_unique)
     layout = row_layout(graph, pattern)
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
@@ -115,4 +117,33 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
         uses_tensor_cores=False,
         dot_dtype="none",
         tail_fraction=1.0 - (rows * lane) / padded,
+    )
+
+
+def _scan_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int], pattern: Pattern,
+                total_unique: float) -> TileFacts:
+    """A scan program walks its BLOCK_ROWS rows in chunks of BLOCK_SCAN (`k_iterations` of them):
+    per element the fused elementwise work, plus about log2(BLOCK_SCAN) combines for the
+    tree scan and two for the carry and the chunk's total."""
+    layout = scan_layout(graph, pattern)
+    rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+    length = evaluate_extent(layout.scan.extent, dims)
+    br, bs = schedule.tile("rows"), schedule.tile("scan")
+    chunks = _cdiv(length, bs)
+    programs = _cdiv(rows, br)
+    padded = programs * br * chunks * bs
+    keep = frozenset(pattern.anchors)
+    stage = layout.stage
+    exprs = [inline_injective(graph.output.op.body, keep), inline_injective(stage.scan.body, keep)]
+    ops = sum(1 for e in exprs for n in walk(e) if isinstance(n, (Binary, Unary)) and not _is_index(n))
+    per_element = ops + max(1, bs.bit_length() - 1) + 2
+    return TileFacts(
+        programs=programs,
+        flops_per_program=float(per_element * br * bs * chunks),
+        bytes_per_program=total_unique / programs * (padded / max(rows * length, 1)),
+        unique_bytes=total_unique,
+        tile_m=br, tile_n=bs, tile_k=0, k_iterations=chunks,
+        uses_tensor_cores=False,
+        dot_dtype="none",
+        tail_fraction=1.0 - (rows * length) / padded,
     )

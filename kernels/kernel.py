@@ -75,6 +75,8 @@ class KernelContext:
         self.body = CodeBuilder(indent=1)
         self.body.reserve(*names.taken, "BLOCK_ROWS", "BLOCK_LANE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
         self.constexprs: dict[str, int] = {}
+        # module-level @triton.jit helpers (a scan's combine function), emitted before the kernel
+        self.helpers: list[str] = []
 
     def extent(self, e: Expr) -> str:
         """A shape expression as code over the dim arguments."""
@@ -135,6 +137,7 @@ class KernelContext:
             "import triton.language as tl",
             "",
             "",
+            *(line for helper in self.helpers for line in (*helper.splitlines(), "", "")),
             "@triton.jit",
         ]
         params = [p for p, _ in self.params()] + [f"{k}: tl.constexpr" for k in self.constexprs]

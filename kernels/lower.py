@@ -4,7 +4,8 @@
 
 - `row_kernel`: injective operators and row reductions (softmax, layernorm, rmsnorm are one
   kernel each);
-- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues.
+- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues;
+- `scan_kernel`: inclusive scans along one axis, chunk by chunk with a running total.
 
 What they share (argument names, the store, the header and the launcher) is in `kernel`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from tiletune.kernels.contraction_kernel import lower_contraction
 from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.kernels.row_kernel import lower_rows
+from tiletune.kernels.scan_kernel import lower_scan
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
 from tiletune.tensorexpr.operator import Graph
@@ -36,4 +38,6 @@ def lower(
     kernel = KernelContext(graph, schedule, pattern)
     if pattern.op_class is OpClass.CONTRACTION:
         return lower_contraction(kernel, for_interpreter)
+    if pattern.op_class is OpClass.SCAN:
+        return lower_scan(kernel)
     return lower_rows(kernel)

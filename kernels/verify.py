@@ -2,8 +2,9 @@
 
 Tolerance rule: an output element passes when |out - ref| <= atol + rtol * |ref|, with rtol set
 by the output dtype (float32 1e-4, float16 1e-2, bfloat16 4e-2) and
-atol = rtol * mean(|ref|) * max(1, sqrt(L)), L the longest reduction in the operator: rounding
-errors of a sum grow like the square root of its length. Every run writes into a fresh output
+atol = rtol * mean(|ref|) * max(1, sqrt(L)), L the longest reduction or scan in the operator:
+rounding errors of a sum grow like the square root of its length (a scan's last element is a
+sum of that length, its earlier ones shorter sums). Every run writes into a fresh output
 filled with NaN (integers: the type's minimum, having no NaN), so a kernel that leaves part of
 its output unwritten cannot pass; the output lies between two guard bands of that fill, so a
 kernel that writes outside its output (a wrong mask) fails instead of corrupting memory unseen.
@@ -20,7 +21,7 @@ from tiletune.kernels import runtime
 from tiletune.kernels.lower import KernelSource
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
 from tiletune.tensorexpr.expr import DimVar
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
@@ -56,9 +57,11 @@ def make_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0, device: st
 
 
 def longest_reduction(graph: Graph, dims: Mapping[str, int]) -> int:
-    """The length of the longest reduction in the operator (1 if it has none)."""
+    """The length of the longest reduction or scan in the operator (1 if it has none)."""
     longest = 1
     for stage in graph.stages:
+        if stage.scan is not None:
+            longest = max(longest, evaluate_extent(stage.scan.axis.extent, dims))
         red = stage.reduction
         if red is not None:
             longest = max(longest, math.prod(evaluate_extent(a.extent, dims) for a in red.axes))
@@ -138,6 +141,14 @@ def verification_dims(
         for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
             if isinstance(axis.extent, DimVar):
                 tiles.setdefault(axis.extent.name, schedule.tile(role))
+    elif pattern.op_class is OpClass.SCAN:
+        # a scanned axis just over two chunks runs the carry across chunks and a masked tail
+        layout = scan_layout(graph, pattern)
+        for axis in layout.rows:
+            if isinstance(axis.extent, DimVar):
+                tiles.setdefault(axis.extent.name, schedule.tile("rows"))
+        if isinstance(layout.scan.extent, DimVar):
+            tiles[layout.scan.extent.name] = schedule.tile("scan")
     else:
         layout = row_layout(graph, pattern)
         # the row axes are fused, so only their product meets the tile's mask: the outermost

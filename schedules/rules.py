@@ -13,7 +13,7 @@ from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
 from tiletune.tensorexpr.expr import Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
@@ -41,6 +41,8 @@ def default_schedule(graph: Graph, dims: Mapping[str, int], pattern: Pattern | N
             _inline_or_fuse(s, graph, pattern, stage)
     if pattern.op_class is OpClass.CONTRACTION:
         _contraction(s, graph, pattern, dims)
+    elif pattern.op_class is OpClass.SCAN:
+        _scan(s, graph, pattern, dims)
     else:
         _rows(s, graph, pattern, dims)
     return s
@@ -143,6 +145,27 @@ def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) 
         )
     s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
     s.bind("rows", "block.x").vectorize("lane")
+    s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+
+
+def _scan(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
+    # Each program scans BLOCK_ROWS rows in chunks of BLOCK_SCAN, carrying the running total
+    # from chunk to chunk: one chunk when the row fits, a loop otherwise (never quadratic).
+    layout = scan_layout(graph, pattern)
+    length = evaluate_extent(layout.scan.extent, dims)
+    rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+    block_scan = min(1024, max(16, next_pow2(length)))
+    s.tile("scan", PowerOfTwo("BLOCK_SCAN", 16, 4096, default=block_scan))
+    s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 2048 // block_scan, next_pow2(rows)))))
+    s.constrain(*_no_larger_than_axis("BLOCK_SCAN", length, floor=16))
+    s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+    s.constrain(
+        "tile fits registers",
+        lambda cfg: None
+        if cfg["BLOCK_ROWS"] * cfg["BLOCK_SCAN"] <= MAX_ROW_TILE // 2
+        else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_SCAN']} elements per chunk, over {MAX_ROW_TILE // 2}",
+    )
+    s.bind("rows", "block.x")
     s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 
 

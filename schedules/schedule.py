@@ -24,7 +24,7 @@ from tiletune.errors import ScheduleError
 from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Knob, KnobValue
 from tiletune.schedules.space import ConfigSpace, Constraint
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, scan_layout
 from tiletune.tensorexpr.expr import IterVar
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -36,6 +36,7 @@ ROLES = {
     OpClass.CONTRACTION: ("batch", "m", "n", "k"),
     OpClass.REDUCTION: ("rows", "lane"),
     OpClass.INJECTIVE: ("rows", "lane"),
+    OpClass.SCAN: ("rows", "scan"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
 
@@ -109,6 +110,12 @@ class Schedule:
                 )
             return axis
         c = self.pattern.contraction
+        if self.pattern.op_class is OpClass.SCAN:
+            layout = scan_layout(self.graph, self.pattern)
+            if axis is layout.scan or axis is layout.stage.scan.axis:
+                return "scan"
+            if axis in layout.rows or axis in layout.stage.op.axes:
+                return "rows"
         if c is not None:
             for name in ("m", "n", "k"):
                 if getattr(c, name) is axis:

@@ -23,6 +23,7 @@ from tiletune.tensorexpr.broadcast import broadcast, broadcast_shape, elementwis
 from tiletune.tensorexpr.operator import Graph, Operator, operator
 from tiletune.tensorexpr.tensor import Tensor, compute, placeholder, reduce_axis
 from tiletune.tensorexpr.tensor import max, min, sum  # noqa: A004 - the DSL's reduction names
+from tiletune.tensorexpr.tensor import cummax, cummin, cumprod, cumsum, scan
 
 
 def var(name: str) -> DimVar:
@@ -101,4 +102,5 @@ __all__ = [
     "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
     "sum", "tanh", "var", "where",
     "broadcast", "broadcast_shape", "elementwise", "nn",
+    "cummax", "cummin", "cumprod", "cumsum", "scan",
 ]

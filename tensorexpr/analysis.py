@@ -8,7 +8,8 @@ Lowering and space generation dispatch on these classes, never on operator names
 - *contraction*: a sum over one axis of a product of two factors, one free of the output's
   "n" axis and the other free of its "m" axis: a `tl.dot`. An implicit GEMM (a convolution) is
   one too: several output axes fused into "m", several reduce axes into "k", with index
-  arithmetic in the factors' reads (`Contraction.fused`).
+  arithmetic in the factors' reads (`Contraction.fused`);
+- *scan*: an inclusive scan (`te.cumsum` and kin) along one axis of its stage.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class OpClass(str, Enum):
     INJECTIVE = "injective"
     REDUCTION = "reduction"
     CONTRACTION = "contraction"
+    SCAN = "scan"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -87,7 +89,7 @@ def inline_injective(e: Expr, keep: frozenset[Tensor] = frozenset()) -> Expr:
     for node in walk(e):
         if isinstance(node, Read) and node not in mapping:
             t = node.tensor
-            if t.is_placeholder or t in keep or t.reduction is not None:
+            if t.is_placeholder or t in keep or t.reduction is not None or t.scan is not None:
                 continue
             body = substitute(t.op.body, dict(zip(t.op.axes, node.indices)))
             mapping[node] = inline_injective(body, keep)
@@ -96,6 +98,8 @@ def inline_injective(e: Expr, keep: frozenset[Tensor] = frozenset()) -> Expr:
 
 def stage_class(stage: Tensor) -> OpClass:
     """The class of one computed stage."""
+    if stage.scan is not None:
+        return OpClass.SCAN
     red = stage.reduction
     if red is None:
         return OpClass.INJECTIVE
@@ -223,6 +227,9 @@ def _group_read(factor: Expr, axis: IterVar) -> tuple[Expr, Expr, Expr] | None:
 
 def analyse(graph: Graph) -> Pattern:
     """Classify the operator by its stages; refuse combinations one kernel cannot hold."""
+    scan = scan_pattern(graph)
+    if scan is not None:
+        return scan
     contractions = []
     reductions = []
     for s in graph.stages:
@@ -315,3 +322,50 @@ def _lane_axis(graph: Graph, pattern: Pattern, reduce_axes: tuple[IterVar, ...])
                     return index
     same = [a for a in out.op.axes if a.extent == reduce_axes[0].extent]
     return same[-1] if same else None
+
+
+# ---------------------------------------------------------------------------------------------
+# scans
+
+
+def scan_pattern(graph: Graph) -> Pattern | None:
+    """The pattern of an operator with a scan stage (None without one): one scan, with
+    injective producers and consumers only, since one kernel scans rows of one axis."""
+    scans = [s for s in graph.stages if s.scan is not None]
+    if not scans:
+        return None
+    others = [s.name for s in graph.stages if s.scan is None and stage_class(s) is not OpClass.INJECTIVE]
+    if len(scans) > 1 or others:
+        names = ", ".join([s.name for s in scans] + others)
+        raise LoweringError(
+            f"{graph.name}: stages {names} are a scan together with other scans or reductions; "
+            "one kernel holds one scan (with elementwise producers and consumers): split the operator"
+        )
+    return Pattern(OpClass.SCAN, graph.output, (scans[0],))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScanLayout:
+    """How a scan operator maps onto a tile: the output axis the scan runs along (`scan`,
+    at position `position`) and the other output axes (`rows`, fused into one)."""
+
+    stage: Tensor
+    scan: IterVar
+    position: int
+    rows: tuple[IterVar, ...]
+
+
+def scan_layout(graph: Graph, pattern: Pattern) -> ScanLayout:
+    """The rows/scan layout of a scan operator. The output must have the scan stage's shape
+    (it is the scan, or an elementwise consumer of it), so that its axis at the scanned position
+    runs along the scan."""
+    (stage,) = pattern.anchors
+    out = graph.output
+    position = next(n for n, a in enumerate(stage.op.axes) if a is stage.scan.axis)
+    if out is not stage and tuple(out.shape) != tuple(stage.shape):
+        raise LoweringError(
+            f"{graph.name}: the output '{out.name}' has a different shape from the scan stage "
+            f"'{stage.name}'; a scan's consumers must be elementwise over its whole shape"
+        )
+    axes = out.op.axes
+    return ScanLayout(stage, axes[position], position, axes[:position] + axes[position + 1:])

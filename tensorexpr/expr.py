@@ -23,6 +23,7 @@ UNARY_OPS = ("neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf", "ab
 COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 LOGICAL_OPS = ("and", "or")
 REDUCE_OPS = ("sum", "max", "min")
+SCAN_OPS = ("sum", "prod", "max", "min")  # associative combines of an inclusive scan
 FLOAT_ONLY_UNARY = ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf")
 
 
@@ -233,6 +234,17 @@ class Reduce(Expr):
     dtype: str = field(default="")
 
 
+@dataclass(frozen=True, slots=True)
+class Scan(Expr):
+    """`te.cumsum/cumprod/cummax/cummin(body, axis=j)`: the inclusive scan of `body` along the
+    stage's own spatial axis `j` (the element at j combines the body at 0..j)."""
+
+    op: str
+    body: Expr
+    axis: IterVar
+    dtype: str = field(default="")
+
+
 # ---------------------------------------------------------------------------------------------
 # constructors that infer dtypes and check operands
 
@@ -355,6 +367,8 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return (e.cond, e.a, e.b)
     if isinstance(e, Reduce):
         return (e.body,)
+    if isinstance(e, Scan):
+        return (e.body,)
     return ()
 
 
@@ -385,6 +399,8 @@ def rebuild(e: Expr, new_children: tuple[Expr, ...]) -> Expr:
         return Select(new_children[0], new_children[1], new_children[2], e.dtype)
     if isinstance(e, Reduce):
         return Reduce(e.op, new_children[0], e.axes, e.dtype)
+    if isinstance(e, Scan):
+        return Scan(e.op, new_children[0], e.axis, e.dtype)
     return e
 
 

@@ -24,6 +24,7 @@ from tiletune.tensorexpr.expr import (
     Logical,
     Read,
     Reduce,
+    Scan,
     Select,
     Unary,
     walk,
@@ -172,6 +173,8 @@ def canonical_text(graph: Graph) -> str:
         if isinstance(e, Reduce):
             ax = ",".join(expr_text(a, axes) for a in e.axes)
             return f"{e.op}[{ax}]({expr_text(e.body, axes)}):{e.dtype}"
+        if isinstance(e, Scan):
+            return f"scan_{e.op}[{expr_text(e.axis, axes)}]({expr_text(e.body, axes)}):{e.dtype}"
         raise TypeError(type(e))
 
     lines = [f"dims {','.join(graph.dim_names)}"]

@@ -28,7 +28,7 @@ from tiletune.tensorexpr.expr import (
     Unary,
 )
 from tiletune.tensorexpr.operator import Graph
-from tiletune.tensorexpr.tensor import Tensor
+from tiletune.tensorexpr.tensor import ComputeOp, Tensor
 
 # Elements evaluated at once per stage (before reduction); bounds memory at large shapes.
 CHUNK_ELEMENTS = 1 << 22
@@ -71,6 +71,8 @@ def evaluate(graph: Graph, inputs: Sequence[torch.Tensor], dims: Mapping[str, in
 
 
 def _evaluate_stage(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int]) -> torch.Tensor:
+    if stage.scan is not None:
+        return _evaluate_scan(graph, stage, values, dims)
     axes = stage.op.axes
     body = stage.op.body
     reduction = stage.reduction
@@ -101,6 +103,32 @@ def _evaluate_stage(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str
         else:
             out.copy_(value.reshape(()))
     return out
+
+
+_SCANS = {
+    "sum": torch.cumsum,
+    "prod": torch.cumprod,
+    "max": lambda x, dim: torch.cummax(x, dim).values,
+    "min": lambda x, dim: torch.cummin(x, dim).values,
+}
+
+
+def _evaluate_scan(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int]) -> torch.Tensor:
+    """A scan stage: its body evaluated everywhere as a stage of its own, then scanned along the
+    axis with torch (in float64 for floats), then the casts around the scan applied."""
+    scan = stage.scan
+    body_stage = Tensor(stage.name, stage.shape, scan.dtype, ComputeOp(stage.op.axes, scan.body))
+    body = _evaluate_stage(graph, body_stage, values, dims)
+    axis_no = next(n for n, a in enumerate(stage.op.axes) if a is scan.axis)
+    out = _SCANS[scan.op](body, dim=axis_no)
+    casts = []
+    root = stage.op.body
+    while isinstance(root, Cast):
+        casts.append(root.dtype)
+        root = root.x
+    for dtype in reversed(casts):
+        out = out.to(torch_dtype(dtype)).to(_compute_type(dtype))
+    return out.to(_compute_type(stage.dtype))
 
 
 def _extent(axis: IterVar, dims: Mapping[str, int]) -> int:

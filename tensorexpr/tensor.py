@@ -9,6 +9,7 @@ from tiletune.errors import DSLError
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
     REDUCE_OPS,
+    SCAN_OPS,
     Binary,
     Cast,
     Const,
@@ -18,6 +19,7 @@ from tiletune.tensorexpr.expr import (
     IterVar,
     Read,
     Reduce,
+    Scan,
     Unary,
     as_expr,
     describe,
@@ -67,6 +69,17 @@ class Tensor:
             while isinstance(body, Cast):
                 body = body.x
             if isinstance(body, Reduce):
+                return body
+        return None
+
+    @property
+    def scan(self) -> Scan | None:
+        """The scan at the root of this stage's body, if it is a scan stage."""
+        if isinstance(self.op, ComputeOp):
+            body = self.op.body
+            while isinstance(body, Cast):
+                body = body.x
+            if isinstance(body, Scan):
                 return body
         return None
 
@@ -197,6 +210,17 @@ def _check_body(name: str, axes: tuple[IterVar, ...], body: Expr) -> None:
                 f"compute '{name}': a reduction must be the whole body of its stage; "
                 "compute it in its own te.compute and read that stage here"
             )
+    for node in walk(body):
+        if isinstance(node, Scan) and node is not root:
+            raise DSLError(
+                f"compute '{name}': a scan (te.cum{node.op}) must be the whole body of its stage; "
+                "compute it in its own te.compute and read that stage here"
+            )
+    if isinstance(root, Scan) and not any(root.axis is a for a in axes):
+        raise DSLError(
+            f"compute '{name}': te.cum{root.op} scans along axis '{root.axis.name}', which is not an axis "
+            f"of this stage ({', '.join(a.name for a in axes)}); scan along one of the lambda's own axes"
+        )
     bound = set(axes) | (set(root.axes) if isinstance(root, Reduce) else set())
     for node in walk(body):
         if isinstance(node, IterVar) and node not in bound:
@@ -242,3 +266,45 @@ def min(body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:  # noqa: A00
 
 
 assert set(REDUCE_OPS) == {"sum", "max", "min"}
+
+
+def scan(op: str, body: ExprLike, axis: IterVar) -> Expr:
+    """The inclusive scan of `body` along the stage's spatial `axis` with the associative
+    combine `op` ("sum", "prod", "max" or "min"): `te.compute((N, D), lambda i, j:
+    te.scan("sum", x[i, j], axis=j))` is torch.cumsum(x, dim=1)."""
+    if op not in SCAN_OPS:
+        raise DSLError(f"te.scan: unknown combine {op!r}; expected one of {', '.join(SCAN_OPS)}")
+    what = f"te.cum{op}"
+    if not isinstance(axis, IterVar):
+        raise DSLError(f"{what}: axis must be an axis of the stage (a lambda parameter), got {axis!r}")
+    if axis.kind == "reduce":
+        raise DSLError(
+            f"{what}: axis '{axis.name}' is a reduce axis; a scan runs along a spatial axis of its own "
+            f"stage, e.g. te.compute((N, D), lambda i, j: {what}(x[i, j], axis=j))"
+        )
+    eb = as_expr(body, what)
+    if eb.dtype == "bool":
+        raise DSLError(f"{what}: cannot scan bools; use te.where(cond, 1, 0)")
+    if any(isinstance(n, (Reduce, Scan)) for n in walk(eb)):
+        raise DSLError(f"{what}: the body holds a reduction or scan; compute it in its own stage first")
+    return Scan(op, eb, axis, dt.strong(eb.dtype))
+
+
+def cumsum(body: ExprLike, axis: IterVar) -> Expr:
+    """Inclusive cumulative sum of `body` along the stage's `axis` (torch.cumsum)."""
+    return scan("sum", body, axis)
+
+
+def cumprod(body: ExprLike, axis: IterVar) -> Expr:
+    """Inclusive cumulative product of `body` along the stage's `axis` (torch.cumprod)."""
+    return scan("prod", body, axis)
+
+
+def cummax(body: ExprLike, axis: IterVar) -> Expr:
+    """Running maximum of `body` along the stage's `axis` (the values of torch.cummax)."""
+    return scan("max", body, axis)
+
+
+def cummin(body: ExprLike, axis: IterVar) -> Expr:
+    """Running minimum of `body` along the stage's `axis` (the values of torch.cummin)."""
+    return scan("min", body, axis)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tiletune.errors import UsageError
-from tiletune.kernels.library import activations, contractions, convolution, elementwise, normalizations
+from tiletune.kernels.library import activations, contractions, convolution, elementwise, normalizations, scans
 from tiletune.tensorexpr.operator import Operator
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
@@ -24,6 +24,7 @@ FAMILIES: dict[str, ModuleType] = {
     "elementwise": elementwise,
     "normalizations": normalizations,
     "activations": activations,
+    "scans": scans,
 }
 
 BUILTINS: dict[str, Operator] = {
