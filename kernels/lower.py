@@ -4,7 +4,8 @@
 
 - `row_kernel`: injective operators and row reductions (softmax, layernorm, rmsnorm are one
   kernel each);
-- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues.
+- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues;
+- `attention_kernel`: flash-style attention, two `tl.dot`s with an online softmax between.
 
 What they share (argument names, the store, the header and the launcher) is in `kernel`.
 
@@ -13,6 +14,7 @@ so one source is one candidate. The module also holds a `launch(...)` that compu
 """
 from __future__ import annotations
 
+from tiletune.kernels.attention_kernel import lower_attention
 from tiletune.kernels.contraction_kernel import lower_contraction
 from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.kernels.row_kernel import lower_rows
@@ -36,4 +38,6 @@ def lower(
     kernel = KernelContext(graph, schedule, pattern)
     if pattern.op_class is OpClass.CONTRACTION:
         return lower_contraction(kernel, for_interpreter)
+    if pattern.op_class is OpClass.ATTENTION:
+        return lower_attention(kernel, for_interpreter)
     return lower_rows(kernel)

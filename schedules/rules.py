@@ -41,6 +41,8 @@ def default_schedule(graph: Graph, dims: Mapping[str, int], pattern: Pattern | N
             _inline_or_fuse(s, graph, pattern, stage)
     if pattern.op_class is OpClass.CONTRACTION:
         _contraction(s, graph, pattern, dims)
+    elif pattern.op_class is OpClass.ATTENTION:
+        _attention(s, graph, pattern, dims)
     else:
         _rows(s, graph, pattern, dims)
     return s
@@ -100,6 +102,57 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
         if (regs := cfg["BLOCK_M"] * cfg["BLOCK_N"] // (32 * cfg["num_warps"])) <= 256
         else f"a {cfg['BLOCK_M']}x{cfg['BLOCK_N']} fp32 accumulator over {cfg['num_warps']} warps "
         f"needs {regs} registers per thread, over 256",
+    )
+
+
+# Head dims one attention program holds whole (q tile, accumulator), padded to a power of two.
+MAX_HEAD_DIM = 256
+
+
+def attention_dot_dtype(pattern: Pattern) -> str:
+    """The operand type of both of attention's `tl.dot`s: the inputs' type when q, k and v
+    share one 16-bit type, else float32 (scores, softmax and accumulator are always fp32)."""
+    a = pattern.attention
+    read_types = {n.tensor.dtype for f in (a.q, a.k, a.v) for n in walk(f) if isinstance(n, Read)}
+    if len(read_types) == 1 and next(iter(read_types)) in ("float16", "bfloat16"):
+        return next(iter(read_types))
+    return "float32"
+
+
+def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
+    a = pattern.attention
+    sq, sk, d, e = (evaluate_extent(x.extent, dims) for x in (a.i, a.j, a.d, a.e))
+    # tl.dot needs every tile dim >= 16; the head dims are masked up to a power of two
+    block_d, block_e = max(16, next_pow2(d)), max(16, next_pow2(e))
+    if max(block_d, block_e) > MAX_HEAD_DIM:
+        raise LoweringError(
+            f"{graph.name}: attention head dims {d} and {e} must be at most {MAX_HEAD_DIM}; one program "
+            "holds a query tile and its accumulator whole over the head dim"
+        )
+    item = dt.itemsize(attention_dot_dtype(pattern))
+    s.tile("d", block_d).tile("e", block_e)
+    s.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=64))
+    s.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=64 if block_d <= 64 else 32))
+    s.bind("m", "block.x").bind("batch", "block.y")
+    s.vectorize("d").vectorize("e")
+    s.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
+    s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
+    s.constrain(*_no_larger_than_axis("BLOCK_M", sq, floor=16))
+    s.constrain(*_no_larger_than_axis("BLOCK_N", sk, floor=16))
+    s.constrain(
+        "shared memory fits",
+        lambda cfg: None
+        if (need := (cfg["BLOCK_M"] * block_d + cfg["num_stages"] * cfg["BLOCK_N"] * (block_d + block_e)) * item)
+        <= MAX_SHARED_BYTES
+        else f"a {cfg['BLOCK_M']}x{block_d} query tile and {cfg['num_stages']} stages of {cfg['BLOCK_N']}-key "
+        f"k and v tiles need {need} bytes, over {MAX_SHARED_BYTES}",
+    )
+    s.constrain(
+        "scores and accumulator fit registers",
+        lambda cfg: None
+        if (regs := cfg["BLOCK_M"] * (cfg["BLOCK_N"] + block_e) // (32 * cfg["num_warps"])) <= 256
+        else f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} fp32 scores and a {cfg['BLOCK_M']}x{block_e} accumulator over "
+        f"{cfg['num_warps']} warps need {regs} registers per thread, over 256",
     )
 
 

@@ -6,7 +6,9 @@ Lowering and space generation dispatch on these classes, never on operator names
   broadcast, transpose, windowed index arithmetic);
 - *reduction*: a `te.sum/max/min` over a reduce axis that is not a contraction;
 - *contraction*: a sum over one axis of a product of two factors, one free of the output's
-  "n" axis and the other free of its "m" axis: a `tl.dot`.
+  "n" axis and the other free of its "m" axis: a `tl.dot`;
+- *attention* (a class of operators, not of stages): two contractions with a softmax between
+  them, recognised by `tensorexpr.attention.find_attention`, one flash-style kernel.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from tiletune.errors import LoweringError
+from tiletune.tensorexpr.attention import Attention, find_attention
 from tiletune.tensorexpr.expr import Binary, Cast, Expr, IterVar, Read, axes_of, substitute, walk
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -25,6 +28,7 @@ class OpClass(str, Enum):
     INJECTIVE = "injective"
     REDUCTION = "reduction"
     CONTRACTION = "contraction"
+    ATTENTION = "attention"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -52,6 +56,7 @@ class Pattern:
     output: Tensor
     anchors: tuple[Tensor, ...]
     contraction: Contraction | None = None
+    attention: Attention | None = None
 
     @property
     def reductions(self) -> tuple[Tensor, ...]:
@@ -130,6 +135,10 @@ def analyse(graph: Graph) -> Pattern:
         elif cls is OpClass.REDUCTION:
             reductions.append(s)
     if contractions and (len(contractions) > 1 or reductions):
+        attention = find_attention(graph)
+        if attention is not None:
+            # every stage lives in the one kernel's registers: all of them are anchors
+            return Pattern(OpClass.ATTENTION, graph.output, graph.stages, attention=attention)
         names = ", ".join(t.name for t in contractions + reductions)
         raise LoweringError(
             f"{graph.name}: stages {names} are a contraction together with other reductions; "
