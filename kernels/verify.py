@@ -135,6 +135,8 @@ def verification_dims(
         for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
             if isinstance(axis.extent, DimVar):
                 tiles.setdefault(axis.extent.name, schedule.tile(role))
+    elif pattern.op_class is OpClass.ATTENTION:
+        return _attention_verification_dims(pattern, dims, schedule)
     else:
         layout = row_layout(graph, pattern)
         for axis in layout.rows:
@@ -148,6 +150,25 @@ def verification_dims(
     for name, value in dims.items():
         tile = tiles.get(name)
         small[name] = value if not tile else min(value, 2 * tile + 3)
+    return small
+
+
+def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
+                                 schedule: ResolvedSchedule) -> dict[str, int]:
+    """Sequence lengths shrink to just over two of their larger tile (masks and, for causal,
+    the diagonal are exercised); dims only batch axes use shrink to 2; head dims stay."""
+    a = pattern.attention
+    small = dict(dims)
+    tile = max(schedule.tile("m"), schedule.tile("n"))
+    sized = {x.extent.name for x in (a.i, a.j, a.d, a.e) if isinstance(x.extent, DimVar)}
+    for axis in (a.i, a.j):
+        if isinstance(axis.extent, DimVar) and axis.extent.name not in {x.extent.name for x in (a.d, a.e)
+                                                                          if isinstance(x.extent, DimVar)}:
+            name = axis.extent.name
+            small[name] = min(dims[name], 2 * tile + 3)
+    for axis in a.batch:
+        if isinstance(axis.extent, DimVar) and axis.extent.name not in sized:
+            small[axis.extent.name] = min(dims[axis.extent.name], 2)
     return small
 
 

@@ -129,14 +129,17 @@ def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, i
             f"{graph.name}: attention head dims {d} and {e} must be at most {MAX_HEAD_DIM}; one program "
             "holds a query tile and its accumulator whole over the head dim"
         )
-    item = dt.itemsize(attention_dot_dtype(pattern))
+    operand = attention_dot_dtype(pattern)
+    item = dt.itemsize(operand)
+    wide = operand == "float32"
     s.tile("d", block_d).tile("e", block_e)
-    s.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=64))
-    s.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=64 if block_d <= 64 else 32))
+    s.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=32 if wide else 64))
+    s.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=32 if wide or block_d > 64 else 64))
     s.bind("m", "block.x").bind("batch", "block.y")
     s.vectorize("d").vectorize("e")
     s.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
-    s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
+    heavy = block_d + block_e > 128 if wide else block_e > 128
+    s.num_warps(Choice("num_warps", (2, 4, 8), default=8 if heavy else 4))
     s.constrain(*_no_larger_than_axis("BLOCK_M", sq, floor=16))
     s.constrain(*_no_larger_than_axis("BLOCK_N", sk, floor=16))
     s.constrain(
@@ -147,12 +150,19 @@ def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, i
         else f"a {cfg['BLOCK_M']}x{block_d} query tile and {cfg['num_stages']} stages of {cfg['BLOCK_N']}-key "
         f"k and v tiles need {need} bytes, over {MAX_SHARED_BYTES}",
     )
+    # fp32 elements per thread that stay live across the key loop, with limits read off sm_90
+    # compiles: 16-bit tiles go through shared memory to the tensor cores, and the scores and
+    # the accumulator spill past ~128; fp32 "ieee" dots run on FMAs with the query tile in
+    # registers too, and spill past ~40.
+    limit = 40 if wide else 128
     s.constrain(
         "scores and accumulator fit registers",
         lambda cfg: None
-        if (regs := cfg["BLOCK_M"] * (cfg["BLOCK_N"] + block_e) // (32 * cfg["num_warps"])) <= 256
-        else f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} fp32 scores and a {cfg['BLOCK_M']}x{block_e} accumulator over "
-        f"{cfg['num_warps']} warps need {regs} registers per thread, over 256",
+        if (regs := cfg["BLOCK_M"] * (cfg["BLOCK_N"] + block_e + (block_d if wide else 0)) // (32 * cfg["num_warps"]))
+        <= limit
+        else f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} scores and a {cfg['BLOCK_M']}x{block_e} accumulator"
+        f"{' and query tile' if wide else ''} over {cfg['num_warps']} warps keep {regs} fp32 values per thread, "
+        f"over {limit}",
     )
 
 
