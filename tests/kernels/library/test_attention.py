@@ -187,3 +187,31 @@ def test_autotune_attention_on_sim_h100(tmp_path):
     assert report.trials == 4
     assert report.statuses["ok"] == 4, report.reasons
     assert report.best_latency_us is not None and report.best_latency_us > 0
+
+
+@operator
+def window_attention(S, D):
+    """Sliding-window causal attention: query i sees keys i-7..i. A general mask, so whole key
+    blocks are masked for some rows (the online softmax must not make NaN of them)."""
+    q = te.placeholder((S, D), "float32", name="q")
+    k = te.placeholder((S, D), "float32", name="k")
+    v = te.placeholder((S, D), "float32", name="v")
+    d = te.reduce_axis(D, name="d")
+    s = te.compute((S, S), lambda i, j: te.sum(q[i, d] * k[j, d], axis=d), name="s")
+    masked = te.compute((S, S), lambda i, j: te.where((j <= i) & (i - j < 8), s[i, j] * 0.25, float("-inf")), name="w")
+    j1 = te.reduce_axis(S, name="j1")
+    m = te.compute((S,), lambda i: te.max(masked[i, j1], axis=j1), name="m")
+    p = te.compute((S, S), lambda i, j: te.exp(masked[i, j] - m[i]), name="p")
+    j2 = te.reduce_axis(S, name="j2")
+    l = te.compute((S,), lambda i: te.sum(p[i, j2], axis=j2), name="l")
+    j3 = te.reduce_axis(S, name="j3")
+    o = te.compute((S, D), lambda i, e: te.sum(p[i, j3] * v[j3, e], axis=j3), name="o")
+    return [q, k, v], te.compute((S, D), lambda i, e: o[i, e] / l[i], name="y")
+
+
+def test_general_mask_is_applied_per_score(lowered):
+    pattern = analyse(window_attention.graph())
+    assert pattern.op_class is OpClass.ATTENTION and not pattern.attention.causal
+    kernel = lowered(window_attention.graph(), dict(S=41, D=16), smallest)
+    verdict = kernel.check()
+    assert verdict.ok, verdict.reason
