@@ -155,20 +155,20 @@ def verification_dims(
 
 def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
                                  schedule: ResolvedSchedule) -> dict[str, int]:
-    """Sequence lengths shrink to just over two of their larger tile (masks and, for causal,
-    the diagonal are exercised); dims only batch axes use shrink to 2; head dims stay."""
+    """Sequence lengths shrink to just over two of the larger block (so masks and, for causal,
+    the diagonal are exercised); dims that size only batch axes shrink to 2; head dims stay."""
     a = pattern.attention
-    small = dict(dims)
+
+    def dim_names(axes) -> set[str]:
+        return {x.extent.name for x in axes if isinstance(x.extent, DimVar)}
+
+    heads, sequences = dim_names((a.d, a.e)), dim_names((a.i, a.j))
     tile = max(schedule.tile("m"), schedule.tile("n"))
-    sized = {x.extent.name for x in (a.i, a.j, a.d, a.e) if isinstance(x.extent, DimVar)}
-    for axis in (a.i, a.j):
-        if isinstance(axis.extent, DimVar) and axis.extent.name not in {x.extent.name for x in (a.d, a.e)
-                                                                          if isinstance(x.extent, DimVar)}:
-            name = axis.extent.name
-            small[name] = min(dims[name], 2 * tile + 3)
-    for axis in a.batch:
-        if isinstance(axis.extent, DimVar) and axis.extent.name not in sized:
-            small[axis.extent.name] = min(dims[axis.extent.name], 2)
+    small = dict(dims)
+    for name in sequences - heads:
+        small[name] = min(dims[name], 2 * tile + 3)
+    for name in dim_names(a.batch) - heads - sequences:
+        small[name] = min(dims[name], 2)
     return small
 
 
