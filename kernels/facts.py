@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
-from tiletune.schedules.rules import dot_dtype
+from tiletune.schedules.rules import attention_dot_dtype, dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout, scan_layout
@@ -101,6 +101,8 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
         )
     if pattern.op_class is OpClass.SCAN:
         return _scan_facts(graph, schedule, dims, pattern, total_unique)
+    if pattern.op_class is OpClass.ATTENTION:
+        return _attention_facts(graph, schedule, dims, pattern, total_unique)
     layout = row_layout(graph, pattern)
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
@@ -146,4 +148,34 @@ def _scan_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int
         uses_tensor_cores=False,
         dot_dtype="none",
         tail_fraction=1.0 - (rows * length) / padded,
+    )
+
+
+def _attention_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int], pattern: Pattern,
+                     total_unique: float) -> TileFacts:
+    """One program per query block and batch index; per key block two dots (scores:
+    2*BM*BN*D, values: 2*BM*BN*E flops) and one k and one v tile read. Causal programs stop at
+    their diagonal, so they average fewer key blocks (about half the flops of the full square)."""
+    a = pattern.attention
+    sq, sk, d, e = (evaluate_extent(x.extent, dims) for x in (a.i, a.j, a.d, a.e))
+    batch = math.prod(evaluate_extent(x.extent, dims) for x in a.batch)
+    bm, bn, bd, be = schedule.tile("m"), schedule.tile("n"), schedule.tile("d"), schedule.tile("e")
+    blocks_m = _cdiv(sq, bm)
+    if a.causal:
+        n_blocks = [_cdiv(min(sk, (pid + 1) * bm), bn) for pid in range(blocks_m)]
+    else:
+        n_blocks = [_cdiv(sk, bn)] * blocks_m
+    iters = sum(n_blocks) / blocks_m
+    operand = attention_dot_dtype(pattern)
+    item = dt.itemsize(operand)
+    traffic = bm * bd * item + iters * bn * (bd + be) * item + bm * be * dt.itemsize(graph.output.dtype)
+    return TileFacts(
+        programs=blocks_m * batch,
+        flops_per_program=2.0 * bm * bn * (bd + be) * iters,
+        bytes_per_program=float(traffic),
+        unique_bytes=total_unique,
+        tile_m=bm, tile_n=bn, tile_k=bd, k_iterations=max(1, round(iters)),
+        uses_tensor_cores=operand in ("float16", "bfloat16"),
+        dot_dtype=operand,
+        tail_fraction=1.0 - sq / (blocks_m * bm),
     )

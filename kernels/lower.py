@@ -6,6 +6,7 @@
   kernel each);
 - `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues;
 - `scan_kernel`: inclusive scans along one axis, chunk by chunk with a running total.
+- `attention_kernel`: flash-style attention, two `tl.dot`s with an online softmax between.
 
 What they share (argument names, the store, the header and the launcher) is in `kernel`.
 
@@ -14,6 +15,7 @@ so one source is one candidate. The module also holds a `launch(...)` that compu
 """
 from __future__ import annotations
 
+from tiletune.kernels.attention_kernel import lower_attention
 from tiletune.kernels.contraction_kernel import lower_contraction
 from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.kernels.row_kernel import lower_rows
@@ -40,4 +42,6 @@ def lower(
         return lower_contraction(kernel, for_interpreter)
     if pattern.op_class is OpClass.SCAN:
         return lower_scan(kernel)
+    if pattern.op_class is OpClass.ATTENTION:
+        return lower_attention(kernel, for_interpreter)
     return lower_rows(kernel)

@@ -141,6 +141,8 @@ def verification_dims(
         for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
             if isinstance(axis.extent, DimVar):
                 tiles.setdefault(axis.extent.name, schedule.tile(role))
+    elif pattern.op_class is OpClass.ATTENTION:
+        return _attention_verification_dims(pattern, dims, schedule)
     elif pattern.op_class is OpClass.SCAN:
         # a scanned axis just over two chunks runs the carry across chunks and a masked tail
         layout = scan_layout(graph, pattern)
@@ -170,6 +172,25 @@ def verification_dims(
             small[name] = min(value, INNER_ROW_DIM)
         else:
             small[name] = value if not tile else min(value, 2 * tile + 3)
+    return small
+
+
+def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
+                                 schedule: ResolvedSchedule) -> dict[str, int]:
+    """Sequence lengths shrink to just over two of the larger block (so masks and, for causal,
+    the diagonal are exercised); dims that size only batch axes shrink to 2; head dims stay."""
+    a = pattern.attention
+
+    def dim_names(axes) -> set[str]:
+        return {x.extent.name for x in axes if isinstance(x.extent, DimVar)}
+
+    heads, sequences = dim_names((a.d, a.e)), dim_names((a.i, a.j))
+    tile = max(schedule.tile("m"), schedule.tile("n"))
+    small = dict(dims)
+    for name in sequences - heads:
+        small[name] = min(dims[name], 2 * tile + 3)
+    for name in dim_names(a.batch) - heads - sequences:
+        small[name] = min(dims[name], 2)
     return small
 
 

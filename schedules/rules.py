@@ -43,6 +43,8 @@ def default_schedule(graph: Graph, dims: Mapping[str, int], pattern: Pattern | N
         _contraction(s, graph, pattern, dims)
     elif pattern.op_class is OpClass.SCAN:
         _scan(s, graph, pattern, dims)
+    elif pattern.op_class is OpClass.ATTENTION:
+        _attention(s, graph, pattern, dims)
     else:
         _rows(s, graph, pattern, dims)
     return s
@@ -116,6 +118,65 @@ def _check_groups(graph: Graph, c, dims: Mapping[str, int]) -> None:
             f"{graph.name}: output axis '{axis.name}' has {extent} elements, not a multiple of its "
             f"{groups} groups; a grouped contraction needs each group the same size"
         )
+# Head dims one attention program holds whole (q tile, accumulator), padded to a power of two.
+MAX_HEAD_DIM = 256
+
+
+def attention_dot_dtype(pattern: Pattern) -> str:
+    """The operand type of both of attention's `tl.dot`s: the inputs' type when q, k and v
+    share one 16-bit type, else float32 (scores, softmax and accumulator are always fp32)."""
+    a = pattern.attention
+    read_types = {n.tensor.dtype for f in (a.q, a.k, a.v) for n in walk(f) if isinstance(n, Read)}
+    if len(read_types) == 1 and next(iter(read_types)) in ("float16", "bfloat16"):
+        return next(iter(read_types))
+    return "float32"
+
+
+def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
+    a = pattern.attention
+    sq, sk, d, e = (evaluate_extent(x.extent, dims) for x in (a.i, a.j, a.d, a.e))
+    # tl.dot needs every tile dim >= 16; the head dims are masked up to a power of two
+    block_d, block_e = max(16, next_pow2(d)), max(16, next_pow2(e))
+    if max(block_d, block_e) > MAX_HEAD_DIM:
+        raise LoweringError(
+            f"{graph.name}: attention head dims {d} and {e} must be at most {MAX_HEAD_DIM}; one program "
+            "holds a query tile and its accumulator whole over the head dim"
+        )
+    operand = attention_dot_dtype(pattern)
+    item = dt.itemsize(operand)
+    wide = operand == "float32"
+    s.tile("d", block_d).tile("e", block_e)
+    s.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=32 if wide else 64))
+    s.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=32 if wide or block_d > 64 else 64))
+    s.bind("m", "block.x").bind("batch", "block.y")
+    s.vectorize("d").vectorize("e")
+    s.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
+    heavy = block_d + block_e > 128 if wide else block_e > 128
+    s.num_warps(Choice("num_warps", (2, 4, 8), default=8 if heavy else 4))
+    s.constrain(*_no_larger_than_axis("BLOCK_M", sq, floor=16))
+    s.constrain(*_no_larger_than_axis("BLOCK_N", sk, floor=16))
+    s.constrain(
+        "shared memory fits",
+        lambda cfg: None
+        if (need := (cfg["BLOCK_M"] * block_d + cfg["num_stages"] * cfg["BLOCK_N"] * (block_d + block_e)) * item)
+        <= MAX_SHARED_BYTES
+        else f"a {cfg['BLOCK_M']}x{block_d} query tile and {cfg['num_stages']} stages of {cfg['BLOCK_N']}-key "
+        f"k and v tiles need {need} bytes, over {MAX_SHARED_BYTES}",
+    )
+    # fp32 elements per thread that stay live across the key loop, with limits read off sm_90
+    # compiles: 16-bit tiles go through shared memory to the tensor cores, and the scores and
+    # the accumulator spill past ~128; fp32 "ieee" dots run on FMAs with the query tile in
+    # registers too, and spill past ~40.
+    limit = 40 if wide else 128
+    s.constrain(
+        "scores and accumulator fit registers",
+        lambda cfg: None
+        if (regs := cfg["BLOCK_M"] * (cfg["BLOCK_N"] + block_e + (block_d if wide else 0)) // (32 * cfg["num_warps"]))
+        <= limit
+        else f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']} scores and a {cfg['BLOCK_M']}x{block_e} accumulator"
+        f"{' and query tile' if wide else ''} over {cfg['num_warps']} warps keep {regs} fp32 values per thread, "
+        f"over {limit}",
+    )
 
 
 def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:

@@ -37,6 +37,8 @@ ROLES = {
     OpClass.REDUCTION: ("rows", "lane"),
     OpClass.INJECTIVE: ("rows", "lane"),
     OpClass.SCAN: ("rows", "scan"),
+    # attention: query tiles `m`, the key/value loop `n`, head dims `d` (scores) and `e` (values)
+    OpClass.ATTENTION: ("batch", "m", "n", "d", "e"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
 
@@ -82,7 +84,7 @@ class ResolvedSchedule:
     @property
     def num_stages(self) -> int:
         """Software-pipelining depth of the reduction loop (1: no pipelining)."""
-        return self.stages.get("k", self.stages.get("lane", 1))
+        return self.stages.get("k", self.stages.get("n", self.stages.get("lane", 1)))
 
 
 class Schedule:
@@ -116,7 +118,14 @@ class Schedule:
                 return "scan"
             if axis in layout.rows or axis in layout.stage.op.axes:
                 return "rows"
-        if c is not None:
+        att = self.pattern.attention
+        if att is not None:
+            for name, role in (("i", "m"), ("j", "n"), ("d", "d"), ("e", "e")):
+                if getattr(att, name) is axis:
+                    return role
+            if axis in att.batch:
+                return "batch"
+        elif c is not None:
             for name in ("m", "n", "k"):
                 if getattr(c, name) is axis:
                     return name

@@ -79,6 +79,8 @@ class Task:
             if red is not None:
                 size *= math.prod(evaluate_extent(a.extent, self.dims) for a in red.axes)
                 size *= 2 if self.pattern.contraction is not None and stage is self.pattern.contraction.stage else 1
+                att = self.pattern.attention  # its two contractions (scores, values) are multiply-adds too
+                size *= 2 if att is not None and red.axes[0] in (att.d, att.j) else 1
             total += size
         return float(total)
 

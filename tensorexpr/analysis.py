@@ -9,7 +9,9 @@ Lowering and space generation dispatch on these classes, never on operator names
   "n" axis and the other free of its "m" axis: a `tl.dot`. An implicit GEMM (a convolution) is
   one too: several output axes fused into "m", several reduce axes into "k", with index
   arithmetic in the factors' reads (`Contraction.fused`);
-- *scan*: an inclusive scan (`te.cumsum` and kin) along one axis of its stage.
+- *scan*: an inclusive scan (`te.cumsum` and kin) along one axis of its stage;
+- *attention* (a class of operators, not of stages): two contractions with a softmax between
+  them, recognised by `tensorexpr.attention.find_attention`, one flash-style kernel.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from enum import Enum
 
 from tiletune.errors import LoweringError
 from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.attention import Attention, find_attention
 from tiletune.tensorexpr.expr import Binary, Cast, Const, Expr, IterVar, Read, axes_of, binary, substitute, walk
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -30,6 +33,7 @@ class OpClass(str, Enum):
     REDUCTION = "reduction"
     CONTRACTION = "contraction"
     SCAN = "scan"
+    ATTENTION = "attention"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -75,6 +79,7 @@ class Pattern:
     output: Tensor
     anchors: tuple[Tensor, ...]
     contraction: Contraction | None = None
+    attention: Attention | None = None
 
     @property
     def reductions(self) -> tuple[Tensor, ...]:
@@ -239,6 +244,10 @@ def analyse(graph: Graph) -> Pattern:
         elif cls is OpClass.REDUCTION:
             reductions.append(s)
     if contractions and (len(contractions) > 1 or reductions):
+        attention = find_attention(graph)
+        if attention is not None:
+            # every stage lives in the one kernel's registers: all of them are anchors
+            return Pattern(OpClass.ATTENTION, graph.output, graph.stages, attention=attention)
         names = ", ".join(t.name for t in contractions + reductions)
         raise LoweringError(
             f"{graph.name}: stages {names} are a contraction together with other reductions; "

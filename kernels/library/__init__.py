@@ -14,7 +14,15 @@ from pathlib import Path
 from types import ModuleType
 
 from tiletune.errors import UsageError
-from tiletune.kernels.library import activations, contractions, convolution, elementwise, normalizations, scans
+from tiletune.kernels.library import (
+    activations,
+    attention,
+    contractions,
+    convolution,
+    elementwise,
+    normalizations,
+    scans,
+)
 from tiletune.tensorexpr.operator import Operator
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
@@ -25,6 +33,7 @@ FAMILIES: dict[str, ModuleType] = {
     "normalizations": normalizations,
     "activations": activations,
     "scans": scans,
+    "attention": attention,
 }
 
 BUILTINS: dict[str, Operator] = {
