@@ -119,7 +119,7 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
         s.constrain(*_no_larger_than_axis(name, extent, floor=16))
     if split:
         s.constrain(
-            "every split has work",
+            "no more splits than K iterations",
             lambda cfg: None
             if cfg["SPLIT_K"] <= (iters := -(-k // cfg["BLOCK_K"]))
             else f"SPLIT_K={cfg['SPLIT_K']} splits a K loop of {iters} iterations",
