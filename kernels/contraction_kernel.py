@@ -17,7 +17,7 @@ from tiletune.kernels.kernel import (
 )
 from tiletune.schedules.rules import dot_dtype
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
-from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
+from tiletune.tensorexpr.expr import Cast, Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph
 
 
@@ -48,15 +48,11 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         b.line("offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)")
     b.line(f"mask_m = offs_m < {M}")
     b.line(f"mask_n = offs_n < {N}")
-    batch_values: dict[IterVar, Value] = {}
-    if c.batch:
-        b.line("pid_batch = tl.program_id(1)")
-        stride = None
-        for axis in reversed(c.batch):
-            div = f"pid_batch // ({stride})" if stride else "pid_batch"
-            code = f"{div} % {k.extent(axis.extent)}" if axis is not c.batch[0] else div
-            batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
-            stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+    batch_values = _batch_indices(k, c)
+    split = s.splits.get("k", 1)
+    if split > 1:
+        ws_ptr, ws = k.add_pointer("ws", "*fp32")
+        k.constexprs["SPLIT_K"] = split
 
     # an implicit GEMM's fused "m" offsets unflatten once into per-axis indices (n, oh, ow)
     m_index = unflatten(b, k, c.fused.m_axes, "offs_m") if c.fused else {}
@@ -66,7 +62,14 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         operand = "float32"
     b.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     unroll = s.unroll.get("k", 1)
-    loop = f"tl.range(0, tl.cdiv({K}, BLOCK_K), loop_unroll_factor={unroll})" if unroll > 1 else f"range(0, tl.cdiv({K}, BLOCK_K))"
+    start, stop = "0", f"tl.cdiv({K}, BLOCK_K)"
+    if split > 1:
+        b.line("# split-K: this program sums its share of the K loop into an fp32 partial tile")
+        b.line("pid_k = tl.program_id(2)")
+        b.line(f"k_iters = tl.cdiv({K}, BLOCK_K)")
+        b.line("k_per_split = tl.cdiv(k_iters, SPLIT_K)")
+        start, stop = "pid_k * k_per_split", "tl.minimum((pid_k + 1) * k_per_split, k_iters)"
+    loop = f"tl.range({start}, {stop}, loop_unroll_factor={unroll})" if unroll > 1 else f"range({start}, {stop})"
     b.line(f"for k0 in {loop}:")
     b.indent += 1
     b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
@@ -86,6 +89,8 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
             em.axes.update(fused_axes(c, em, k, m_index, k_index, batch_values))
         if is_plain_load(factor) and strip_casts(factor).dtype == operand and widening_only(factor):
             factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
+        elif isinstance(factor, Cast) and factor.dtype == operand and is_plain_load(factor.x) and widening_only(factor.x):
+            factor = strip_casts(factor.x)  # a prologue cast to the dot's type: load, convert once
         v = em.value(factor)
         if not is_plain_load(factor):
             # computed factors may be non-zero where loads were masked: zero them for the dot
@@ -96,16 +101,43 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     precision = ', input_precision="ieee"' if operand == "float32" else ""
     b.line(f"acc = tl.dot({factors[0].code}, {factors[1].code}, acc{precision})")
     b.indent -= 1
+    batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
+    grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
+    if split > 1:
+        b.line(f"tl.store({_workspace_tile(ws_ptr, 'pid_k', M, N)}, acc, mask=mask_m[:, None] & mask_n[None, :])")
+        return _finish_split_k(k, grid, ws)
+    _epilogue(k, batch_values, Value("acc", frozenset({0, 1}), "float32"), m_index)
+    return k.finish(f"{ident(graph.name)}_kernel", grid)
 
+
+def _batch_indices(k: KernelContext, c) -> dict[IterVar, Value]:
+    """The batch axes' indices, decoded from the second program id."""
+    b = k.body
+    batch_values: dict[IterVar, Value] = {}
+    if c.batch:
+        b.line("pid_batch = tl.program_id(1)")
+        stride = None
+        for axis in reversed(c.batch):
+            div = f"pid_batch // ({stride})" if stride else "pid_batch"
+            code = f"{div} % {k.extent(axis.extent)}" if axis is not c.batch[0] else div
+            batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
+            stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+    return batch_values
+
+
+def _epilogue(k: KernelContext, batch_values: dict[IterVar, Value], acc_value: Value,
+              m_index: dict | None = None) -> None:
+    """Apply the injective consumers to the accumulator tile and store the output (`m_index`:
+    an implicit GEMM's per-axis indices of the fused "m" offsets)."""
+    graph, c = k.graph, k.pattern.contraction
     # epilogue: the output's axes map onto the accumulator's through the output's read of it
     out = graph.output
     dims_c = [Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")]
-    em = TileEmitter(b, dims_c, dict(batch_values), k.args, k.extent)
+    em = TileEmitter(k.body, dims_c, dict(batch_values), k.args, k.extent)
     em.axes[c.m] = Value(em.expand("offs_m", 0), frozenset({0}), "int32")
     em.axes[c.n] = Value(em.expand("offs_n", 1), frozenset({1}), "int32")
     if c.fused:
         em.axes.update(fused_axes(c, em, k, m_index, {}, batch_values))
-    acc_value = Value("acc", frozenset({0, 1}), "float32")
     if out is c.stage:
         value = acc_value
     else:
@@ -119,10 +151,86 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         em.resolve = resolve
         value = em.value(body)
     k.store(em, value)
-    batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
-    grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
-    return k.finish(f"{ident(graph.name)}_kernel", grid)
 
+
+# Split-K keeps each split's partial sums in an fp32 workspace [SPLIT_K, batch, M, N] and a
+# second kernel, launched by the same `launch()`, adds them in a fixed order and applies the
+# epilogue. Chosen over atomics into the output: the sum is deterministic (same bits on every
+# run), it is exact in fp32 whatever the output type (fp16/bf16 outputs are rounded once), and
+# a non-linear epilogue (gelu, relu) runs once on the full sum, where atomics would need an
+# extra pass anyway.
+
+
+def _workspace_tile(ws_ptr: str, split: str, M: str, N: str) -> str:
+    """Pointers of the (split, batch, offs_m, offs_n) tile of the contiguous workspace."""
+    # int64: SPLIT_K * batch * M * N elements can pass 2**31
+    row = f"({split} * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * {M}"
+    return f"{ws_ptr} + (({row} + offs_m[:, None]) * {N} + offs_n[None, :])"
+
+
+def _finish_split_k(k: KernelContext, grid: list[str], ws: str) -> KernelSource:
+    """The source of a split-K contraction: the partial-sum kernel (the one compiled ahead of
+    time for facts), the reduce+epilogue kernel, and a launcher that runs both."""
+    graph, c = k.graph, k.pattern.contraction
+    name = f"{ident(graph.name)}_kernel"
+    reduce_name = f"{ident(graph.name)}_reduce_kernel"
+    r = KernelContext(graph, k.schedule, k.pattern)
+    ws_ptr, _ = r.add_pointer("ws", "*fp32")
+    r.constexprs.update(k.constexprs)
+    b = r.body
+    M, N = (r.extent(a.extent) for a in (c.m, c.n))
+    b.line("pid = tl.program_id(0)")
+    b.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
+    b.line("pid_m = pid // num_pid_n")
+    b.line("pid_n = pid % num_pid_n")
+    b.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    b.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    b.line(f"mask_m = offs_m < {M}")
+    b.line(f"mask_n = offs_n < {N}")
+    batch_values = _batch_indices(r, c)
+    b.line("# the splits' partial sums, added in a fixed order: the result does not vary run to run")
+    b.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    b.line("for split in tl.static_range(SPLIT_K):")
+    b.line(f"    acc += tl.load({_workspace_tile(ws_ptr, 'split', M, N)}, mask=mask_m[:, None] & mask_n[None, :], other=0.0)")
+    _epilogue(r, batch_values, Value("acc", frozenset({0, 1}), "float32"))
+
+    text_lines = k.preamble()
+    text_lines.insert(text_lines.index("import triton"), "import torch")
+    text_lines += k.kernel_def(name) + k.body.lines + ["", ""] + r.kernel_def(reduce_name) + r.body.lines
+    split = k.constexprs["SPLIT_K"]
+    s = k.schedule
+    consts = [f"{key}={v}" for key, v in k.constexprs.items()]
+    out_name = k.args[graph.output].ptr[: -len("_ptr")]
+    lines = [
+        "",
+        "",
+        k.launch_signature(),
+        f'    """Run {name} over {split} splits of K, then {reduce_name} (inputs in call order, then the output)."""',
+        f"    grid = ({', '.join(grid)}, {split},)",
+        f"    {ws} = torch.empty(({split}, {grid[1]}, {M}, {N}), dtype=torch.float32, device={out_name}.device)",
+        f"    {name}[grid](",
+        *(f"        {a}," for a in k.call_args() + consts),
+        f"        num_warps={s.num_warps},",
+        f"        num_stages={s.num_stages},",
+        "    )",
+        f"    {reduce_name}[grid[:2]](",
+        *(f"        {a}," for a in r.call_args() + consts),
+        f"        num_warps={s.num_warps},",
+        "        num_stages=1,",
+        "    )",
+    ]
+    text = "\n".join(text_lines) + "\n" + "\n".join(lines) + "\n"
+    params = k.params()
+    signature = {p: t for p, t in params}
+    signature.update({key: "constexpr" for key in k.constexprs})
+    return KernelSource(
+        graph.name, text, name,
+        tuple(p for p, _ in params) + tuple(k.constexprs), signature, dict(k.constexprs),
+        s.num_warps, s.num_stages,
+        # the workspace last: its pointer is 16-byte aligned as every torch allocation is
+        tuple((arg.ptr, arg.strides) for arg in k.args.values()) + ((ws_ptr, ()),),
+        tuple(k.dim_names.values()),
+    )
 
 
 def _epilogue_axes(graph: Graph, c, body: Expr, em: TileEmitter) -> dict[IterVar, Value]:

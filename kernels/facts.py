@@ -80,14 +80,20 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
         batch = math.prod(evaluate_extent(a.extent, dims) for a in c.batch)
         bm, bn, bk = schedule.tile("m"), schedule.tile("n"), schedule.tile("k")
         operand = dot_dtype(pattern)
-        k_iters = _cdiv(k, bk)
-        programs = _cdiv(m, bm) * _cdiv(n, bn) * batch
+        split = schedule.splits.get("k", 1)
+        k_iters = _cdiv(_cdiv(k, bk), split)
+        programs = _cdiv(m, bm) * _cdiv(n, bn) * batch * split
         item = dt.itemsize(operand)
         epilogue_reads = sum(
             dt.itemsize(r.tensor.dtype) * (bm * bn if len(r.indices) > 1 else max(bm, bn))
             for r in walk(graph.output.op.body) if isinstance(r, Read) and r.tensor.is_placeholder
         ) if graph.output is not c.stage else 0
-        traffic = (bm * bk + bk * bn) * item * k_iters + epilogue_reads + bm * bn * dt.itemsize(graph.output.dtype)
+        epilogue = epilogue_reads + bm * bn * dt.itemsize(graph.output.dtype)
+        if split > 1:
+            # each split program writes an fp32 partial tile, and the reduce kernel reads it back
+            # and runs the epilogue once per output tile: its share of that is 1/SPLIT_K
+            epilogue = 2 * bm * bn * 4 + epilogue / split
+        traffic = (bm * bk + bk * bn) * item * k_iters + epilogue
         padded = _cdiv(m, bm) * bm * _cdiv(n, bn) * bn
         return TileFacts(
             programs=programs,

@@ -14,7 +14,7 @@ from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
-from tiletune.tensorexpr.expr import Read, walk
+from tiletune.tensorexpr.expr import Cast, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
 # Hopper: 227 KiB of shared memory per block (228 KiB per SM, 1 KiB reserved by the driver).
@@ -73,7 +73,28 @@ def dot_dtype(pattern: Pattern) -> str:
     read_types = {n.tensor.dtype for f in (c.a, c.b) for n in walk(f) if isinstance(n, Read)}
     if len(read_types) == 1 and next(iter(read_types)) in ("float16", "bfloat16"):
         return next(iter(read_types))
+    # a prologue that casts both factors to one 16-bit type (fp32 inputs cast to fp16, a scaled
+    # fp16 input cast back to fp16) feeds the tensor cores that type without losing a bit
+    cast_types = {_cast_type(f) for f in (c.a, c.b)}
+    if len(cast_types) == 1 and next(iter(cast_types)) in ("float16", "bfloat16"):
+        return next(iter(cast_types))
     return "float32"
+
+
+# Float types that hold every value of a narrower one exactly.
+_EXACT_WIDENING = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",)}
+
+
+def _cast_type(e) -> str | None:
+    """The type every value of factor `e` is exact in: that of an outermost cast to a 16-bit
+    float (only exact widenings outside it), or of a plain read; None for other expressions."""
+    while isinstance(e, Cast):
+        if e.dtype in ("float16", "bfloat16"):
+            return e.dtype
+        if e.dtype not in _EXACT_WIDENING.get(e.x.dtype, ()):
+            return None
+        e = e.x
+    return e.tensor.dtype if isinstance(e, Read) else None
 
 
 def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
@@ -81,18 +102,35 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     if c.fused is not None and c.fused.group is not None:
         _check_groups(graph, c, dims)
     m, n, k = (evaluate_extent(a.extent, dims) for a in (c.m, c.n, c.k))
+    batch = math.prod(evaluate_extent(a.extent, dims) for a in c.batch)
     item = dt.itemsize(dot_dtype(pattern))
-    s.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=64))
-    s.tile("n", PowerOfTwo("BLOCK_N", 16, 256, default=64))
-    s.tile("k", PowerOfTwo("BLOCK_K", 16, 128, default=32))
+    # defaults no larger than the axis needs (16 at least: tl.dot's smallest tile, masked), so a
+    # tall-skinny or small-K workload keeps its long axis's default tile
+    default_m, default_n, default_k = (min(d, max(16, next_pow2(e))) for d, e in ((64, m), (64, n), (32, k)))
+    # an implicit GEMM's second (reduce + epilogue) kernel would need its fused index math too
+    split = c.fused is None and _offers_split_k(m, n, k, batch)
+    k_iters = -(-k // default_k)
+    s.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=default_m))
+    s.tile("n", PowerOfTwo("BLOCK_N", 16, 256, default=default_n))
+    s.tile("k", PowerOfTwo("BLOCK_K", 16, 128, default=default_k))
     s.bind("m", "block.x").bind("n", "block.x").bind("batch", "block.y")
     s.reorder("m", "n")
     s.swizzle("m", Choice("GROUP_M", (1, 4, 8), default=8))
     s.vectorize("n").vectorize("k")
-    s.pipeline("k", Choice("num_stages", (1, 2, 3, 4, 5), default=3))
+    # a pipeline deeper than the K loop buffers nothing more: a short loop defaults shallower
+    s.pipeline("k", Choice("num_stages", (1, 2, 3, 4, 5), default=min(3, k_iters + 1)))
     s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
+    if split:
+        s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
     for name, extent in (("BLOCK_M", m), ("BLOCK_N", n), ("BLOCK_K", k)):
         s.constrain(*_no_larger_than_axis(name, extent, floor=16))
+    if split:
+        s.constrain(
+            "no more splits than K iterations",
+            lambda cfg: None
+            if cfg["SPLIT_K"] <= (iters := -(-k // cfg["BLOCK_K"]))
+            else f"SPLIT_K={cfg['SPLIT_K']} splits a K loop of {iters} iterations",
+        )
     s.constrain(
         "shared memory fits",
         lambda cfg: None
@@ -118,6 +156,8 @@ def _check_groups(graph: Graph, c, dims: Mapping[str, int]) -> None:
             f"{graph.name}: output axis '{axis.name}' has {extent} elements, not a multiple of its "
             f"{groups} groups; a grouped contraction needs each group the same size"
         )
+
+
 # Head dims one attention program holds whole (q tile, accumulator), padded to a power of two.
 MAX_HEAD_DIM = 256
 
@@ -177,6 +217,18 @@ def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, i
         f"{' and query tile' if wide else ''} over {cfg['num_warps']} warps keep {regs} fp32 values per thread, "
         f"over {limit}",
     )
+
+
+SPLIT_K_CHOICES = (1, 2, 4, 8, 16)
+# Hopper's SMs: split-K pays when the output's tiles alone leave most of them idle.
+NUM_SMS = 132
+
+
+def _offers_split_k(m: int, n: int, k: int, batch: int) -> bool:
+    """Whether SPLIT_K is worth a knob: K long (256 at least, and 4 times the output's mean side)
+    while the output has too few 64x64 tiles to fill the GPU twice over."""
+    tiles = -(-m // 64) * -(-n // 64) * batch
+    return k >= 256 and k * k >= 16 * m * n and tiles < 2 * NUM_SMS
 
 
 def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:

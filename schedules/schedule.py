@@ -74,6 +74,7 @@ class ResolvedSchedule:
     num_warps: int = 4
     inlined: frozenset[str] = frozenset()
     epilogue: frozenset[str] = frozenset()
+    splits: Mapping[str, int] = field(default_factory=dict)
 
     def tile(self, role: str) -> int:
         """The block size of a role's axis; ScheduleError if the schedule never tiled it."""
@@ -190,6 +191,11 @@ class Schedule:
         """Software-pipeline the loop over `axis` with `stages` buffers in flight (num_stages)."""
         return self._record("pipeline", self.role(axis), stages)
 
+    def split_k(self, axis: AxisRef, parts: int | Knob) -> Schedule:
+        """Split the reduction over `axis` across `parts` programs, whose partial sums are
+        then combined (1: no split)."""
+        return self._record("split_k", self.role(axis), parts)
+
     def num_warps(self, warps: int | Knob) -> Schedule:
         """Warps per program."""
         return self._record("num_warps", "", warps)
@@ -237,6 +243,7 @@ class Schedule:
         vectorized: set[str] = set()
         inlined: set[str] = set()
         epilogue: set[str] = set()
+        splits: dict[str, int] = {}
         order: tuple[str, ...] = ()
         warps = 4
         for p in self.primitives:
@@ -261,7 +268,9 @@ class Schedule:
                 epilogue.add(p.target)
             elif p.op == "reorder":
                 order = tuple(p.target.split(","))
+            elif p.op == "split_k":
+                splits[p.target] = int(v)
         return ResolvedSchedule(
             self.pattern.op_class, config, tiles, bindings, swizzle, frozenset(vectorized), unroll,
-            stages, order, warps, frozenset(inlined), frozenset(epilogue),
+            stages, order, warps, frozenset(inlined), frozenset(epilogue), splits,
         )
