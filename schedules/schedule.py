@@ -34,7 +34,7 @@ Arg = Union[KnobValue, Knob]
 
 ROLES = {
     OpClass.CONTRACTION: ("batch", "m", "n", "k"),
-    OpClass.REDUCTION: ("rows", "lane"),
+    OpClass.REDUCTION: ("rows", "lane", "red"),
     OpClass.INJECTIVE: ("rows", "lane"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
@@ -71,6 +71,7 @@ class ResolvedSchedule:
     num_warps: int = 4
     inlined: frozenset[str] = frozenset()
     epilogue: frozenset[str] = frozenset()
+    splits: Mapping[str, int] = field(default_factory=dict)  # role -> programs sharing its reduction
 
     def tile(self, role: str) -> int:
         """The block size of a role's axis; ScheduleError if the schedule never tiled it."""
@@ -174,6 +175,10 @@ class Schedule:
         """Software-pipeline the loop over `axis` with `stages` buffers in flight (num_stages)."""
         return self._record("pipeline", self.role(axis), stages)
 
+    def split_k(self, axis: AxisRef, parts: int | Knob) -> Schedule:
+        """Split the reduction over `axis` across `parts` programs, then combine their results."""
+        return self._record("split_k", self.role(axis), parts)
+
     def num_warps(self, warps: int | Knob) -> Schedule:
         """Warps per program."""
         return self._record("num_warps", "", warps)
@@ -219,6 +224,7 @@ class Schedule:
         unroll: dict[str, int] = {}
         stages: dict[str, int] = {}
         vectorized: set[str] = set()
+        splits: dict[str, int] = {}
         inlined: set[str] = set()
         epilogue: set[str] = set()
         order: tuple[str, ...] = ()
@@ -243,9 +249,11 @@ class Schedule:
                 inlined.add(p.target)
             elif p.op == "fuse_epilogue":
                 epilogue.add(p.target)
+            elif p.op == "split_k":
+                splits[p.target] = int(v)
             elif p.op == "reorder":
                 order = tuple(p.target.split(","))
         return ResolvedSchedule(
             self.pattern.op_class, config, tiles, bindings, swizzle, frozenset(vectorized), unroll,
-            stages, order, warps, frozenset(inlined), frozenset(epilogue),
+            stages, order, warps, frozenset(inlined), frozenset(epilogue), splits,
         )

@@ -23,6 +23,9 @@ UNARY_OPS = ("neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf", "ab
 COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 LOGICAL_OPS = ("and", "or")
 REDUCE_OPS = ("sum", "max", "min")
+# Reductions to the (flattened, row-major over the reduce axes) position of the extreme value;
+# the first position wins on ties, as in torch.
+ARG_REDUCE_OPS = ("argmax", "argmin")
 FLOAT_ONLY_UNARY = ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf")
 
 
@@ -225,7 +228,7 @@ class Cast(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Reduce(Expr):
-    """`te.sum/max/min(body, axis=...)` over one or more reduction axes."""
+    """`te.sum/max/min/argmax/argmin(body, axis=...)` over one or more reduction axes."""
 
     op: str
     body: Expr
