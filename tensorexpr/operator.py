@@ -221,7 +221,14 @@ class Operator:
         self.takes_dtype = any(p.name == "dtype" for p in params)
         self.default_dtype: str | None = None
         dim_names = []
+        # keyword-only parameters with defaults are attributes (a reduced axis, a `dim`), not dims
+        self.attrs: dict[str, object] = {}
         for p in params:
+            if p.kind is p.KEYWORD_ONLY and p.name != "dtype":
+                if p.default is inspect.Parameter.empty:
+                    raise DSLError(f"operator {self.name}: attribute {p.name} needs a default")
+                self.attrs[p.name] = p.default
+                continue
             if p.name == "dtype":
                 if p.default is not inspect.Parameter.empty:
                     self.default_dtype = dt.canonical(p.default)
@@ -236,6 +243,22 @@ class Operator:
 
     def __repr__(self) -> str:
         return f"<tiletune operator {self.name}({', '.join(self.dim_names)})>"
+
+    def with_attrs(self, **attrs: object) -> Operator:
+        """This operator with some attributes set (`softmax_nd.with_attrs(dim=1)`), named after
+        them so that tuning records of different attributes never mix."""
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            raise DSLError(f"{self.name}: no attribute {', '.join(unknown)}; attributes are {', '.join(self.attrs) or 'none'}")
+        merged = {**self.attrs, **attrs}
+
+        def text(v: object) -> str:
+            return "_".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+        changed = [f"{k}{text(v)}" for k, v in merged.items() if v != self.attrs[k]]
+        op = Operator(self.fn, "_".join([self.name, *changed]))
+        op.attrs = merged
+        return op
 
     def graph(self, dtype: object | None = None) -> Graph:
         """The graph of this operator, for `dtype` if the operator takes one."""
@@ -255,6 +278,7 @@ class Operator:
             raise DSLError(f"{self.name} takes a dtype; give one (e.g. --dtype float16)")
         dims = tuple(DimVar(n) for n in self.dim_names)
         kwargs = {"dtype": key} if self.takes_dtype else {}
+        kwargs.update(self.attrs)
         try:
             result = self.fn(*dims, **kwargs)
         except DSLError as e:
