@@ -106,8 +106,11 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
 
 def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
     if pattern.op_class is OpClass.REDUCTION:
-        reduction_schedule(s, graph, pattern, dims)
-        return
+        try:
+            reduction_schedule(s, graph, pattern, dims)
+            return
+        except LoweringError:
+            pass  # not one value per output row: the row kernel's single pass may still hold it
     layout = row_layout(graph, pattern)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)

@@ -67,7 +67,7 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
         if tuple(a.extent for a in axes) != slots:
             raise LoweringError(
                 f"{graph.name}: stage '{s.name}' reduces over extents {[a.extent for a in axes]!r} but "
-                f"'{first.name}' over {list(slots)!r}; one kernel reduces rows of one shape"
+                f"'{first.name}' over {list(slots)!r}; one kernel reduces rows of one length"
             )
     aligned: dict[IterVar, int] = {}
     out_body = inline_injective(out.op.body, keep)
