@@ -14,6 +14,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout, scan_layout
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.reduce_layout import reduce_layout
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,8 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
         return _scan_facts(graph, schedule, dims, pattern, total_unique)
     if pattern.op_class is OpClass.ATTENTION:
         return _attention_facts(graph, schedule, dims, pattern, total_unique)
+    if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles:
+        return _reduction_facts(graph, schedule, dims, pattern, total_unique)
     layout = row_layout(graph, pattern)
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
@@ -184,4 +187,41 @@ def _attention_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str
         uses_tensor_cores=operand in ("float16", "bfloat16"),
         dot_dtype=operand,
         tail_fraction=1.0 - sq / (blocks_m * bm),
+    )
+
+
+def _reduction_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int], pattern: Pattern,
+                     total_unique: float) -> TileFacts:
+    """Facts of the looped reduction kernel: one program per row tile (times SPLIT) or per
+    (row, lane tile); each pass over the reduce index reads the row again."""
+    layout = reduce_layout(graph, pattern)
+    red = layout.red_extent(dims)
+    rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+    block_red = schedule.tile("red")
+    split = schedule.splits.get("red", 1)
+    if layout.inner:
+        br = schedule.tile("rows")
+        programs = _cdiv(rows, br) * split
+        tile_m, tile_n, padded = br, block_red, _cdiv(rows, br) * br * _cdiv(red, block_red) * block_red
+        outputs = rows
+    else:
+        lane = evaluate_extent(layout.lane.extent, dims)
+        bl = schedule.tile("lane")
+        programs = rows * _cdiv(lane, bl)
+        tile_m, tile_n, padded = block_red, bl, rows * _cdiv(lane, bl) * bl * _cdiv(red, block_red) * block_red
+        outputs = rows * lane
+    single = block_red >= red and split == 1
+    # passes over the input: one per reduction loop (an online max/sum pair is one) and the
+    # output's loop; a single-pass row stays in registers
+    passes = 1 if single else len(pattern.reductions) + (1 if layout.aligned else 0)
+    k_iters = _cdiv(red, block_red * split)
+    return TileFacts(
+        programs=programs,
+        flops_per_program=float(_ops_per_element(graph, pattern) * tile_m * tile_n * k_iters),
+        bytes_per_program=total_unique * passes / programs * (padded / max(outputs * red, 1)),
+        unique_bytes=total_unique,
+        tile_m=tile_m, tile_n=tile_n, tile_k=block_red, k_iterations=k_iters,
+        uses_tensor_cores=False,
+        dot_dtype="none",
+        tail_fraction=1.0 - (outputs * red) / max(padded, 1),
     )

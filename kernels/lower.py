@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from tiletune.kernels.attention_kernel import lower_attention
 from tiletune.kernels.contraction_kernel import lower_contraction
+from tiletune.errors import LoweringError
 from tiletune.kernels.kernel import KernelContext, KernelSource
+from tiletune.kernels.reduce_kernel import lower_reduction
 from tiletune.kernels.row_kernel import lower_rows
 from tiletune.kernels.scan_kernel import lower_scan
 from tiletune.schedules.schedule import ResolvedSchedule
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
+from tiletune.tensorexpr.reduce_layout import reduce_layout
 from tiletune.tensorexpr.operator import Graph
 
 __all__ = ["KernelSource", "lower"]
@@ -44,4 +47,24 @@ def lower(
         return lower_scan(kernel)
     if pattern.op_class is OpClass.ATTENTION:
         return lower_attention(kernel, for_interpreter)
+    if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles and not _single_pass(graph, schedule, pattern):
+        return lower_reduction(kernel)
     return lower_rows(kernel)
+
+
+def _single_pass(graph: Graph, schedule: ResolvedSchedule, pattern: Pattern) -> bool:
+    """True when the row kernel holds the whole row in one block: one reduced axis that is the
+    contiguous one, no arg-reduction, no split, and a BLOCK_RED covering the row (the fixed
+    "lane" tile the schedule records). Everything else loops (`reduce_kernel`)."""
+    layout = reduce_layout(graph, pattern)
+    if not layout.inner or len(layout.slots) != 1 or schedule.splits.get("red", 1) > 1:
+        return False
+    if any(s.reduction.op not in ("sum", "max", "min") for s in pattern.reductions):
+        return False
+    if schedule.tile("red") < schedule.tiles.get("lane", 1 << 30):
+        return False
+    try:
+        row_layout(graph, pattern)
+    except LoweringError:
+        return False
+    return True

@@ -11,6 +11,7 @@ from typing import Mapping
 from tiletune.errors import LoweringError
 from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Choice, PowerOfTwo
+from tiletune.schedules.reduce_rules import reduction_schedule
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
@@ -232,6 +233,12 @@ def _offers_split_k(m: int, n: int, k: int, batch: int) -> bool:
 
 
 def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
+    if pattern.op_class is OpClass.REDUCTION:
+        try:
+            reduction_schedule(s, graph, pattern, dims)
+            return
+        except LoweringError:
+            pass  # not one value per output row: the row kernel's single pass may still hold it
     layout = row_layout(graph, pattern)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)

@@ -34,7 +34,7 @@ Arg = Union[KnobValue, Knob]
 
 ROLES = {
     OpClass.CONTRACTION: ("batch", "m", "n", "k"),
-    OpClass.REDUCTION: ("rows", "lane"),
+    OpClass.REDUCTION: ("rows", "lane", "red"),
     OpClass.INJECTIVE: ("rows", "lane"),
     OpClass.SCAN: ("rows", "scan"),
     # attention: query tiles `m`, the key/value loop `n`, head dims `d` (scores) and `e` (values)
@@ -74,7 +74,7 @@ class ResolvedSchedule:
     num_warps: int = 4
     inlined: frozenset[str] = frozenset()
     epilogue: frozenset[str] = frozenset()
-    splits: Mapping[str, int] = field(default_factory=dict)
+    splits: Mapping[str, int] = field(default_factory=dict)  # role -> programs sharing its reduction
 
     def tile(self, role: str) -> int:
         """The block size of a role's axis; ScheduleError if the schedule never tiled it."""
@@ -192,8 +192,7 @@ class Schedule:
         return self._record("pipeline", self.role(axis), stages)
 
     def split_k(self, axis: AxisRef, parts: int | Knob) -> Schedule:
-        """Split the reduction over `axis` across `parts` programs, whose partial sums are
-        then combined (1: no split)."""
+        """Split the reduction over `axis` across `parts` programs, then combine their results."""
         return self._record("split_k", self.role(axis), parts)
 
     def num_warps(self, warps: int | Knob) -> Schedule:
@@ -241,6 +240,7 @@ class Schedule:
         unroll: dict[str, int] = {}
         stages: dict[str, int] = {}
         vectorized: set[str] = set()
+        splits: dict[str, int] = {}
         inlined: set[str] = set()
         epilogue: set[str] = set()
         splits: dict[str, int] = {}
@@ -266,6 +266,8 @@ class Schedule:
                 inlined.add(p.target)
             elif p.op == "fuse_epilogue":
                 epilogue.add(p.target)
+            elif p.op == "split_k":
+                splits[p.target] = int(v)
             elif p.op == "reorder":
                 order = tuple(p.target.split(","))
             elif p.op == "split_k":

@@ -22,7 +22,7 @@ from tiletune.tensorexpr import nn
 from tiletune.tensorexpr.broadcast import broadcast, broadcast_shape, elementwise
 from tiletune.tensorexpr.operator import Graph, Operator, operator
 from tiletune.tensorexpr.tensor import Tensor, compute, placeholder, reduce_axis
-from tiletune.tensorexpr.tensor import max, min, sum  # noqa: A004 - the DSL's reduction names
+from tiletune.tensorexpr.tensor import argmax, argmin, max, min, sum  # noqa: A004 - the DSL's reduction names
 from tiletune.tensorexpr.tensor import cummax, cummin, cumprod, cumsum, scan
 
 
@@ -98,7 +98,7 @@ def abs(x: ExprLike) -> Expr:  # noqa: A001 - the DSL's name
 
 __all__ = [
     "DTYPES", "DimVar", "Expr", "Graph", "IterVar", "Operator", "Tensor",
-    "abs", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
+    "abs", "argmax", "argmin", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
     "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
     "sum", "tanh", "var", "where",
     "broadcast", "broadcast_shape", "elementwise", "nn",

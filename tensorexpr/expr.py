@@ -24,6 +24,9 @@ COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 LOGICAL_OPS = ("and", "or")
 REDUCE_OPS = ("sum", "max", "min")
 SCAN_OPS = ("sum", "prod", "max", "min")  # associative combines of an inclusive scan
+# Reductions to the (flattened, row-major over the reduce axes) position of the extreme value;
+# the first position wins on ties, as in torch.
+ARG_REDUCE_OPS = ("argmax", "argmin")
 FLOAT_ONLY_UNARY = ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf")
 
 
@@ -226,7 +229,7 @@ class Cast(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Reduce(Expr):
-    """`te.sum/max/min(body, axis=...)` over one or more reduction axes."""
+    """`te.sum/max/min/argmax/argmin(body, axis=...)` over one or more reduction axes."""
 
     op: str
     body: Expr

@@ -6,6 +6,7 @@ stages in order, binds dims from input shapes and has a stable structural hash.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 from dataclasses import dataclass
@@ -213,6 +214,35 @@ def _collect_stages(name: str, output: Tensor, inputs: tuple[Tensor, ...]) -> tu
     return tuple(order)
 
 
+def _is_literal(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_literal(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def attrs_suffix(attrs: Mapping[str, object]) -> str:
+    """`[k=v, ...]` naming attributes that differ from a declaration, or "" when none do."""
+    return "[" + ", ".join(f"{k}={v!r}" for k, v in attrs.items()) + "]" if attrs else ""
+
+
+def parse_attrs(ref: str) -> tuple[str, dict[str, object]]:
+    """Split `base[k=v, ...]` into the base reference and its attributes. Values are Python
+    literals, read with `ast.literal_eval`: a reference (from a DB or a command line) is data
+    and never runs code."""
+    if not ref.endswith("]") or "[" not in ref:
+        return ref, {}
+    base, _, inner = ref[:-1].partition("[")
+    try:
+        call = ast.parse(f"f({inner})", mode="eval").body
+        if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+            raise ValueError("expected name=value pairs")
+        attrs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError) as error:
+        raise DSLError(f"operator reference {ref!r}: attributes must be name=literal pairs, as in "
+                       f"softmax_nd[dim=1] ({error})") from None
+    return base, attrs
+
+
 class Operator:
     """A declared operator: a function of symbolic dims (and optionally `dtype`) returning
     `(inputs, output)`. Build its graph with `graph(dtype)`.
@@ -230,6 +260,7 @@ class Operator:
         self.attrs: dict[str, object] = {}
         # attributes given by `with_attrs` rather than the declaration's defaults
         self.bound_attrs: dict[str, object] = {}
+        self.base: Operator | None = None  # the declared operator a `with_attrs` variant comes from
         dim_names = []
         for p in params:
             if p.name == "dtype":
@@ -237,6 +268,7 @@ class Operator:
                     self.default_dtype = dt.canonical(p.default)
                 continue
             if p.kind == p.KEYWORD_ONLY:
+                # keyword-only parameters are attributes (a slope, a reduced `dim`), not dims
                 if p.default is inspect.Parameter.empty:
                     raise DSLError(f"operator {self.name}: attribute {p.name} needs a default value")
                 self.attrs[p.name] = p.default
@@ -253,18 +285,26 @@ class Operator:
         return f"<tiletune operator {self.name}({', '.join(self.dim_names)})>"
 
     def with_attrs(self, **attrs: object) -> Operator:
-        """This operator with some attributes set: `leaky_relu.with_attrs(negative_slope=0.2)`.
+        """This operator with some attributes set: `softmax_nd.with_attrs(dim=1)`.
 
-        Its graph hash (so its tuning records) differs from the default's. Worker processes
-        find operators by name or file, so tuning one needs it declared in a file."""
+        The variant is named after what differs from the declaration, `softmax_nd[dim=1]`, so
+        that tuning records of different attributes never mix; `attrs_ref` spells the same for
+        workers, which rebuild it from the base operator (see `parse_attrs`)."""
         unknown = sorted(set(attrs) - set(self.attrs))
         if unknown:
             known = ", ".join(self.attrs) or "none"
             raise DSLError(f"operator {self.name}: unknown attribute {', '.join(unknown)}; its attributes are {known}")
-        op = Operator(self.fn, self.name)
-        op.attrs.update(attrs)
-        op.bound_attrs = {**self.bound_attrs, **attrs}
-        return op
+        for key, value in attrs.items():
+            if not _is_literal(value):
+                raise DSLError(f"operator {self.name}: attribute {key}={value!r} must be a number, bool, string "
+                               "or tuple of them")
+        base = self.base or self
+        bound = {k: v for k, v in {**self.bound_attrs, **attrs}.items() if v != base.attrs[k]}
+        op = Operator(self.fn, base.name + attrs_suffix(bound))
+        op.attrs = {**base.attrs, **bound}
+        op.bound_attrs = bound
+        op.base = base if bound else None
+        return op if bound else base
 
     def graph(self, dtype: object | None = None) -> Graph:
         """The graph of this operator, for `dtype` if the operator takes one."""

@@ -191,13 +191,19 @@ class _Context:
             x = _to_tensor(self.eval(e.x), e.x.dtype)
             return x.to(torch_dtype(e.dtype)).to(_compute_type(e.dtype))
         if isinstance(e, Reduce):
-            body = _to_tensor(self.eval(e.body), e.body.dtype).to(_compute_type(e.dtype))
+            value_type = e.body.dtype if e.op in ("argmax", "argmin") else e.dtype
+            body = _to_tensor(self.eval(e.body), e.body.dtype).to(_compute_type(value_type))
             first = self.rank - len(e.axes)
             shape = list(torch.broadcast_shapes(body.shape, (1,) * self.rank))
             for k in range(first, self.rank):
                 shape[k] = self.env[e.axes[k - first]].shape[k]
             body = body.expand(shape)
             red = tuple(range(first, self.rank))
+            if e.op in ("argmax", "argmin"):
+                # torch's argmax flattens row-major and takes the first index on ties
+                flat = body.reshape(*body.shape[:first], -1, *([1] * (len(red) - 1)))
+                fn = torch.argmax if e.op == "argmax" else torch.argmin
+                return fn(flat, dim=first, keepdim=True)
             if e.op == "sum":
                 return body.sum(dim=red, keepdim=True)
             if e.op == "max":

@@ -265,6 +265,27 @@ def min(body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:  # noqa: A00
     return _reduce("min", body, axis)
 
 
+def argmax(body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object = "int64") -> Expr:
+    """Index of the maximum of `body` over the reduce axes (row-major over several axes; the
+    first index on ties, as torch.argmax); `dtype` is int64 or int32."""
+    return _arg_reduce("argmax", body, axis, dtype)
+
+
+def argmin(body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object = "int64") -> Expr:
+    """Index of the minimum of `body` over the reduce axes (first index on ties)."""
+    return _arg_reduce("argmin", body, axis, dtype)
+
+
+def _arg_reduce(op: str, body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object) -> Expr:
+    index_dtype = dt.canonical(dtype)
+    if index_dtype not in ("int32", "int64"):
+        raise DSLError(f"te.{op}: the index dtype must be int32 or int64, got {index_dtype}")
+    r = _reduce(op, body, axis)
+    if not dt.is_float(r.body.dtype):
+        raise DSLError(f"te.{op}: reduces floating values, got {r.body.dtype}; cast with .astype(\"float32\")")
+    return Reduce(op, r.body, r.axes, index_dtype)
+
+
 assert set(REDUCE_OPS) == {"sum", "max", "min"}
 
 

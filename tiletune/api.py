@@ -32,16 +32,13 @@ def operator_ref(op: str | Operator) -> str:
         # workers may run elsewhere than the caller's directory: name the file absolutely
         return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
     from tiletune.kernels.library import BUILTINS, parametrised_builtin
+    from tiletune.tensorexpr.operator import attrs_suffix
 
+    if op.base is not None:
+        # a `with_attrs` variant: workers rebuild it from its base with the same attributes
+        return operator_ref(op.base) + attrs_suffix(op.bound_attrs)
     if BUILTINS.get(op.name) is op or parametrised_builtin(op.name) is op:
         return op.name
-    if op.bound_attrs:
-        # a worker would rebuild the operator from its declaration, with the default attributes
-        given = ", ".join(f"{k}={v!r}" for k, v in op.bound_attrs.items())
-        raise UsageError(
-            f"operator {op.name} with {given} cannot be tuned in worker processes, which rebuild it "
-            "from its declaration; declare an operator with these values in a file and tune that"
-        )
     module = getattr(op.fn, "__module__", None)
     path = getattr(sys.modules.get(module), "__file__", None)
     if not path:

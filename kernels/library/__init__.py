@@ -21,9 +21,10 @@ from tiletune.kernels.library import (
     convolution,
     elementwise,
     normalizations,
+    reductions,
     scans,
 )
-from tiletune.tensorexpr.operator import Operator
+from tiletune.tensorexpr.operator import Operator, parse_attrs
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
 FAMILIES: dict[str, ModuleType] = {
@@ -34,6 +35,7 @@ FAMILIES: dict[str, ModuleType] = {
     "activations": activations,
     "scans": scans,
     "attention": attention,
+    "reductions": reductions,
 }
 
 BUILTINS: dict[str, Operator] = {
@@ -79,9 +81,13 @@ def builtin(name: str) -> Operator:
 def resolve_operator(ref: str | Operator) -> Operator:
     """The operator named by `ref`: a built-in name, or `path/to/file.py:function` for one
     declared with `@tiletune.operator` in a user's file (the file is imported, as Python code
-    the user wrote; nothing from a tuning DB is ever executed)."""
+    the user wrote; nothing from a tuning DB is ever executed). Either may end in attributes,
+    `softmax_nd[dim=1]`, which are literals (`parse_attrs`), never code."""
     if isinstance(ref, Operator):
         return ref
+    base, attrs = parse_attrs(ref)
+    if attrs:
+        return resolve_operator(base).with_attrs(**attrs)
     if ":" not in ref:
         return builtin(ref)
     path_text, _, attr = ref.rpartition(":")

@@ -62,5 +62,5 @@ def test_golden_sources_name_their_operator_config_and_graph():
     graph = BUILTINS["softmax"].graph("float32")
     head = text.split('"""')[1]
     assert "operator softmax (reduction)" in head
-    assert "config: Config.of(BLOCK_ROWS=" in head
+    assert "config: Config.of(BLOCK_RED=" in head
     assert f"graph:  {graph.structural_hash()}" in head

@@ -547,7 +547,7 @@ def test_reduction_over_middle_axis(verified, op, dtype):
     layout = row_layout(graph, analyse(graph))
     assert [a.name for a in layout.rows] == ["p", "q"]
     verified(graph, dict(A=3, R=37, C=5))
-    verified(graph, dict(A=1, R=19, C=2), BLOCK_ROWS=1)
+    verified(graph, dict(A=1, R=19, C=2), BLOCK_RED=1, BLOCK_LANE=16)
 
 
 def test_reductions_match_torch(lowered):
@@ -621,7 +621,7 @@ def test_scalar_output(verified, dtype):
 
 def test_reduction_over_the_first_axis(verified):
     verified(column_sum.graph("float32"), dict(R=37, C=5))
-    verified(column_sum.graph("bfloat16"), dict(R=1, C=19), BLOCK_ROWS=16)
+    verified(column_sum.graph("bfloat16"), dict(R=1, C=19), BLOCK_RED=1)
 
 
 def test_integer_reductions(verified, lowered):

@@ -16,7 +16,8 @@ MM = {"M": 512, "N": 512, "K": 512}
 def test_each_op_class_gets_its_knobs_without_a_template():
     assert default_schedule(matmul.graph("float16"), MM).space().names == (
         "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_stages", "num_warps")
-    assert default_schedule(softmax.graph("float32"), {"N": 64, "D": 1000}).space().names == ("BLOCK_ROWS", "num_warps")
+    assert default_schedule(softmax.graph("float32"), {"N": 64, "D": 1000}).space().names == (
+        "BLOCK_RED", "BLOCK_ROWS", "num_warps")
     assert default_schedule(add.graph("float32"), {"N": 64, "D": 1000}).space().names == (
         "BLOCK_LANE", "BLOCK_ROWS", "num_warps")
 
@@ -54,9 +55,9 @@ def test_a_tile_that_is_not_a_power_of_two_is_illegal():
     assert any("power of two" in r for r in space.validate(space.default().replace(BLOCK_M=48)))
 
 
-def test_rows_too_long_for_one_block_are_refused_with_the_reason():
-    with pytest.raises(LoweringError, match="do not fit one block"):
-        default_schedule(softmax.graph("float32"), {"N": 4, "D": 40000})
+def test_rows_too_long_for_one_block_loop_over_chunks():
+    space = default_schedule(softmax.graph("float32"), {"N": 4, "D": 40000}).space()
+    assert space.default()["BLOCK_RED"] == 32768 and 16 in space.knob("BLOCK_RED").choices()
 
 
 def test_resolve_replays_the_primitives_with_the_config():

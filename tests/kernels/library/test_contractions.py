@@ -149,7 +149,10 @@ def test_matvec_is_a_row_reduction_with_a_tunable_space():
     graph = contractions.matvec.graph("float16")
     assert analyse(graph).op_class is OpClass.REDUCTION
     space = default_schedule(graph, dict(M=4096, K=4096)).space()
-    assert space.names == ("BLOCK_ROWS", "num_warps") and space.size > 10
+    assert space.names == ("BLOCK_RED", "BLOCK_ROWS", "num_warps") and space.size > 10
+    # a row longer than one block loops over chunks; a few long rows also split across programs
+    long_rows = default_schedule(graph, dict(M=64, K=100_000)).space()
+    assert "SPLIT" in long_rows.names and long_rows.default()["BLOCK_RED"] < 100_000
 
 
 def test_an_epilogue_reading_the_accumulator_twice_is_refused(lowered):

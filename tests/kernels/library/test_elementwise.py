@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import tiletune as tt
+from tiletune.api import operator_ref
 from tiletune import tensorexpr as te
-from tiletune.errors import DSLError, UsageError
-from tiletune.kernels.library import activations, elementwise
+from tiletune.errors import DSLError
+from tiletune.kernels.library import activations, elementwise, resolve_operator
 from tiletune.kernels.verify import verification_dims
 from tiletune.schedules import Config, ConfigSpace, default_schedule
 from tiletune.tensorexpr.operator import operator
@@ -163,10 +164,25 @@ def test_verification_of_a_rank_4_candidate_stays_small():
     assert small == dict(N=8, C=5, H=5, W=56)
 
 
-def test_an_operator_with_bound_attributes_is_refused_by_the_tuner(tmp_path):
-    with pytest.raises(UsageError, match="leaky_relu with negative_slope=0.2 cannot be tuned in worker processes"):
-        tt.autotune(activations.leaky_relu.with_attrs(negative_slope=0.2), {"N": 4, "D": 4},
-                    device="sim-h100", trials=1, db=tmp_path / "t.db")
+def test_an_operator_with_attributes_tunes_under_its_own_name(tmp_path):
+    # workers rebuild the variant from its reference, `leaky_relu[negative_slope=0.2]`
+    op = activations.leaky_relu.with_attrs(negative_slope=0.2)
+    assert op.name == "leaky_relu[negative_slope=0.2]" and operator_ref(op) == op.name
+    assert resolve_operator(op.name).graph("float32").structural_hash() == op.graph("float32").structural_hash()
+    assert op.graph("float32").structural_hash() != activations.leaky_relu.graph("float32").structural_hash()
+    report = tt.autotune(op, {"N": 4, "D": 4}, device="sim-h100", trials=1, workers=1, db=tmp_path / "t.db")
+    assert report.statuses.get("ok") == 1, report.reasons
+    assert activations.leaky_relu.with_attrs(negative_slope=0.01) is activations.leaky_relu  # the default
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("leaky_relu[negative_slope=__import__('os')]", "attributes must be name=literal pairs"),
+    ("leaky_relu[0.2]", "attributes must be name=literal pairs"),
+    ("leaky_relu[slope=0.2]", "unknown attribute slope"),
+])
+def test_attribute_references_are_literals_only(ref, message):
+    with pytest.raises(DSLError, match=message):
+        resolve_operator(ref)
 
 
 def test_tuning_a_broadcast_builtin_on_the_simulated_h100(tmp_path):

@@ -1,0 +1,123 @@
+"""How a reduction operator maps onto a 2-D tile: which axes are reduced (fused into one
+reduce index), which output axes run along them, and which axis is contiguous in memory.
+
+Two forms, chosen so that the tile's contiguous dimension follows memory:
+
+- *inner* (the input's last dimension is reduced, or nothing else is left): the tile is
+  `rows x red`; rows are the output's other axes fused, the reduction runs along the lane;
+- *outer* (a non-innermost axis is reduced, e.g. a sum over axis 1 of [A, R, C]): the tile is
+  `red x lane`; the output's contiguous axis runs along the lane and the reduction loops over
+  the tile's first dimension, so no lane reads with the reduced axis's stride. The other
+  output axes ("rows") are one program each.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tiletune.errors import LoweringError
+from tiletune.tensorexpr.analysis import OpClass, Pattern, inline_injective
+from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
+from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.tensor import Tensor
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReduceLayout:
+    """The tile layout of a reduction operator (see the module docstring)."""
+
+    slots: tuple[Expr, ...]  # extents of the reduced axes, fused row-major into one index
+    stage_axes: dict[Tensor, tuple[IterVar, ...]]  # each reduction stage's axes, in slot order
+    aligned: dict[IterVar, int]  # output axis -> the slot it runs along (normalisations)
+    outer_axes: tuple[IterVar, ...]  # the output's axes that are not aligned, in order
+    rows: tuple[IterVar, ...]  # outer axes fused into rows
+    lane: IterVar | None  # outer form: the output's contiguous axis
+    inner: bool
+    independent: bool  # no reduction reads another: partial results may be combined later
+
+    def red_extent(self, dims) -> int:
+        """The fused reduce extent at concrete dims."""
+        return math.prod(evaluate_extent(e, dims) for e in self.slots)
+
+
+def _reads(e: Expr) -> list[Read]:
+    return [n for n in walk(e) if isinstance(n, Read)]
+
+
+def _slot_order(axes: tuple[IterVar, ...], body: Expr) -> tuple[IterVar, ...]:
+    """Reduce axes ordered by the input dimension they index, so the fused index is row-major."""
+    def key(a: IterVar) -> int:
+        positions = [p for r in _reads(body) if r.tensor.is_placeholder
+                     for p, i in enumerate(r.indices) if a in {n for n in walk(i)}]
+        return min(positions, default=0)
+    return tuple(sorted(axes, key=key))
+
+
+def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
+    """The layout of a reduction operator; LoweringError for what one kernel cannot hold."""
+    if pattern.op_class is not OpClass.REDUCTION:
+        raise LoweringError(f"{graph.name}: a {pattern.op_class.value} operator has no reduction layout")
+    keep = frozenset(pattern.reductions)
+    out = graph.output
+    bodies = {s: inline_injective(s.reduction.body, keep) for s in pattern.reductions}
+    stage_axes = {s: _slot_order(s.reduction.axes, bodies[s]) for s in pattern.reductions}
+    first = pattern.reductions[0]
+    slots = tuple(a.extent for a in stage_axes[first])
+    for s, axes in stage_axes.items():
+        if tuple(a.extent for a in axes) != slots:
+            raise LoweringError(
+                f"{graph.name}: stage '{s.name}' reduces over extents {[a.extent for a in axes]!r} but "
+                f"'{first.name}' over {list(slots)!r}; one kernel reduces rows of one length"
+            )
+    aligned: dict[IterVar, int] = {}
+    out_body = inline_injective(out.op.body, keep)
+    if out.reduction is None:
+        out_reads = _reads(out_body)
+        for s, axes in stage_axes.items():
+            for slot, k in enumerate(axes):
+                for r in _reads(bodies[s]):
+                    if k not in r.indices:
+                        continue
+                    pos = r.indices.index(k)
+                    for o in out_reads:
+                        index = o.indices[pos] if o.tensor is r.tensor else None
+                        if isinstance(index, IterVar) and index in out.op.axes and index.extent == k.extent:
+                            aligned.setdefault(index, slot)
+    if aligned and sorted(set(aligned.values())) != list(range(len(slots))):
+        raise LoweringError(
+            f"{graph.name}: the output runs along some of the reduced axes but not all "
+            f"({', '.join(a.name for a in aligned)}); one kernel writes whole reduced rows"
+        )
+    outer_axes = tuple(a for a in out.op.axes if a not in aligned)
+    for s in pattern.reductions:
+        extents = tuple(a.extent for a in s.op.axes)
+        if extents != tuple(a.extent for a in outer_axes):
+            raise LoweringError(
+                f"{graph.name}: reduction stage '{s.name}' has axes of extents {list(extents)!r} but the "
+                f"output's rows are {list(a.extent for a in outer_axes)!r}; each reduction must be one value "
+                "per output row"
+            )
+    # inner when a reduced axis indexes some input's last dimension
+    inner = not outer_axes or any(
+        any(k in {n for n in walk(r.indices[-1])} for k in stage_axes[s])
+        for s in pattern.reductions for r in _reads(bodies[s]) if r.tensor.is_placeholder and r.indices
+    )
+    lane = None
+    if not inner:
+        last_indexed = {r.indices[-1] for e in (out_body, *bodies.values()) for r in _reads(e)
+                        if r.tensor.is_placeholder and r.indices}
+        # the output axis that indexes the last input dimension, mapped back through the stages
+        candidates = [a for a in outer_axes if a in last_indexed]
+        if not candidates:
+            for s in pattern.reductions:
+                for pos, a in enumerate(s.op.axes):
+                    if a in last_indexed:
+                        candidates.append(outer_axes[pos])
+        if candidates:
+            lane = candidates[-1]
+        else:
+            inner = True
+    rows = tuple(a for a in outer_axes if a is not lane)
+    reduction_reads = {r.tensor for s in pattern.reductions for r in _reads(bodies[s])}
+    independent = not (reduction_reads & keep)
+    return ReduceLayout(slots, stage_axes, aligned, outer_axes, rows, lane, inner, independent)
