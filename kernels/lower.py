@@ -4,7 +4,9 @@
 
 - `row_kernel`: injective operators and row reductions (softmax, layernorm, rmsnorm are one
   kernel each);
-- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues.
+- `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues;
+- `window_kernel`: reductions over small sliding windows (pooling, depthwise convolution),
+  looped over inside a tile of the output.
 
 What they share (argument names, the store, the header and the launcher) is in `kernel`.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 from tiletune.kernels.contraction_kernel import lower_contraction
 from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.kernels.row_kernel import lower_rows
+from tiletune.kernels.window_kernel import lower_window
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse
 from tiletune.tensorexpr.operator import Graph
@@ -36,4 +39,6 @@ def lower(
     kernel = KernelContext(graph, schedule, pattern)
     if pattern.op_class is OpClass.CONTRACTION:
         return lower_contraction(kernel, for_interpreter)
+    if pattern.op_class is OpClass.WINDOW:
+        return lower_window(kernel)
     return lower_rows(kernel)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from tiletune.errors import UsageError
-from tiletune.kernels.library import contractions, elementwise, normalizations
+from tiletune.kernels.library import contractions, elementwise, normalizations, windows
 from tiletune.tensorexpr.operator import Operator
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
@@ -22,6 +22,7 @@ FAMILIES: dict[str, ModuleType] = {
     "contractions": contractions,
     "elementwise": elementwise,
     "normalizations": normalizations,
+    "windows": windows,
 }
 
 BUILTINS: dict[str, Operator] = {
