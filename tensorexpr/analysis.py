@@ -246,11 +246,6 @@ def window_layout(graph: Graph, pattern: Pattern) -> RowLayout:
     return RowLayout(out_axes[:-1], out_axes[-1], out_axes[-1].extent, ())
 
 
-def window_axes(pattern: Pattern) -> tuple[IterVar, ...]:
-    """Every window axis of a windowed operator's stages, in stage order."""
-    return tuple(a for stage in pattern.anchors for a in stage.reduction.axes)
-
-
 def _lane_axis(graph: Graph, pattern: Pattern, reduce_axes: tuple[IterVar, ...]) -> IterVar | None:
     """The output axis that runs along the reduced axis: the one that indexes the same input
     dimension as a reduce axis does (x[i, j] in the output, x[i, k] in the reduction); else

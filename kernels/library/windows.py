@@ -39,7 +39,15 @@ def _window_index(o: IterVar, r: IterVar, stride: int, dilation: int, padding: i
 
 def _out_extent(size: Expr, kernel: int, stride: int, padding: int, dilation: int) -> Expr:
     """torch's output length with ceil_mode False."""
-    return (size + (2 * padding - dilation * (kernel - 1) - 1)) // stride + 1
+    shift = 2 * padding - dilation * (kernel - 1) - 1
+    if stride == 1:
+        return _plus(size, shift + 1)
+    return _plus(size, shift) // stride + 1
+
+
+def _plus(e: Expr, n: int) -> Expr:
+    """`e + n` written as `e - m` for a negative n and as `e` for zero (readable shapes)."""
+    return e + n if n > 0 else e - (-n) if n < 0 else e
 
 
 def _valid_points(o: IterVar, size: Expr, kernel: int, stride: int, padding: int, dilation: int) -> Expr:
