@@ -11,7 +11,15 @@ from typing import Mapping
 from tiletune.schedules.rules import attention_dot_dtype, dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, inline_injective, row_layout, scan_layout
+from tiletune.tensorexpr.analysis import (
+    OpClass,
+    Pattern,
+    analyse,
+    inline_injective,
+    row_layout,
+    scan_layout,
+    window_layout,
+)
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.reduce_layout import reduce_layout
@@ -112,6 +120,8 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
         return _attention_facts(graph, schedule, dims, pattern, total_unique)
     if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles:
         return _reduction_facts(graph, schedule, dims, pattern, total_unique)
+    if pattern.op_class is OpClass.WINDOW:
+        return _window_facts(graph, schedule, dims, pattern, total_unique)
     layout = row_layout(graph, pattern)
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
@@ -224,4 +234,38 @@ def _reduction_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str
         uses_tensor_cores=False,
         dot_dtype="none",
         tail_fraction=1.0 - (outputs * red) / max(padded, 1),
+    )
+
+
+def _window_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int], pattern: Pattern,
+                  total_unique: float) -> TileFacts:
+    """A window kernel: programs over the output's tiles, each looping over the window points;
+    per point it loads a tile of every input the window body reads (neighbouring points hit
+    cache, so the DRAM traffic is about the compulsory traffic; the loads are what it issues)."""
+    layout = window_layout(graph, pattern)
+    rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+    lane = evaluate_extent(layout.lane_extent, dims)
+    br, bl = schedule.tile("rows"), schedule.tile("lane")
+    programs = _cdiv(rows, br) * _cdiv(lane, bl)
+    padded = programs * br * bl
+    keep = frozenset(pattern.anchors)
+    points = 0
+    window_ops = 0
+    for stage in pattern.anchors:
+        n = math.prod(int(a.extent.value) for a in stage.reduction.axes)
+        body = inline_injective(stage.reduction.body, keep)
+        # one combine per point, plus the body's arithmetic
+        window_ops += n * (1 + sum(1 for e in walk(body) if isinstance(e, (Binary, Unary)) and not _is_index(e)))
+        points = max(points, n)
+    epilogue = sum(1 for e in walk(inline_injective(graph.output.op.body, keep))
+                   if isinstance(e, (Binary, Unary)) and not _is_index(e))
+    return TileFacts(
+        programs=programs,
+        flops_per_program=float((window_ops + epilogue) * br * bl),
+        bytes_per_program=total_unique / programs * (padded / max(rows * lane, 1)),
+        unique_bytes=total_unique,
+        tile_m=br, tile_n=bl, tile_k=points, k_iterations=max(1, points),
+        uses_tensor_cores=False,
+        dot_dtype="none",
+        tail_fraction=1.0 - (rows * lane) / padded,
     )

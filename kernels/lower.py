@@ -7,6 +7,8 @@
 - `contraction_kernel`: a `tl.dot` loop over output tiles with fused prologues and epilogues;
 - `scan_kernel`: inclusive scans along one axis, chunk by chunk with a running total.
 - `attention_kernel`: flash-style attention, two `tl.dot`s with an online softmax between.
+- `window_kernel`: reductions over small sliding windows (pooling, depthwise convolution),
+  looped over inside a tile of the output.
 
 What they share (argument names, the store, the header and the launcher) is in `kernel`.
 
@@ -22,6 +24,7 @@ from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.kernels.reduce_kernel import lower_reduction
 from tiletune.kernels.row_kernel import lower_rows
 from tiletune.kernels.scan_kernel import lower_scan
+from tiletune.kernels.window_kernel import lower_window
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout
 from tiletune.tensorexpr.reduce_layout import reduce_layout
@@ -49,6 +52,8 @@ def lower(
         return lower_attention(kernel, for_interpreter)
     if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles and not _single_pass(graph, schedule, pattern):
         return lower_reduction(kernel)
+    if pattern.op_class is OpClass.WINDOW:
+        return lower_window(kernel)
     return lower_rows(kernel)
 
 

@@ -134,6 +134,8 @@ def verification_dims(
     sizes a tiled axis shrinks to just over two tiles and an odd remainder (so masks are
     exercised), except the reduced axis of a row reduction, which one block holds whole."""
     pattern = pattern or analyse(graph)
+    if pattern.op_class is OpClass.WINDOW:
+        return _window_verification_dims(graph, dims)
     tiles: dict[str, int] = {}
     inner: set[str] = set()
     if pattern.op_class is OpClass.CONTRACTION:
@@ -191,6 +193,22 @@ def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
         small[name] = min(dims[name], 2 * tile + 3)
     for name in dim_names(a.batch) - heads - sequences:
         small[name] = min(dims[name], 2)
+    return small
+
+
+# Each dim of a windowed operator is cut to this at verification: the window kernel's masks
+# (tile tails, padding at both edges) show at any size past a few windows.
+WINDOW_VERIFY_DIM = 7
+
+
+def _window_verification_dims(graph: Graph, dims: Mapping[str, int]) -> dict[str, int]:
+    """Every dim cut to WINDOW_VERIFY_DIM where the operator's shapes stay valid (a window
+    larger than that keeps its input's full size)."""
+    small = dict(dims)
+    for name, value in dims.items():
+        trial = {**small, name: min(value, WINDOW_VERIFY_DIM)}
+        if all(s >= 1 for t in (*graph.inputs, *graph.stages) for s in graph.shape_of(t, trial)):
+            small = trial
     return small
 
 

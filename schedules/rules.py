@@ -10,11 +10,11 @@ from typing import Mapping
 
 from tiletune.errors import LoweringError
 from tiletune.schedules.config import Config
-from tiletune.schedules.knobs import Choice, PowerOfTwo
+from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
 from tiletune.schedules.reduce_rules import reduction_schedule
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
+from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout, window_layout
 from tiletune.tensorexpr.expr import Cast, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
@@ -46,6 +46,8 @@ def default_schedule(graph: Graph, dims: Mapping[str, int], pattern: Pattern | N
         _scan(s, graph, pattern, dims)
     elif pattern.op_class is OpClass.ATTENTION:
         _attention(s, graph, pattern, dims)
+    elif pattern.op_class is OpClass.WINDOW:
+        _window(s, graph, pattern, dims)
     else:
         _rows(s, graph, pattern, dims)
     return s
@@ -287,6 +289,42 @@ def _scan(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) 
     )
     s.bind("rows", "block.x")
     s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+
+
+# A window up to this many points is unrolled by default (tl.static_range); larger ones loop.
+MAX_UNROLLED_WINDOW = 64
+# Output elements of one window-kernel tile: each holds an fp32 accumulator per window stage
+# and the values loaded for it, so tiles are smaller than an injective kernel's.
+MAX_WINDOW_TILE = 8192
+
+
+def _window(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) -> None:
+    layout = window_layout(graph, pattern)
+    lane = evaluate_extent(layout.lane_extent, dims)
+    rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+    points = max(math.prod(int(a.extent.value) for a in t.reduction.axes) for t in pattern.anchors)
+    accumulators = len(pattern.anchors)
+    default_lane = min(128, max(16, next_pow2(lane)))
+    s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=default_lane))
+    s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 1024 // default_lane, next_pow2(rows)))))
+    s.unroll("window", Boolean("UNROLL_WINDOW", default=points <= MAX_UNROLLED_WINDOW))
+    s.constrain(*_no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+    s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+    s.constrain(
+        "tile fits registers",
+        lambda cfg: None
+        if cfg["BLOCK_ROWS"] * cfg["BLOCK_LANE"] * accumulators <= MAX_WINDOW_TILE
+        else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_LANE']} outputs x {accumulators} accumulators per program, "
+        f"over {MAX_WINDOW_TILE}",
+    )
+    s.constrain(
+        "unrolled window is small",
+        lambda cfg: None
+        if not cfg["UNROLL_WINDOW"] or points <= MAX_UNROLLED_WINDOW
+        else f"a window of {points} points unrolled, over {MAX_UNROLLED_WINDOW}: loop over it instead",
+    )
+    s.bind("rows", "block.x").vectorize("lane")
+    s.num_warps(Choice("num_warps", (1, 2, 4, 8), default=4))
 
 
 def _no_larger_than_axis(knob: str, extent: int, floor: int):

@@ -4,7 +4,9 @@ Primitives name the axes of the kernel's loop nest by *role*, which the op class
 
 - contraction: `m`, `n` (output tile axes), `k` (the reduction loop), `batch` (program axis);
 - injective and reduction operators: `rows` (the output's outer axes fused) and `lane` (the
-  contiguous axis, which is also the reduced axis of row reductions).
+  contiguous axis, which is also the reduced axis of row reductions);
+- windowed reductions: `rows` and `lane` over the output, and `window` (the loops over the
+  window axes).
 
 An axis of the operator (`IterVar`) is accepted wherever a role name is. A primitive's argument
 may be a `Knob`; the knobs of all primitives make the schedule's `ConfigSpace`, and
@@ -39,6 +41,7 @@ ROLES = {
     OpClass.SCAN: ("rows", "scan"),
     # attention: query tiles `m`, the key/value loop `n`, head dims `d` (scores) and `e` (values)
     OpClass.ATTENTION: ("batch", "m", "n", "d", "e"),
+    OpClass.WINDOW: ("rows", "lane", "window"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
 
@@ -132,6 +135,8 @@ class Schedule:
                     return name
             if axis in c.batch:
                 return "batch"
+        elif axis.kind == "reduce" and self.pattern.op_class is OpClass.WINDOW:
+            return "window"
         elif axis.kind == "reduce" or (self.graph.output.op.axes and axis is self.graph.output.op.axes[-1]):
             return "lane"
         elif axis in self.graph.output.op.axes:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from tiletune.tensorexpr.bounds import in_bounds, pad_read
 from tiletune.tensorexpr.dtypes import DTYPES, canonical as canonical_dtype
 from tiletune.tensorexpr.expr import (
     Expr,
@@ -100,6 +101,7 @@ __all__ = [
     "DTYPES", "DimVar", "Expr", "Graph", "IterVar", "Operator", "Tensor",
     "abs", "argmax", "argmin", "canonical_dtype", "compute", "equal", "erf", "exp", "log", "max", "maximum", "min",
     "minimum", "not_equal", "operator", "placeholder", "reduce_axis", "rsqrt", "sigmoid", "sqrt",
+    "in_bounds", "pad_read",
     "sum", "tanh", "var", "where",
     "broadcast", "broadcast_shape", "elementwise", "nn",
     "cummax", "cummin", "cumprod", "cumsum", "scan",

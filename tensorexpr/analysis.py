@@ -11,7 +11,9 @@ Lowering and space generation dispatch on these classes, never on operator names
   arithmetic in the factors' reads (`Contraction.fused`);
 - *scan*: an inclusive scan (`te.cumsum` and kin) along one axis of its stage;
 - *attention* (a class of operators, not of stages): two contractions with a softmax between
-  them, recognised by `tensorexpr.attention.find_attention`, one flash-style kernel.
+  them, recognised by `tensorexpr.attention.find_attention`, one flash-style kernel;
+- *window*: a reduction over small constant-extent window axes that slide with the output's
+  axes in affine indices (`x[n, c, h * s + r * d - p]`): pooling, depthwise convolution.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class OpClass(str, Enum):
     CONTRACTION = "contraction"
     SCAN = "scan"
     ATTENTION = "attention"
+    WINDOW = "window"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -108,7 +111,34 @@ def stage_class(stage: Tensor) -> OpClass:
     red = stage.reduction
     if red is None:
         return OpClass.INJECTIVE
-    return OpClass.CONTRACTION if find_any_contraction(stage) is not None else OpClass.REDUCTION
+    if find_any_contraction(stage) is not None:
+        return OpClass.CONTRACTION
+    return OpClass.WINDOW if is_window(stage) else OpClass.REDUCTION
+
+
+# Window axes up to this extent each; beyond, a reduction is a row reduction, not a window.
+MAX_WINDOW_EXTENT = 64
+
+
+def is_window(stage: Tensor) -> bool:
+    """True when `stage` reduces over window axes only: each of constant extent (at most
+    MAX_WINDOW_EXTENT) and each read, in some index, together with an axis of the stage (the
+    window slides with the output, as `r` does in `x[h * 2 + r - 1]`)."""
+    red = stage.reduction
+    if red is None:
+        return False
+    for axis in red.axes:
+        if not isinstance(axis.extent, Const) or int(axis.extent.value) > MAX_WINDOW_EXTENT:
+            return False
+    spatial = set(stage.op.axes)
+    sliding = set()
+    for node in walk(inline_injective(red.body)):
+        if isinstance(node, Read):
+            for index in node.indices:
+                used = axes_of(index)
+                if used & spatial:
+                    sliding |= used
+    return all(axis in sliding for axis in red.axes)
 
 
 def strip_casts(e: Expr) -> Expr:
@@ -237,12 +267,17 @@ def analyse(graph: Graph) -> Pattern:
         return scan
     contractions = []
     reductions = []
+    windows = []
     for s in graph.stages:
         cls = stage_class(s)
         if cls is OpClass.CONTRACTION:
             contractions.append(s)
         elif cls is OpClass.REDUCTION:
             reductions.append(s)
+        elif cls is OpClass.WINDOW:
+            windows.append(s)
+    if windows:
+        return _window_pattern(graph, tuple(windows), contractions + reductions)
     if contractions and (len(contractions) > 1 or reductions):
         attention = find_attention(graph)
         if attention is not None:
@@ -260,6 +295,19 @@ def analyse(graph: Graph) -> Pattern:
     if reductions:
         return Pattern(OpClass.REDUCTION, graph.output, tuple(reductions))
     return Pattern(OpClass.INJECTIVE, graph.output, ())
+
+
+def _window_pattern(graph: Graph, windows: tuple[Tensor, ...], others: list[Tensor]) -> Pattern:
+    if others:
+        raise LoweringError(
+            f"{graph.name}: windowed reduction {', '.join(t.name for t in windows)} together with "
+            f"{'contraction' if find_contraction(others[0]) else 'row reduction'} "
+            f"{', '.join(t.name for t in others)}; one kernel holds windowed reductions over the "
+            "output's tile or other reductions, not both: split the operator in two"
+        )
+    if not graph.output.op.axes:
+        raise LoweringError(f"{graph.name}: a windowed reduction needs an output with at least one axis to tile")
+    return Pattern(OpClass.WINDOW, graph.output, windows)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -305,6 +353,15 @@ def row_layout(graph: Graph, pattern: Pattern) -> RowLayout:
     lane = _lane_axis(graph, pattern, tuple(reduce_axes))
     rows = tuple(a for a in out_axes if a is not lane)
     return RowLayout(rows, lane, extent, tuple(reduce_axes))
+
+
+def window_layout(graph: Graph, pattern: Pattern) -> RowLayout:
+    """The rows/lane layout of a windowed operator: its output tiled like an injective one
+    (the last output axis along the lane), the window axes looped over inside the tile."""
+    if pattern.op_class is not OpClass.WINDOW:
+        raise LoweringError(f"{graph.name}: a {pattern.op_class.value} operator has no window layout")
+    out_axes = graph.output.op.axes
+    return RowLayout(out_axes[:-1], out_axes[-1], out_axes[-1].extent, ())
 
 
 def _lane_axis(graph: Graph, pattern: Pattern, reduce_axes: tuple[IterVar, ...]) -> IterVar | None:

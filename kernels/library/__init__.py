@@ -23,6 +23,7 @@ from tiletune.kernels.library import (
     normalizations,
     reductions,
     scans,
+    windows,
 )
 from tiletune.tensorexpr.operator import Operator, parse_attrs
 
@@ -36,6 +37,7 @@ FAMILIES: dict[str, ModuleType] = {
     "scans": scans,
     "attention": attention,
     "reductions": reductions,
+    "windows": windows,
 }
 
 BUILTINS: dict[str, Operator] = {

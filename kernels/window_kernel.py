@@ -1,0 +1,111 @@
+"""The window kernel: reductions over small constant windows that slide with the output
+(max and average pooling, depthwise convolution).
+
+Each program owns a tile of `BLOCK_ROWS` fused outer output rows by `BLOCK_LANE` elements of the
+last output axis, as an injective kernel does; each windowed stage the output reads becomes an
+fp32 accumulator over that tile and a loop over the window axes (`tl.static_range` when
+unrolled, a `range` loop otherwise) adding one masked load per window point. Padding is a
+bounds-checked read (`te.pad_read`): its load is masked where the index leaves the input, and
+the reduction sees the padding value there (-inf for max, 0 for a sum).
+"""
+from __future__ import annotations
+
+from tiletune.errors import LoweringError
+from tiletune.kernels.emit import REDUCE_IDENTITY, TL_DTYPES, Dim, TileEmitter, Value, ident
+from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.analysis import inline_injective, window_layout
+from tiletune.tensorexpr.expr import Read, substitute
+
+_COMBINE = {"sum": "{acc} + {v}", "max": "tl.maximum({acc}, {v})", "min": "tl.minimum({acc}, {v})"}
+
+
+def lower_window(k: KernelContext) -> KernelSource:
+    graph, s, pattern = k.graph, k.schedule, k.pattern
+    k.check_fusion()
+    check_bindings(graph.name, s, {"rows": "block.x", "lane": "block.x"})
+    layout = window_layout(graph, pattern)
+    block_rows, block_lane = s.tile("rows"), s.tile("lane")
+    unrolled = bool(s.unroll.get("window", 1))
+    k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
+    b = k.body
+    rows_total = py_extent(k, layout.rows)
+    lane_extent = k.extent(layout.lane_extent)
+
+    b.line(f"n_rows = {rows_total}")
+    b.line(f"n_lane = {lane_extent}")
+    b.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
+    b.line("pid_rows = tl.program_id(0) // lane_tiles")
+    b.line("pid_lane = tl.program_id(0) % lane_tiles")
+    b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
+    b.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
+    if "lane" in s.vectorized:
+        b.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
+    b.line("mask_rows = offs_rows < n_rows")
+    b.line("mask_lane = offs_lane < n_lane")
+
+    dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
+    em = TileEmitter(b, dims, {}, k.args, k.extent)
+    # the fused rows unflatten into the output's outer axes (last one fastest)
+    stride = None
+    for axis in reversed(layout.rows):
+        div = f"offs_rows // ({stride})" if stride else "offs_rows"
+        code = f"{div} % {k.extent(axis.extent)}" if axis is not layout.rows[0] else div
+        name = b.assign(f"idx_{ident(axis.name)}", code)
+        em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
+        stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+    em.axes[layout.lane] = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
+
+    windows = frozenset(pattern.anchors)
+
+    def nested(read: Read, emitter: TileEmitter) -> Value | None:
+        if read.tensor in windows:
+            raise LoweringError(
+                f"{graph.name}: windowed stage '{read.tensor.name}' is read inside another window; "
+                "one kernel reduces one level of windows: split the operator in two"
+            )
+        return None
+
+    def resolve(read: Read, emitter: TileEmitter) -> Value | None:
+        t = read.tensor
+        if t not in windows:
+            return None
+        red = t.reduction
+        body = inline_injective(substitute(red.body, dict(zip(t.op.axes, read.indices))), windows)
+        floating = dt.is_float(red.dtype)
+        acc_type = "float32" if floating else dt.strong(red.dtype)
+        identity = REDUCE_IDENTITY[red.op] if floating else _int_identity(red.op, acc_type)
+        acc = b.assign(f"{ident(t.name)}_acc", f"tl.full((BLOCK_ROWS, BLOCK_LANE), {identity}, {TL_DTYPES[acc_type]})")
+        loop = "tl.static_range" if unrolled else "range"
+        inner_axes = dict(emitter.axes)
+        outer_indent = b.indent
+        for axis in red.axes:
+            var = b.fresh(ident(axis.name))
+            b.line(f"for {var} in {loop}({int(axis.extent.value)}):")
+            b.indent += 1
+            inner_axes[axis] = Value(var, frozenset(), "int32")
+        # a fresh emitter: values that depend on the window point must be computed inside the
+        # loop, and nothing computed there may be reused after it
+        inner = TileEmitter(b, dims, inner_axes, k.args, k.extent, resolve=nested)
+        v = inner.value(body)
+        if floating:
+            v = inner.as_float32(v)
+        b.line(f"{acc} = {_COMBINE[red.op].format(acc=acc, v=v.code)}")
+        b.indent = outer_indent
+        return Value(acc, frozenset({0, 1}), acc_type)
+
+    em.resolve = resolve
+    out = graph.output
+    if out in windows:
+        value = resolve(Read(out, out.op.axes, out.dtype), em)
+    else:
+        value = em.value(inline_injective(out.op.body, windows))
+    k.store(em, value)
+    grid = [f"triton.cdiv({py_extent(k, layout.rows)}, {block_rows}) * triton.cdiv({lane_extent}, {block_lane})"]
+    return k.finish(f"{ident(graph.name)}_kernel", grid)
+
+
+def _int_identity(op: str, dtype: str) -> str:
+    # an integer accumulator keeps its type: a float identity would turn the tile into floats
+    bits = 8 * dt.itemsize(dtype)
+    return {"sum": "0", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
