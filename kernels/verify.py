@@ -24,6 +24,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
 from tiletune.tensorexpr.expr import DimVar
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.reduce_layout import reduce_layout
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 
 # What an inner (not outermost) fused row dim shrinks to in a verification run.
@@ -136,6 +137,8 @@ def verification_dims(
     pattern = pattern or analyse(graph)
     if pattern.op_class is OpClass.WINDOW:
         return _window_verification_dims(graph, dims)
+    if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles:
+        return _reduction_verification_dims(graph, dims, schedule, pattern)
     tiles: dict[str, int] = {}
     inner: set[str] = set()
     if pattern.op_class is OpClass.CONTRACTION:
@@ -174,6 +177,34 @@ def verification_dims(
             small[name] = min(value, INNER_ROW_DIM)
         else:
             small[name] = value if not tile else min(value, 2 * tile + 3)
+    return small
+
+
+def _reduction_verification_dims(graph: Graph, dims: Mapping[str, int], schedule: ResolvedSchedule,
+                                 pattern: Pattern) -> dict[str, int]:
+    """Check dims of the looped reduction kernel: tiled row or lane axes just over two tiles,
+    other outer axes a few values, and a single reduced dim just over two chunks (of every
+    split) so that the loop, its masked tail and the combine all run."""
+    layout = reduce_layout(graph, pattern)
+    small = dict(dims)
+
+    def shrink(axis, tile: int) -> None:
+        if isinstance(axis.extent, DimVar):
+            name = axis.extent.name
+            small[name] = min(small[name], 2 * tile + 3) if tile else min(small[name], INNER_ROW_DIM)
+
+    tiled = schedule.tile("rows") if layout.inner else 0
+    for n, axis in enumerate(layout.rows):
+        shrink(axis, tiled if n == 0 else 0)
+    if layout.lane is not None:
+        shrink(layout.lane, schedule.tile("lane"))
+    reduced = [e for e in layout.slots if isinstance(e, DimVar)]
+    if len(reduced) == 1 and len(layout.slots) == 1:
+        name = reduced[0].name
+        small[name] = min(dims[name], 2 * schedule.tile("red") * schedule.splits.get("red", 1) + 3)
+    else:
+        for e in reduced:  # several reduced axes fuse into one index: keep the rows whole
+            small[e.name] = dims[e.name]
     return small
 
 

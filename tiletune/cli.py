@@ -151,13 +151,17 @@ def _print_summary(report, db: Path) -> None:
 @_friendly
 def list_(db) -> None:
     """List the built-in operators and the workloads tuned in the DB."""
-    from tiletune.kernels.library import BUILTINS
+    from tiletune.kernels.library import BUILTINS, FAMILIES
     from tiletune.tuning_db import TuningDB
 
-    click.echo("built-in operators:")
-    for name, op in sorted(BUILTINS.items()):
-        doc = (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else ""
-        click.echo(f"  {name:18s} ({', '.join(op.dim_names)})  {doc}")
+    click.echo("built-in operators, by family:")
+    for family, module in FAMILIES.items():
+        click.echo(f"  {family}")
+        for name in module.__all__:
+            op = BUILTINS[name]
+            doc = (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else ""
+            attrs = "".join(f", {k}={v!r}" for k, v in op.attrs.items())
+            click.echo(f"    {name:20s} ({', '.join(op.dim_names)}{attrs})  {doc}")
     path = _db_path(db)
     if not path.exists():
         click.echo(f"no tuning DB at {path}")
