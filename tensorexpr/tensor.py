@@ -1,6 +1,7 @@
 """Tensors and the DSL's constructors: `placeholder`, `compute`, `reduce_axis`, reductions."""
 from __future__ import annotations
 
+import math
 import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
@@ -31,7 +32,11 @@ ShapeLike = Sequence[Union[int, Expr]]
 
 @dataclass(frozen=True, slots=True)
 class PlaceholderOp:
-    """An input of the operator, given at call time."""
+    """An input of the operator, given at call time. `domain` is the (low, high) range its
+    values are meaningful in (a variance is not negative), where random test inputs are drawn;
+    None means any real value. It says nothing about what is computed, so it is not hashed."""
+
+    domain: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +159,24 @@ def _as_extent(value: int | Expr, what: str) -> Expr:
     return value
 
 
-def placeholder(shape: ShapeLike, dtype: object = "float32", name: str = "input") -> Tensor:
-    """An input tensor of the operator: `te.placeholder((M, K), "float16", name="a")`."""
+def placeholder(shape: ShapeLike, dtype: object = "float32", name: str = "input",
+                domain: tuple[float, float] | None = None) -> Tensor:
+    """An input tensor of the operator: `te.placeholder((M, K), "float16", name="a")`.
+
+    `domain=(low, high)` bounds the values the input takes (`(0, 4)` for a variance), so that
+    verification and fuzzing draw test inputs where the operator is defined."""
     if isinstance(shape, (int, Expr)):
         shape = (shape,)
     extents = tuple(_as_extent(s, f"placeholder '{name}' axis {n}") for n, s in enumerate(shape))
-    return Tensor(name, extents, dt.canonical(dtype), PlaceholderOp())
+    if domain is not None:
+        try:
+            low, high = (float(v) for v in domain)
+        except (TypeError, ValueError):
+            raise DSLError(f"placeholder '{name}': domain must be (low, high), got {domain!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise DSLError(f"placeholder '{name}': domain needs finite low < high, got {domain!r}")
+        domain = (low, high)
+    return Tensor(name, extents, dt.canonical(dtype), PlaceholderOp(domain))
 
 
 def reduce_axis(extent: int | Expr | tuple[int, int | Expr], name: str = "k") -> IterVar:

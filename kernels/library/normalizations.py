@@ -159,7 +159,7 @@ def batchnorm(N, C, H, W, dtype="float32"):
     weight and bias per channel, eps 1e-5: elementwise, no reduction."""
     x = te.placeholder((N, C, H, W), dtype, name="x")
     rm = te.placeholder((C,), dtype, name="running_mean")
-    rv = te.placeholder((C,), dtype, name="running_var")
+    rv = te.placeholder((C,), dtype, name="running_var", domain=(0.0, 4.0))
     w = te.placeholder((C,), dtype, name="w")
     b = te.placeholder((C,), dtype, name="b")
     y = te.compute((N, C, H, W), lambda n, c, h, s: (x[n, c, h, s] - rm[c]) * te.rsqrt(rv[c] + 1e-5) * w[c] + b[c],
