@@ -113,7 +113,10 @@ class ModelSearch:
 
 
 class ModelGuided(ModelSearch):
-    """The cost model ranks a random pool of `pool` untried configs."""
+    """The cost model ranks a pool of untried configs: the one-knob neighbours of the `elite`
+    fastest measured configs (where the best ones usually are) and `pool` random ones (so the
+    search is not confined to their neighbourhood). The random share of each batch is 10%: the
+    pool already spans the space, and every random trial is one the model did not choose."""
 
     name = "model"
 
@@ -124,11 +127,14 @@ class ModelGuided(ModelSearch):
         *,
         warmup: int = 8,
         pool: int = 512,
-        explore: float = 0.25,
+        elite: int = 4,
+        explore: float = 0.1,
     ) -> None:
         super().__init__(tile_facts, seed, warmup=warmup, explore=explore)
-        self.pool = pool
+        self.pool, self.elite = pool, elite
 
     def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
-        """A random pool, best predicted first."""
-        return self.rank(space.sample(self.rng, self.pool, exclude=exclude))
+        """Neighbours of the fastest configs and a random pool, best predicted first."""
+        near = [n for c in history.fastest(self.elite) for n in space.neighbors(c) if n not in exclude]
+        pool = space.sample(self.rng, self.pool, exclude=exclude)
+        return self.rank(list(dict.fromkeys(near + pool)))
