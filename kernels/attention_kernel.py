@@ -104,12 +104,8 @@ def _batch_indices(k: KernelContext, batch: tuple[IterVar, ...]) -> dict[IterVar
         return values
     b = k.body
     b.line("pid_batch = tl.program_id(1)")
-    stride = None
-    for axis in reversed(batch):
-        div = f"pid_batch // ({stride})" if stride else "pid_batch"
-        code = f"{div} % {k.extent(axis.extent)}" if axis is not batch[0] else div
-        values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
-        stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+    for axis, name in k.unflatten(batch, "pid_batch").items():
+        values[axis] = Value(name, frozenset(), "int32")
     return values
 
 

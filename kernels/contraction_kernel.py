@@ -116,12 +116,8 @@ def _batch_indices(k: KernelContext, c) -> dict[IterVar, Value]:
     batch_values: dict[IterVar, Value] = {}
     if c.batch:
         b.line("pid_batch = tl.program_id(1)")
-        stride = None
-        for axis in reversed(c.batch):
-            div = f"pid_batch // ({stride})" if stride else "pid_batch"
-            code = f"{div} % {k.extent(axis.extent)}" if axis is not c.batch[0] else div
-            batch_values[axis] = Value(b.assign(f"idx_{ident(axis.name)}", code), frozenset(), "int32")
-            stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
+        for axis, name in k.unflatten(c.batch, "pid_batch").items():
+            batch_values[axis] = Value(name, frozenset(), "int32")
     return batch_values
 
 

@@ -81,6 +81,18 @@ class KernelContext:
         # module-level @triton.jit helpers (a scan's combine function), emitted before the kernel
         self.helpers: list[str] = []
 
+    def unflatten(self, axes: tuple[IterVar, ...], linear: str) -> dict[IterVar, str]:
+        """Emit each axis's index from `linear`, a row-major index over `axes` (outermost
+        first, last one fastest), and return the variables that hold them."""
+        names: dict[IterVar, str] = {}
+        stride = None
+        for axis in reversed(axes):
+            div = f"{linear} // ({stride})" if stride else linear
+            code = div if axis is axes[0] else f"{div} % {self.extent(axis.extent)}"
+            names[axis] = self.body.assign(f"idx_{ident(axis.name)}", code)
+            stride = f"{stride} * {self.extent(axis.extent)}" if stride else self.extent(axis.extent)
+        return names
+
     def extent(self, e: Expr) -> str:
         """A shape expression as code over the dim arguments."""
         if isinstance(e, Const):

@@ -94,13 +94,8 @@ class _Reduction:
             b.line("mask_lane = offs_lane < n_lane")
             values[layout.lane] = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
             base, dims = "pid_rows", frozenset()
-        stride = None
-        for axis in reversed(layout.rows):
-            div = f"{base} // ({stride})" if stride else base
-            code = div if axis is layout.rows[0] else f"{div} % {k.extent(axis.extent)}"
-            name = b.assign(f"idx_{ident(axis.name)}", code)
+        for axis, name in k.unflatten(layout.rows, base).items():
             values[axis] = Value(em.expand(name, 0) if dims else name, dims, "int32")
-            stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
         self.row_values = [values[a] for a in layout.outer_axes]
 
     def emitter(self, slot_values: list[Value] | None) -> TileEmitter:

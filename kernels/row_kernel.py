@@ -46,12 +46,8 @@ def lower_rows(k: KernelContext) -> KernelSource:
     dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
     em = TileEmitter(b, dims, {}, k.args, k.extent)
     # the fused rows unflatten into the output's outer axes (last one fastest)
-    stride = None
-    for axis in reversed(layout.rows):
-        div = f"offs_rows // ({stride})" if stride else "offs_rows"
-        name = b.assign(f"idx_{ident(axis.name)}", f"{div} % {k.extent(axis.extent)}" if axis is not layout.rows[0] else div)
+    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
         em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
-        stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
     lane_value = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
     if layout.lane is not None:
         em.axes[layout.lane] = lane_value

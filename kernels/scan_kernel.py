@@ -78,13 +78,8 @@ def lower_scan(k: KernelContext) -> KernelSource:
         dims.reverse()
     em = TileEmitter(b, dims, {}, k.args, k.extent)
     # the fused rows unflatten into the output's other axes (last one fastest)
-    stride = None
-    for axis in reversed(layout.rows):
-        div = f"offs_rows // ({stride})" if stride else "offs_rows"
-        code = f"{div} % {k.extent(axis.extent)}" if axis is not layout.rows[0] else div
-        name = b.assign(f"idx_{ident(axis.name)}", code)
+    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
         em.axes[axis] = Value(em.expand(name, rows_dim), frozenset({rows_dim}), "int32")
-        stride = f"{stride} * {k.extent(axis.extent)}" if stride else k.extent(axis.extent)
     em.axes[layout.scan] = Value(em.expand("offs_scan", scan_dim), frozenset({scan_dim}), "int32")
     # the scan stage's axes run with the output's, position by position
     for own, outer in zip(stage.op.axes, out.op.axes):
