@@ -48,7 +48,7 @@ WORKLOADS = [
     TaskSpec.make("layernorm", {"N": 4096, "D": 1024}, "float32"),
 ]
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "data" / "sweep-sim-h100.jsonl"
-QUICK_SAMPLE, FULL_SAMPLE = 120, 400
+QUICK_SAMPLE, FULL_SAMPLE = 800, 2000
 WITHIN = 0.95  # a config within 95% of the best: latency <= best / 0.95
 GUIDED, BASELINE = "model", "random"
 
@@ -236,7 +236,7 @@ def main() -> None:
     # Warm start: the guided search with the other workloads' records as its prior.
     t_warm = time.monotonic()
     warm: dict[TaskSpec, list] = {}
-    gain = gain_nontrivial = None
+    gain = gain_nontrivial = warm_ratio = warm_ratio_nontrivial = None
     if GUIDED in strategies:
         print(f"\nwarm start: median trials to {WITHIN:.0%} of '{GUIDED}' with the other workloads' sweep records "
               "as prior (leave-one-out)")
@@ -250,6 +250,13 @@ def main() -> None:
         gain_nontrivial = geomean([g for s, g in gains.items() if s not in trivial])
         print(f"warm-start gain (geomean cold/warm trials, above 1 = the prior helps): {gain:.3f}"
               + (f" ({gain_nontrivial:.3f} without the trivial workloads)" if trivial and gain_nontrivial else ""))
+        if BASELINE in strategies:
+            # the guided search as the tuner runs it once the DB holds other workloads' records
+            warm_vs_random = {s: statistics.median(r.trials for r in warm[s]) / median_trials(s, BASELINE) for s in specs}
+            warm_ratio = geomean(list(warm_vs_random.values()))
+            warm_ratio_nontrivial = geomean([v for s, v in warm_vs_random.items() if s not in trivial])
+            print(f"trials-to-95% ratio warm {GUIDED}/{BASELINE} (geomean): {warm_ratio:.3f}"
+                  + (f" ({warm_ratio_nontrivial:.3f} without the trivial workloads)" if trivial else ""))
     warm_seconds = time.monotonic() - t_warm
 
     total = time.monotonic() - start
@@ -290,6 +297,8 @@ def main() -> None:
             "pairwise_accuracy_with_compile_facts": mean_accuracy_static,
             "warm_start_gain": gain,
             "warm_start_gain_nontrivial": gain_nontrivial,
+            "trials_to_95_ratio_warm": warm_ratio,
+            "trials_to_95_ratio_warm_nontrivial": warm_ratio_nontrivial,
             "definitions": {
                 "trials_to_95": f"configs measured until the first with latency <= best / {WITHIN}, median over seeds",
                 "trials_to_95_ratio": f"geomean over workloads of median trials, {GUIDED} / {BASELINE} (below 1: guided is better)",
@@ -297,6 +306,8 @@ def main() -> None:
                 "trials_to_95_ratio_nontrivial": "the same over workloads whose default config (every strategy's "
                                                  "first trial) is not already within 95%",
                 "warm_start_gain": f"geomean over workloads of {GUIDED}'s median trials cold / with the other workloads as prior",
+                "trials_to_95_ratio_warm": f"geomean over workloads of {GUIDED}'s median trials with the other workloads' "
+                                           f"records as prior (leave-one-out) / {BASELINE}'s",
             },
             "workloads": workloads,
             "strategies": strategies, "seeds": seeds, "batch": args.batch,
