@@ -17,6 +17,7 @@ from typing import Mapping
 
 import torch
 
+from tiletune.errors import LoweringError
 from tiletune.kernels import runtime
 from tiletune.kernels.lower import KernelSource
 from tiletune.schedules.schedule import ResolvedSchedule
@@ -24,6 +25,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
 from tiletune.tensorexpr.expr import DimVar
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.reduce_layout import reduce_layout
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 
 # What an inner (not outermost) fused row dim shrinks to in a verification run.
@@ -153,6 +155,13 @@ def verification_dims(
                 tiles.setdefault(axis.extent.name, schedule.tile("rows"))
         if isinstance(layout.scan.extent, DimVar):
             tiles[layout.scan.extent.name] = schedule.tile("scan")
+    elif pattern.op_class is OpClass.REDUCTION and not _has_row_layout(graph, pattern):
+        # a looped reduction over several axes (a loss, a sum to a scalar): rows shrink to
+        # just over two row tiles, the reduced extents stay as the schedule sized its chunks
+        fused = [a for a in reduce_layout(graph, pattern).rows if isinstance(a.extent, DimVar)]
+        if fused:
+            tiles[fused[0].extent.name] = schedule.tile("rows")
+        inner.update(a.extent.name for a in fused[1:] if a.extent.name not in tiles)
     else:
         layout = row_layout(graph, pattern)
         # the row axes are fused, so only their product meets the tile's mask: the outermost
@@ -175,6 +184,14 @@ def verification_dims(
         else:
             small[name] = value if not tile else min(value, 2 * tile + 3)
     return small
+
+
+def _has_row_layout(graph: Graph, pattern: Pattern) -> bool:
+    try:
+        row_layout(graph, pattern)
+    except LoweringError:
+        return False
+    return True
 
 
 def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
