@@ -22,6 +22,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
 from tiletune.tensorexpr.reduce_layout import ReduceLayout, reduce_layout
+from tiletune.kernels.total_kernel import lower_totals
 from tiletune.tensorexpr.tensor import Tensor
 
 _INT_MAX = "2147483647"
@@ -107,7 +108,11 @@ class _Reduction:
         """An emitter whose axes are this program's rows (and the chunk's reduce slots)."""
         k, layout = self.k, self.layout
         axes = dict(zip(layout.outer_axes, self.row_values))
+        for t in layout.totals:
+            axes.update(zip(t.reduction.axes, self.row_values))
         for s in k.pattern.reductions:
+            if s in layout.totals:
+                continue
             axes.update(zip(s.op.axes, self.row_values))
             if slot_values is not None:
                 axes.update(zip(layout.stage_axes[s], slot_values))
@@ -211,7 +216,7 @@ class _Reduction:
 
     def reduce_all(self, lo: str, hi: str) -> None:
         """Every reduction stage: one loop each, an online max/sum pair in one loop."""
-        reductions = self.k.pattern.reductions
+        reductions = tuple(s for s in self.k.pattern.reductions if s not in self.layout.totals)
         pairs = online_pairs(reductions, self.keep)
         paired = set(pairs.values())
         for s in reductions:
@@ -263,6 +268,8 @@ def lower_reduction(k: KernelContext) -> KernelSource:
         check_bindings(graph.name, s, {"lane": "block.x"})
         k.constexprs.update(BLOCK_LANE=s.tile("lane"), BLOCK_RED=s.tile("red"))
     split = s.splits.get("red", 1)
+    if layout.totals and split == 1:
+        return lower_totals(k, layout, _Reduction(k, layout, k.body))
     if split > 1:
         return _lower_split(k, layout, split)
     r = _Reduction(k, layout, k.body)
@@ -279,7 +286,7 @@ def lower_reduction(k: KernelContext) -> KernelSource:
 
 def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSource:
     graph, s = k.graph, k.schedule
-    if not layout.inner or layout.aligned or not layout.independent:
+    if not layout.inner or layout.aligned or not layout.independent or layout.totals:
         raise LoweringError(
             f"{graph.name}: SPLIT={split} splits a reduction across programs, which needs independent "
             "reductions and one output value per row; use SPLIT=1"

@@ -9,15 +9,16 @@ from tiletune import tensorexpr as te
 from tiletune.errors import DSLError
 from tiletune.tensorexpr.operator import operator
 
-__all__ = ["mse_loss", "huber_loss"]
+__all__ = ["mse_loss", "huber_loss", "cross_entropy", "kl_div"]
 
 
-def _mean_of(name: str, N, D, dtype, term):
-    """mean over (n, d) of `term(n, d)`: one sum over both axes, then the division."""
+def _mean_of(name: str, N, D, dtype, term, count=None):
+    """The sum over (n, d) of `term(n, d)` divided by `count` (N * D: the mean): one sum over
+    both axes, then the division."""
     i = te.reduce_axis(N, name="i")
     j = te.reduce_axis(D, name="j")
     total = te.compute((), lambda: te.sum(term(i, j), axis=(i, j)), name="total")
-    return te.compute((), lambda: (total[()] / (N * D)).astype(dtype), name=name)
+    return te.compute((), lambda: (total[()] / (N * D if count is None else count)).astype(dtype), name=name)
 
 
 @operator
@@ -44,3 +45,48 @@ def huber_loss(N, D, *, delta=1.0, dtype="float32"):
         return te.where(e < delta, 0.5 * e * e, delta * (e - 0.5 * delta))
 
     return [x, t], _mean_of("y", N, D, dtype, term)
+
+
+@operator
+def cross_entropy(N, C, dtype="float32"):
+    """Y = cross-entropy of logits X[N, C] against class indices T[N] (int64), the mean over
+    the rows whose target is a class (torch.nn.functional.cross_entropy; a target outside
+    0..C-1, as torch's ignore_index -100, is ignored, where torch raises for other values).
+    Per row, logsumexp(x[n, :]) - x[n, t[n]], the logsumexp by one online max/sum loop; the
+    target's logit is a masked gather. All targets ignored gives NaN, as torch."""
+    x = te.placeholder((N, C), dtype, name="x")
+    target = te.placeholder((N,), "int64", name="target")
+    k1 = te.reduce_axis(C, name="k1")
+    row_max = te.compute((N,), lambda n: te.max(x[n, k1], axis=k1), name="row_max")
+    k2 = te.reduce_axis(C, name="k2")
+    row_sum = te.compute((N,), lambda n: te.sum(te.exp(x[n, k2] - row_max[n]), axis=k2), name="row_sum")
+    counted = te.compute((N,), lambda n: te.where((target[n] >= 0) & (target[n] < C), 1.0, 0.0), name="counted")
+    # the gather x[n, t[n]] under te.where: read (and loaded) only where the target is a class
+    nll = te.compute((N,), lambda n: te.where(counted[n] > 0.0, te.log(row_sum[n]) + row_max[n] - x[n, target[n]], 0.0),
+                     name="nll")
+    i = te.reduce_axis(N, name="i")
+    total = te.compute((), lambda: te.sum(nll[i], axis=i), name="total")
+    j = te.reduce_axis(N, name="j")
+    count = te.compute((), lambda: te.sum(counted[j], axis=j), name="count")
+    return [x, target], te.compute((), lambda: (total[()] / count[()]).astype(dtype), name="y")
+
+
+@operator
+def kl_div(N, C, *, log_target=False, dtype="float32"):
+    """Y = KL divergence of target T[N, C] from the log-probabilities X[N, C], summed and divided
+    by N (torch.nn.functional.kl_div with reduction="batchmean"): the sum of
+    T * (log T - X), where a target of 0 (or less: not a probability) adds 0 as torch's xlogy
+    does for 0; with `log_target=True` T holds log-probabilities and the term is
+    exp(T) * (T - X)."""
+    if not isinstance(log_target, bool):
+        raise DSLError(f"kl_div: log_target must be True or False, got {log_target!r}")
+    x = te.placeholder((N, C), dtype, name="x")
+    t = te.placeholder((N, C), dtype, name="target")
+
+    def term(i, j):
+        if log_target:
+            return te.exp(t[i, j]) * (t[i, j] - x[i, j])
+        p = t[i, j]
+        return te.where(p > 0.0, p * (te.log(p) - x[i, j]), 0.0)
+
+    return [x, t], _mean_of("y", N, C, dtype, term, count=N)
