@@ -68,7 +68,8 @@ def cross_entropy(N, C, dtype="float32"):
     total = te.compute((), lambda: te.sum(nll[i], axis=i), name="total")
     j = te.reduce_axis(N, name="j")
     count = te.compute((), lambda: te.sum(counted[j], axis=j), name="count")
-    return [x, target], te.compute((), lambda: (total[()] / count[()]).astype(dtype), name="y")
+    # (total is in the input dtype, count in fp32: both are fp32 sums in the kernel)
+    return [x, target], te.compute((), lambda: (total[()].astype("float32") / count[()]).astype(dtype), name="y")
 
 
 @operator
