@@ -12,17 +12,19 @@ each reduce a contiguous range of every row and store fp32 partial results in a 
 second kernel launched from the same `launch()` combines them and applies the epilogue. A second
 pass rather than atomics: deterministic, it serves max/min/argmax as well as sum, and the output
 may be any dtype (fp16) because only the combining kernel writes it.
+
+Scalar totals over the rows of the row reductions (a loss) are `total_kernel`'s.
 """
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.kernels.total_kernel import lower_totals
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
 from tiletune.tensorexpr.reduce_layout import ReduceLayout, reduce_layout
-from tiletune.kernels.total_kernel import lower_totals
 from tiletune.tensorexpr.tensor import Tensor
 
 _INT_MAX = "2147483647"
@@ -289,7 +291,7 @@ def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSo
     if not layout.inner or layout.aligned or not layout.independent or layout.totals:
         raise LoweringError(
             f"{graph.name}: SPLIT={split} splits a reduction across programs, which needs independent "
-            "reductions and one output value per row; use SPLIT=1"
+            "reductions, one output value per row and no totals over the rows; use SPLIT=1"
         )
     k.constexprs["SPLIT"] = split
     kernel_name = f"{ident(graph.name)}_kernel"
