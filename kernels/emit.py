@@ -281,7 +281,8 @@ class TileEmitter:
             iv = self.index(ie)
             dims |= iv.dims
             terms.append(f"{_paren(iv.code)} * {stride}")
-            if not self._in_bounds(ie, read.tensor, axis_no) and iv.dims:
+            # a gathered index (x[i, t[i]]) is masked even on a scalar: its value is data
+            if not self._in_bounds(ie, read.tensor, axis_no) and (iv.dims or isinstance(ie, Read)):
                 size = self.extent_code(read.tensor.shape[axis_no])
                 bounds.append(f"({_paren(iv.code)} >= 0) & ({_paren(iv.code)} < {size})")
         mask = self.mask(frozenset(dims))

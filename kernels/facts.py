@@ -223,7 +223,8 @@ def _reduction_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str
     single = block_red >= red and split == 1
     # passes over the input: one per reduction loop (an online max/sum pair is one) and the
     # output's loop; a single-pass row stays in registers
-    passes = 1 if single else len(pattern.reductions) + (1 if layout.aligned else 0)
+    # (totals over rows are computed on the row values: no pass of their own)
+    passes = 1 if single else len(pattern.reductions) - len(layout.totals) + (1 if layout.aligned else 0)
     k_iters = _cdiv(red, block_red * split)
     return TileFacts(
         programs=programs,

@@ -12,12 +12,15 @@ each reduce a contiguous range of every row and store fp32 partial results in a 
 second kernel launched from the same `launch()` combines them and applies the epilogue. A second
 pass rather than atomics: deterministic, it serves max/min/argmax as well as sum, and the output
 may be any dtype (fp16) because only the combining kernel writes it.
+
+Scalar totals over the rows of the row reductions (a loss) are `total_kernel`'s.
 """
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.kernels.total_kernel import lower_totals
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
@@ -102,7 +105,11 @@ class _Reduction:
         """An emitter whose axes are this program's rows (and the chunk's reduce slots)."""
         k, layout = self.k, self.layout
         axes = dict(zip(layout.outer_axes, self.row_values))
+        for t in layout.totals:
+            axes.update(zip(t.reduction.axes, self.row_values))
         for s in k.pattern.reductions:
+            if s in layout.totals:
+                continue
             axes.update(zip(s.op.axes, self.row_values))
             if slot_values is not None:
                 axes.update(zip(layout.stage_axes[s], slot_values))
@@ -206,7 +213,7 @@ class _Reduction:
 
     def reduce_all(self, lo: str, hi: str) -> None:
         """Every reduction stage: one loop each, an online max/sum pair in one loop."""
-        reductions = self.k.pattern.reductions
+        reductions = tuple(s for s in self.k.pattern.reductions if s not in self.layout.totals)
         pairs = online_pairs(reductions, self.keep)
         paired = set(pairs.values())
         for s in reductions:
@@ -258,6 +265,8 @@ def lower_reduction(k: KernelContext) -> KernelSource:
         check_bindings(graph.name, s, {"lane": "block.x"})
         k.constexprs.update(BLOCK_LANE=s.tile("lane"), BLOCK_RED=s.tile("red"))
     split = s.splits.get("red", 1)
+    if layout.totals and split == 1:
+        return lower_totals(k, layout, _Reduction(k, layout, k.body))
     if split > 1:
         return _lower_split(k, layout, split)
     r = _Reduction(k, layout, k.body)
@@ -274,10 +283,10 @@ def lower_reduction(k: KernelContext) -> KernelSource:
 
 def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSource:
     graph, s = k.graph, k.schedule
-    if not layout.inner or layout.aligned or not layout.independent:
+    if not layout.inner or layout.aligned or not layout.independent or layout.totals:
         raise LoweringError(
             f"{graph.name}: SPLIT={split} splits a reduction across programs, which needs independent "
-            "reductions and one output value per row; use SPLIT=1"
+            "reductions, one output value per row and no totals over the rows; use SPLIT=1"
         )
     k.constexprs["SPLIT"] = split
     kernel_name = f"{ident(graph.name)}_kernel"

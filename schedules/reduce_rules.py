@@ -47,7 +47,7 @@ def reduction_schedule(s: Schedule, graph: Graph, pattern: Pattern, dims: Mappin
                     lambda cfg: None if cfg["BLOCK_ROWS"] * cfg["BLOCK_RED"] <= MAX_TILE
                     else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_RED']} elements per program, over {MAX_TILE}")
         s.bind("rows", "block.x")
-        if layout.independent and not layout.aligned and red >= SPLIT_MIN_ELEMENTS and rows <= 64:
+        if layout.independent and not layout.aligned and not layout.totals and red >= SPLIT_MIN_ELEMENTS and rows <= 64:
             default_split = min(64, max(1, _pow2(red // (8 * default_red))))
             s.split_k("red", PowerOfTwo("SPLIT", 1, 128, default=default_split))
     else:

@@ -17,6 +17,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout, window_layout
 from tiletune.tensorexpr.expr import Cast, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.reduce_layout import total_stages
 
 # Hopper: 227 KiB of shared memory per block (228 KiB per SM, 1 KiB reserved by the driver).
 MAX_SHARED_BYTES = 232448
@@ -240,7 +241,9 @@ def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) 
             reduction_schedule(s, graph, pattern, dims)
             return
         except LoweringError:
-            pass  # not one value per output row: the row kernel's single pass may still hold it
+            if total_stages(pattern):
+                raise  # totals over rows: only the reduction kernel could hold them, so its reason
+            # not one value per output row: the row kernel's single pass may still hold it
     layout = row_layout(graph, pattern)
     lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
     rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)

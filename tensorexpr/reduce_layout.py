@@ -9,6 +9,11 @@ Two forms, chosen so that the tile's contiguous dimension follows memory:
   `red x lane`; the output's contiguous axis runs along the lane and the reduction loops over
   the tile's first dimension, so no lane reads with the reduced axis's stride. The other
   output axes ("rows") are one program each.
+
+*Totals* (a loss): scalar reduction stages over the rows of the other reductions, as a mean
+over rows of `logsumexp(x[n, :]) - x[n, t[n]]`. The row reductions take the inner form over
+their rows; each program reduces its rows' values of every total, and the partial results are
+combined by a second kernel.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from tiletune.errors import LoweringError
+from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, Pattern, inline_injective
 from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
@@ -34,6 +40,7 @@ class ReduceLayout:
     lane: IterVar | None  # outer form: the output's contiguous axis
     inner: bool
     independent: bool  # no reduction reads another: partial results may be combined later
+    totals: tuple[Tensor, ...] = ()  # scalar reductions over the rows (`total_stages`)
 
     def red_extent(self, dims) -> int:
         """The fused reduce extent at concrete dims."""
@@ -53,15 +60,48 @@ def _slot_order(axes: tuple[IterVar, ...], body: Expr) -> tuple[IterVar, ...]:
     return tuple(sorted(axes, key=key))
 
 
+def total_stages(pattern: Pattern) -> tuple[Tensor, ...]:
+    """The scalar reduction stages of an operator whose other reductions keep axes (rows): the
+    totals over those rows (a loss's sum of per-row terms); () when there are none."""
+    scalar = tuple(s for s in pattern.reductions if not s.op.axes)
+    return scalar if len(scalar) < len(pattern.reductions) else ()
+
+
+def _check_totals(graph: Graph, totals: tuple[Tensor, ...], rows: tuple[Tensor, ...]) -> tuple[IterVar, ...]:
+    """The first total's reduce axes (the rows); LoweringError unless every total is a float
+    sum/max/min over exactly the row reductions' axes."""
+    extents = [a.extent for a in rows[0].op.axes]
+    if graph.output.op.axes:
+        raise LoweringError(
+            f"{graph.name}: total '{totals[0].name}' reduces the rows of '{rows[0].name}' but the output "
+            f"'{graph.output.name}' has axes; a total over rows gives a scalar output"
+        )
+    for t in totals:
+        red = t.reduction
+        if red.op not in ("sum", "max", "min") or not dt.is_float(red.body.dtype):
+            raise LoweringError(
+                f"{graph.name}: total '{t.name}' is a {red.op} of {red.body.dtype}; a total over rows is a "
+                "sum, max or min of floats (its partial results are combined in fp32)"
+            )
+        if [a.extent for a in red.axes] != extents:
+            raise LoweringError(
+                f"{graph.name}: total '{t.name}' reduces over extents {[a.extent for a in red.axes]!r} but "
+                f"row reduction '{rows[0].name}' has rows {extents!r}; a total reduces the rows, all of them"
+            )
+    return totals[0].reduction.axes
+
+
 def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
     """The layout of a reduction operator; LoweringError for what one kernel cannot hold."""
     if pattern.op_class is not OpClass.REDUCTION:
         raise LoweringError(f"{graph.name}: a {pattern.op_class.value} operator has no reduction layout")
-    keep = frozenset(pattern.reductions)
+    totals = total_stages(pattern)
+    stages = tuple(s for s in pattern.reductions if s not in totals)
+    keep = frozenset(stages)
     out = graph.output
-    bodies = {s: inline_injective(s.reduction.body, keep) for s in pattern.reductions}
-    stage_axes = {s: _slot_order(s.reduction.axes, bodies[s]) for s in pattern.reductions}
-    first = pattern.reductions[0]
+    bodies = {s: inline_injective(s.reduction.body, keep) for s in stages}
+    stage_axes = {s: _slot_order(s.reduction.axes, bodies[s]) for s in stages}
+    first = stages[0]
     slots = tuple(a.extent for a in stage_axes[first])
     for s, axes in stage_axes.items():
         if tuple(a.extent for a in axes) != slots:
@@ -71,7 +111,7 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
             )
     aligned: dict[IterVar, int] = {}
     out_body = inline_injective(out.op.body, keep)
-    if out.reduction is None:
+    if out.reduction is None and not totals:
         out_reads = _reads(out_body)
         for s, axes in stage_axes.items():
             for slot, k in enumerate(axes):
@@ -88,8 +128,11 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
             f"{graph.name}: the output runs along some of the reduced axes but not all "
             f"({', '.join(a.name for a in aligned)}); one kernel writes whole reduced rows"
         )
-    outer_axes = tuple(a for a in out.op.axes if a not in aligned)
-    for s in pattern.reductions:
+    if totals:
+        outer_axes = _check_totals(graph, totals, stages)
+    else:
+        outer_axes = tuple(a for a in out.op.axes if a not in aligned)
+    for s in stages:
         extents = tuple(a.extent for a in s.op.axes)
         if extents != tuple(a.extent for a in outer_axes):
             raise LoweringError(
@@ -98,9 +141,10 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
                 "per output row"
             )
     # inner when a reduced axis indexes some input's last dimension
-    inner = not outer_axes or any(
+    # (totals: always; the kernel that combines them over rows has the inner form only)
+    inner = bool(totals) or not outer_axes or any(
         any(k in {n for n in walk(r.indices[-1])} for k in stage_axes[s])
-        for s in pattern.reductions for r in _reads(bodies[s]) if r.tensor.is_placeholder and r.indices
+        for s in stages for r in _reads(bodies[s]) if r.tensor.is_placeholder and r.indices
     )
     lane = None
     if not inner:
@@ -109,7 +153,7 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
         # the output axis that indexes the last input dimension, mapped back through the stages
         candidates = [a for a in outer_axes if a in last_indexed]
         if not candidates:
-            for s in pattern.reductions:
+            for s in stages:
                 for pos, a in enumerate(s.op.axes):
                     if a in last_indexed:
                         candidates.append(outer_axes[pos])
@@ -118,6 +162,6 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
         else:
             inner = True
     rows = tuple(a for a in outer_axes if a is not lane)
-    reduction_reads = {r.tensor for s in pattern.reductions for r in _reads(bodies[s])}
+    reduction_reads = {r.tensor for s in stages for r in _reads(bodies[s])}
     independent = not (reduction_reads & keep)
-    return ReduceLayout(slots, stage_axes, aligned, outer_axes, rows, lane, inner, independent)
+    return ReduceLayout(slots, stage_axes, aligned, outer_axes, rows, lane, inner, independent, totals)

@@ -120,11 +120,16 @@ def check_index(tensor: Tensor, axis_no: int, e: Expr) -> None:
     where = f"tensor '{tensor.name}' axis {axis_no}"
     if not dt.is_int(e.dtype):
         raise DSLError(f"{where}: index must be an integer expression of axes and dims, got {e.dtype} ({describe(e)})")
+    if isinstance(e, Read) and e.tensor.is_placeholder:
+        # a gather, x[i, t[i]]: an index read whole from an integer input (whose own indices
+        # were checked affine when it was read); the kernel masks the load to the axis's range
+        return
     for node in walk(e):
         if isinstance(node, Read):
             raise DSLError(
-                f"{where}: data-dependent index {describe(node)} (a gather) cannot be analysed; "
-                "indices must be affine in axes and dims"
+                f"{where}: data-dependent index {describe(node)} cannot be analysed; a gather index "
+                "must be a whole read of an integer input (x[i, t[i]]), and other indices affine "
+                "in axes and dims"
             )
         if isinstance(node, (IterVar, DimVar, Const)) or (isinstance(node, Unary) and node.op == "neg"):
             continue

@@ -20,6 +20,7 @@ from tiletune.kernels.library import (
     contractions,
     convolution,
     elementwise,
+    losses,
     normalizations,
     reductions,
     scans,
@@ -38,6 +39,7 @@ FAMILIES: dict[str, ModuleType] = {
     "attention": attention,
     "reductions": reductions,
     "windows": windows,
+    "losses": losses,
 }
 
 BUILTINS: dict[str, Operator] = {

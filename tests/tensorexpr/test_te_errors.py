@@ -47,12 +47,16 @@ def test_too_many_indices():
         op.graph()
 
 
-def test_gather_index_is_refused():
+def test_gather_index_is_a_whole_read_of_an_integer_input():
     N = te.var("N")
     x = te.placeholder((N,), name="x")
     idx = te.placeholder((N,), "int32", name="idx")
-    with raises("tensor 'x' axis 0: data-dependent index idx[i] (a gather)", "affine"):
-        te.compute((N,), lambda i: x[idx[i]], name="y")
+    te.compute((N,), lambda i: x[idx[i]], name="y")  # a gather is accepted
+    with raises("tensor 'x' axis 0: data-dependent index idx[i] cannot be analysed", "whole read", "affine"):
+        te.compute((N,), lambda i: x[idx[i] + 1], name="y")
+    shifted = te.compute((N,), lambda i: idx[i] * 2, name="shifted")
+    with raises("tensor 'x' axis 0: data-dependent index shifted[i]", "integer input"):
+        te.compute((N,), lambda i: x[shifted[i]], name="y")
 
 
 def test_float_valued_gather_index_is_refused_as_non_integer():

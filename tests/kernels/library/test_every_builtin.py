@@ -25,6 +25,7 @@ SHAPES = {
     ("N", "C", "H", "W", "K", "R", "S"): dict(N=2, C=3, H=9, W=11, K=10, R=3, S=3),
     ("N", "C", "H", "W", "K"): dict(N=2, C=7, H=5, W=7, K=12),
     ("N", "D"): dict(N=19, D=300),
+    ("N", "C"): dict(N=23, C=131),
     ("N", "C", "H", "W"): dict(N=2, C=6, H=9, W=13),
     ("B", "S", "D"): dict(B=3, S=7, D=130),
     ("N",): dict(N=7001),
@@ -36,7 +37,8 @@ SHAPES = {
     ("N", "C", "L"): dict(N=2, C=5, L=67),
 }
 VARIANTS = ["softmax_nd[dim=1]", "log_softmax_nd[dim=0]", "sum4d[axes=(0, 2)]", "argmax4d[axis=1]",
-            "l2_normalize[dim=2]", "leaky_relu[negative_slope=0.2]"]
+            "l2_normalize[dim=2]", "leaky_relu[negative_slope=0.2]", "huber_loss[delta=0.3]",
+            "kl_div[log_target=True]"]
 
 
 @pytest.mark.parametrize("ref", sorted(BUILTINS) + VARIANTS)
