@@ -32,13 +32,13 @@ from tiletune.tensorexpr.operator import Operator, parse_attrs
 FAMILIES: dict[str, ModuleType] = {
     "contractions": contractions,
     "convolution": convolution,
-    "elementwise": elementwise,
-    "normalizations": normalizations,
-    "activations": activations,
-    "scans": scans,
     "attention": attention,
+    "elementwise": elementwise,
+    "activations": activations,
     "reductions": reductions,
+    "normalizations": normalizations,
     "windows": windows,
+    "scans": scans,
     "losses": losses,
 }
 
