@@ -11,6 +11,7 @@ from typing import Mapping
 from tiletune.errors import LoweringError
 from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
+from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.reduce_rules import reduction_schedule
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
@@ -25,11 +26,6 @@ MAX_SHARED_BYTES = 232448
 MAX_LANE = 32768
 # Elements of one row-kernel tile; beyond this a block's registers spill heavily.
 MAX_ROW_TILE = 32768
-
-
-def next_pow2(n: int) -> int:
-    """The smallest power of two >= n."""
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def default_schedule(graph: Graph, dims: Mapping[str, int], pattern: Pattern | None = None) -> Schedule:
@@ -127,7 +123,7 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     if split:
         s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
     for name, extent in (("BLOCK_M", m), ("BLOCK_N", n), ("BLOCK_K", k)):
-        s.constrain(*_no_larger_than_axis(name, extent, floor=16))
+        s.constrain(*no_larger_than_axis(name, extent, floor=16))
     if split:
         s.constrain(
             "no more splits than K iterations",
@@ -197,8 +193,8 @@ def _attention(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, i
     s.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
     heavy = block_d + block_e > 128 if wide else block_e > 128
     s.num_warps(Choice("num_warps", (2, 4, 8), default=8 if heavy else 4))
-    s.constrain(*_no_larger_than_axis("BLOCK_M", sq, floor=16))
-    s.constrain(*_no_larger_than_axis("BLOCK_N", sk, floor=16))
+    s.constrain(*no_larger_than_axis("BLOCK_M", sq, floor=16))
+    s.constrain(*no_larger_than_axis("BLOCK_N", sk, floor=16))
     s.constrain(
         "shared memory fits",
         lambda cfg: None
@@ -261,14 +257,14 @@ def _rows(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) 
     else:
         s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 4096, default=min(1024, max(16, next_pow2(lane)))))
         s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=1))
-        s.constrain(*_no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+        s.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
         s.constrain(
             "tile fits registers",
             lambda cfg: None
             if cfg["BLOCK_ROWS"] * cfg["BLOCK_LANE"] <= MAX_ROW_TILE
             else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_ROW_TILE}",
         )
-    s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+    s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
     s.bind("rows", "block.x").vectorize("lane")
     s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 
@@ -282,8 +278,8 @@ def _scan(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]) 
     block_scan = min(1024, max(16, next_pow2(length)))
     s.tile("scan", PowerOfTwo("BLOCK_SCAN", 16, 4096, default=block_scan))
     s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 2048 // block_scan, next_pow2(rows)))))
-    s.constrain(*_no_larger_than_axis("BLOCK_SCAN", length, floor=16))
-    s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+    s.constrain(*no_larger_than_axis("BLOCK_SCAN", length, floor=16))
+    s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
     s.constrain(
         "tile fits registers",
         lambda cfg: None
@@ -311,8 +307,8 @@ def _window(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]
     s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=default_lane))
     s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 1024 // default_lane, next_pow2(rows)))))
     s.unroll("window", Boolean("UNROLL_WINDOW", default=points <= MAX_UNROLLED_WINDOW))
-    s.constrain(*_no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-    s.constrain(*_no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+    s.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+    s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
     s.constrain(
         "tile fits registers",
         lambda cfg: None
@@ -328,14 +324,6 @@ def _window(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str, int]
     )
     s.bind("rows", "block.x").vectorize("lane")
     s.num_warps(Choice("num_warps", (1, 2, 4, 8), default=4))
-
-
-def _no_larger_than_axis(knob: str, extent: int, floor: int):
-    limit = max(floor, next_pow2(extent))
-    return (
-        f"{knob} no larger than its axis needs",
-        lambda cfg: None if cfg[knob] <= limit else f"{knob}={cfg[knob]} tiles an axis of {extent} (at most {limit})",
-    )
 
 
 def default_config(graph: Graph, dims: Mapping[str, int]) -> Config:
