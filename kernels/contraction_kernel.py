@@ -216,17 +216,8 @@ def _finish_split_k(k: KernelContext, grid: list[str], ws: str) -> KernelSource:
         "    )",
     ]
     text = "\n".join(text_lines) + "\n" + "\n".join(lines) + "\n"
-    params = k.params()
-    signature = {p: t for p, t in params}
-    signature.update({key: "constexpr" for key in k.constexprs})
-    return KernelSource(
-        graph.name, text, name,
-        tuple(p for p, _ in params) + tuple(k.constexprs), signature, dict(k.constexprs),
-        s.num_warps, s.num_stages,
-        # the workspace last: its pointer is 16-byte aligned as every torch allocation is
-        tuple((arg.ptr, arg.strides) for arg in k.args.values()) + ((ws_ptr, ()),),
-        tuple(k.dim_names.values()),
-    )
+    # the workspace last: its pointer is 16-byte aligned as every torch allocation is
+    return k.source(name, text, workspaces=((ws_ptr, ()),))
 
 
 def _epilogue_axes(graph: Graph, c, body: Expr, em: TileEmitter) -> dict[IterVar, Value]:

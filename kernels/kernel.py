@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES, CodeBuilder, TensorArg, TileEmitter, Value, converted, ident
+from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES, CodeBuilder, Dim, TensorArg, TileEmitter, Value, converted, ident
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr.analysis import Pattern, strip_casts
 from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe
@@ -92,6 +92,30 @@ class KernelContext:
             names[axis] = self.body.assign(f"idx_{ident(axis.name)}", code)
             stride = f"{stride} * {self.extent(axis.extent)}" if stride else self.extent(axis.extent)
         return names
+
+    def rows_lane_tile(self, rows_total: str, lane_extent: str, *, whole_row: bool, contiguous: bool) -> TileEmitter:
+        """Open a `BLOCK_ROWS x BLOCK_LANE` tile over fused rows and the lane axis: program ids,
+        offsets and masks, and the emitter over them. Programs tile the lane too, unless
+        `whole_row` (one block holds each row); `contiguous` marks the lane offsets contiguous."""
+        b = self.body
+        b.line(f"n_rows = {rows_total}")
+        b.line(f"n_lane = {lane_extent}")
+        if whole_row:
+            b.line("# the whole row fits one block, so reductions and their consumers stay in registers")
+            b.line("pid_rows = tl.program_id(0)")
+            b.line("pid_lane = 0")
+        else:
+            b.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
+            b.line("pid_rows = tl.program_id(0) // lane_tiles")
+            b.line("pid_lane = tl.program_id(0) % lane_tiles")
+        b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
+        b.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
+        if contiguous:
+            b.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
+        b.line("mask_rows = offs_rows < n_rows")
+        b.line("mask_lane = offs_lane < n_lane")
+        dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
+        return TileEmitter(b, dims, {}, self.args, self.extent)
 
     def extent(self, e: Expr) -> str:
         """A shape expression as code over the dim arguments."""
@@ -182,13 +206,21 @@ class KernelContext:
         params = self.params()
         text = "\n".join(self.header(kernel_name) + self.body.lines) + "\n"
         text += self.launcher(kernel_name, grid)
+        return self.source(kernel_name, text, params)
+
+    def source(self, kernel_name: str, text: str, params: list[tuple[str, str]] | None = None,
+               workspaces: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> KernelSource:
+        """The `KernelSource` of module `text` whose first kernel, the one compiled ahead of
+        time, is `kernel_name` with `params` (default `params()`) and this context's constexprs;
+        tensor arguments are the inputs, the output, then any `workspaces` (pointer, strides)."""
+        params = self.params() if params is None else params
         signature = {p: t for p, t in params}
         signature.update({k: "constexpr" for k in self.constexprs})
         return KernelSource(
             self.graph.name, text, kernel_name,
             tuple(p for p, _ in params) + tuple(self.constexprs), signature, dict(self.constexprs),
             self.schedule.num_warps, self.schedule.num_stages,
-            tuple((arg.ptr, arg.strides) for arg in self.args.values()),
+            tuple((arg.ptr, arg.strides) for arg in self.args.values()) + workspaces,
             tuple(self.dim_names.values()),
         )
 

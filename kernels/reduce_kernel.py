@@ -383,10 +383,4 @@ def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSo
     lines += [f"        {c}={k.constexprs[c]}," for c in combine_consts]
     lines += ["        num_warps=4,", "    )"]
     text += "\n".join(lines) + "\n"
-    signature = {p: t for p, t in params}
-    signature.update({c: "constexpr" for c in k.constexprs})
-    return KernelSource(
-        graph.name, text, kernel_name, tuple(p for p, _ in params) + tuple(k.constexprs), signature,
-        dict(k.constexprs), s.num_warps, s.num_stages,
-        tuple((arg.ptr, arg.strides) for arg in k.args.values()), tuple(k.dim_names.values()),
-    )
+    return k.source(kernel_name, text, params)

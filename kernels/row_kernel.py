@@ -7,7 +7,7 @@ registers by the stages after them, so softmax, layernorm and rmsnorm are one ke
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, Dim, TileEmitter, Value, ident
+from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, TileEmitter, Value, ident
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, inline_injective, row_layout
@@ -26,25 +26,8 @@ def lower_rows(k: KernelContext) -> KernelSource:
     lane_extent = k.extent(layout.lane_extent) if layout.lane_extent is not None else "1"
     reduction = pattern.op_class is OpClass.REDUCTION
 
-    b.line(f"n_rows = {rows_total}")
-    b.line(f"n_lane = {lane_extent}")
-    if reduction:
-        b.line("# the whole row fits one block, so reductions and their consumers stay in registers")
-        b.line("pid_rows = tl.program_id(0)")
-        b.line("pid_lane = 0")
-    else:
-        b.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
-        b.line("pid_rows = tl.program_id(0) // lane_tiles")
-        b.line("pid_lane = tl.program_id(0) % lane_tiles")
-    b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
-    b.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
-    if "lane" in s.vectorized and not reduction:
-        b.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
-    b.line("mask_rows = offs_rows < n_rows")
-    b.line("mask_lane = offs_lane < n_lane")
-
-    dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
-    em = TileEmitter(b, dims, {}, k.args, k.extent)
+    em = k.rows_lane_tile(rows_total, lane_extent, whole_row=reduction,
+                          contiguous="lane" in s.vectorized and not reduction)
     # the fused rows unflatten into the output's outer axes (last one fastest)
     for axis, name in k.unflatten(layout.rows, "offs_rows").items():
         em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")

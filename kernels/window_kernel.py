@@ -11,7 +11,7 @@ the reduction sees the padding value there (-inf for max, 0 for a sum).
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_IDENTITY, TL_DTYPES, Dim, TileEmitter, Value, ident
+from tiletune.kernels.emit import REDUCE_IDENTITY, TL_DTYPES, TileEmitter, Value, ident
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, window_layout
@@ -32,20 +32,7 @@ def lower_window(k: KernelContext) -> KernelSource:
     rows_total = py_extent(k, layout.rows)
     lane_extent = k.extent(layout.lane_extent)
 
-    b.line(f"n_rows = {rows_total}")
-    b.line(f"n_lane = {lane_extent}")
-    b.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
-    b.line("pid_rows = tl.program_id(0) // lane_tiles")
-    b.line("pid_lane = tl.program_id(0) % lane_tiles")
-    b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
-    b.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
-    if "lane" in s.vectorized:
-        b.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
-    b.line("mask_rows = offs_rows < n_rows")
-    b.line("mask_lane = offs_lane < n_lane")
-
-    dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
-    em = TileEmitter(b, dims, {}, k.args, k.extent)
+    em = k.rows_lane_tile(rows_total, lane_extent, whole_row=False, contiguous="lane" in s.vectorized)
     # the fused rows unflatten into the output's outer axes (last one fastest)
     for axis, name in k.unflatten(layout.rows, "offs_rows").items():
         em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
@@ -81,7 +68,7 @@ def lower_window(k: KernelContext) -> KernelSource:
             inner_axes[axis] = Value(var, frozenset(), "int32")
         # a fresh emitter: values that depend on the window point must be computed inside the
         # loop, and nothing computed there may be reused after it
-        inner = TileEmitter(b, dims, inner_axes, k.args, k.extent, resolve=nested)
+        inner = TileEmitter(b, emitter.dims, inner_axes, k.args, k.extent, resolve=nested)
         v = inner.value(body)
         if floating:
             v = inner.as_float32(v)
