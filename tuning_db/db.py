@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import time
 import warnings
@@ -29,7 +30,7 @@ from tiletune.tuning_db.keys import (
     loads_data,
     workload_key,
 )
-from tiletune.tuning_db.schema import STATUSES, create_schema, read_schema_version
+from tiletune.tuning_db.schema import SCHEMA_VERSION, STATUSES, create_schema, migrate, read_schema_version
 
 __all__ = ["BUSY_TIMEOUT_S", "Device", "Record", "TuningDB", "Workload", "default_db_path"]
 
@@ -106,10 +107,11 @@ class Record:
     triton_version: str = ""
     tiletune_version: str = ""
     created: float = 0.0
+    host: str = ""
 
     # A record's identity in the DB; equal records share it, so hashing on it is consistent.
     def __hash__(self) -> int:
-        return hash((self.workload_key, self.device_key, self.measurer, self.config_key))
+        return hash((self.workload_key, self.device_key, self.measurer, self.config_key, self.host))
 
     @property
     def config_key(self) -> str:
@@ -141,7 +143,7 @@ def _record_problem(record: Record) -> str | None:
         return f"repeats={record.repeats!r} is not a non-negative int"
     if not _is_real(record.created):
         return f"created={record.created!r} is not a finite number"
-    for name in ("workload_key", "device_key", "reason", "measurer", "triton_version", "tiletune_version"):
+    for name in ("workload_key", "device_key", "reason", "measurer", "triton_version", "tiletune_version", "host"):
         if not isinstance(getattr(record, name), str):
             return f"{name}={getattr(record, name)!r} is not a string"
     if not isinstance(record.facts, dict):
@@ -153,7 +155,12 @@ def _record_problem(record: Record) -> str | None:
     return None
 
 
-def _record_row(record: Record, now: float) -> dict[str, object]:
+def this_host() -> str:
+    """The name records written here carry as their `host`."""
+    return socket.gethostname() or "unknown"
+
+
+def _record_row(record: Record, now: float, host: str) -> dict[str, object]:
     key = record.config_key
     return {
         "workload_key": record.workload_key,
@@ -172,6 +179,7 @@ def _record_row(record: Record, now: float) -> dict[str, object]:
         "triton_version": record.triton_version,
         "tiletune_version": record.tiletune_version,
         "created": float(record.created) if record.created else now,
+        "host": record.host or host,
     }
 
 
@@ -186,7 +194,11 @@ def _parse_json(text: object, what: str) -> object:
 
 
 def _record_from_row(row: sqlite3.Row) -> Record:
-    """A Record from a `records` row; raises ValueError saying what is wrong with the row."""
+    """A Record from a `records` row; raises ValueError saying what is wrong with the row.
+
+    Every field is checked as a write would check it: a file made by another program (or by
+    hand) may hold any type in any column, and readers must not second-guess a Record.
+    """
     config = _parse_json(row["config"], "config")
     problem = config_problem(config)
     if problem is not None:
@@ -202,7 +214,7 @@ def _record_from_row(row: sqlite3.Row) -> Record:
     for name in ("latency_us", "latency_min_us", "latency_spread"):
         if row[name] is not None and not _is_real(row[name]):
             raise ValueError(f"{name}={row[name]!r} is not a finite number")
-    return Record(
+    record = Record(
         workload_key=row["workload_key"],
         device_key=row["device_key"],
         config=config,
@@ -217,7 +229,12 @@ def _record_from_row(row: sqlite3.Row) -> Record:
         triton_version=row["triton_version"],
         tiletune_version=row["tiletune_version"],
         created=row["created"],
+        host=row["host"] if "host" in row.keys() else "",  # version 1 files have no host column
     )
+    problem = _record_problem(record)
+    if problem is not None:
+        raise ValueError(problem)
+    return record
 
 
 def _workload_from_row(row: sqlite3.Row) -> Workload:
@@ -230,6 +247,9 @@ def _workload_from_row(row: sqlite3.Row) -> Workload:
     dtypes = _parse_json(row["dtypes"], "dtypes")
     if not isinstance(dtypes, list) or not all(isinstance(d, str) for d in dtypes):
         raise ValueError("dtypes must be a JSON list of strings")
+    for name in ("key", "op_name", "op_hash"):
+        if not isinstance(row[name], str) or not row[name]:
+            raise ValueError(f"{name} must be a non-empty string, got {row[name]!r:.60}")
     return Workload(row["key"], row["op_name"], row["op_hash"], dims, tuple(dtypes))
 
 
@@ -270,7 +290,8 @@ class TuningDB:
     """A tuning DB file: `with TuningDB(path) as db: db.add_records(batch)`.
 
     Opening a new path creates the schema (unless `readonly`); opening a file that is not a
-    tiletune DB of this schema version raises TuningDBError. Safe to share between processes:
+    tiletune DB of a schema version it reads raises TuningDBError (a version 1 file is migrated
+    to version 2 when opened for writing, and read as it is read-only). Safe to share between processes:
     WAL mode lets readers run beside one writer, and a busy file is waited on up to
     BUSY_TIMEOUT_S seconds.
     """
@@ -311,13 +332,16 @@ class TuningDB:
         if not self.readonly:
             self._db.enable_wal()
         version = read_schema_version(self._db, self.path)
-        if version is not None and set(_TABLES) <= set(self._db.table_names()):
+        complete = set(_TABLES) <= set(self._db.table_names())
+        if version is not None and complete and (self.readonly or version == SCHEMA_VERSION):
             return
         if self.readonly:
             raise TuningDBError(f"{self.path} is an empty SQLite database, not a tiletune DB (opened read-only)")
         with self._writing():
-            # Another process may have created the schema while we waited for the lock.
-            read_schema_version(self._db, self.path)
+            # Another process may have created or migrated the schema while we waited for the lock.
+            version = read_schema_version(self._db, self.path)
+            if version is not None and version != SCHEMA_VERSION:
+                migrate(self._db, version)
             create_schema(self._db)
 
     def __repr__(self) -> str:
@@ -447,13 +471,13 @@ class TuningDB:
         A record already stored for the same (workload, device, measurer, config) is kept and
         the new one ignored, so re-writing a batch after a crash or retry duplicates nothing.
         """
-        now = time.time()
+        now, host = time.time(), this_host()
         rows = []
         for i, record in enumerate(records):
             problem = _record_problem(record)
             if problem is not None:
                 raise TuningDBError(f"record {i} of the batch is refused: {problem}; nothing was written")
-            rows.append(_record_row(record, now))
+            rows.append(_record_row(record, now, host))
         if not rows:
             return 0
         with self._writing():

@@ -7,7 +7,11 @@ Tables:
 - `devices(key, name, capability, triton_version)`.
 - `records(id, workload_key, device_key, config, config_key, status, reason, latency_us,
   latency_min_us, latency_spread, repeats, measurer, facts, triton_version, tiletune_version,
-  created)`: one row per measured (workload, device, measurer, config).
+  created, host)`: one row per measured (workload, device, measurer, config, host).
+
+Version 2 added `records.host` (the machine that measured; '' for records of version 1) and
+put it in the identity index, so DBs of two machines merge without losing either's records.
+A version 1 file is read as it is and migrated in place when opened for writing.
 
 The file browses with `sqlite-utils` or Datasette; JSON columns are plain text.
 """
@@ -19,10 +23,15 @@ import sqlite_utils
 
 from tiletune.errors import TuningDBError
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "create_schema", "read_schema_version"]
+__all__ = ["SCHEMA_VERSION", "STATUSES", "create_schema", "migrate", "read_schema_version"]
 
-SCHEMA_VERSION = 1
-"""The version of the tables this tiletune reads and writes; stored in `meta.schema_version`."""
+SCHEMA_VERSION = 2
+"""The version of the tables this tiletune writes; stored in `meta.schema_version`."""
+
+READABLE_VERSIONS = (1, 2)
+"""Versions this tiletune reads; a file of an older one is migrated when opened for writing."""
+
+_IDENTITY = ["workload_key", "device_key", "measurer", "config_key", "host"]
 
 STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "wrong_result", "illegal")
 """Every status a record may carry; only `ok` records have a meaningful latency."""
@@ -73,27 +82,25 @@ def create_schema(db: sqlite_utils.Database) -> None:
             "triton_version": str,
             "tiletune_version": str,
             "created": float,
+            "host": str,
         },
         pk="id",
         foreign_keys=[("workload_key", "workloads", "key"), ("device_key", "devices", "key")],
         not_null=[
             "workload_key", "device_key", "config", "config_key", "status", "reason", "repeats",
-            "measurer", "facts", "triton_version", "tiletune_version", "created",
+            "measurer", "facts", "triton_version", "tiletune_version", "created", "host",
         ],
         defaults={"reason": "", "repeats": 0, "measurer": "", "facts": "{}", "triton_version": "",
-                  "tiletune_version": "", "created": 0.0},
+                  "tiletune_version": "", "created": 0.0, "host": ""},
         if_not_exists=True,
         strict=True,
     )
-    # One row per (workload, device, measurer, config): writes use INSERT OR IGNORE against this
-    # index, so a resumed or retried run that re-writes a batch adds nothing and the first
-    # measurement stands. Re-measuring on purpose is a new measurer label, not an overwrite.
-    db["records"].create_index(
-        ["workload_key", "device_key", "measurer", "config_key"],
-        index_name="records_identity",
-        unique=True,
-        if_not_exists=True,
-    )
+    # One row per (workload, device, measurer, config, host): writes use INSERT OR IGNORE
+    # against this index, so a resumed or retried run that re-writes a batch, or an import of
+    # the same file twice, adds nothing and the first measurement stands. Two machines that
+    # measured the same config on the same kind of device are two records: a merge keeps both.
+    # Re-measuring on purpose is a new measurer label, not an overwrite.
+    db["records"].create_index(_IDENTITY, index_name="records_identity", unique=True, if_not_exists=True)
     # Serves best(): the ok rows of one (workload, device), already ordered by latency.
     db["records"].create_index(
         ["workload_key", "device_key", "status", "latency_us"],
@@ -102,11 +109,23 @@ def create_schema(db: sqlite_utils.Database) -> None:
     )
 
 
+def migrate(db: sqlite_utils.Database, version: int) -> None:
+    """Bring the tables of a file of schema `version` to SCHEMA_VERSION; the caller holds a
+    write transaction, so a migration is whole or not at all."""
+    if version == 1:
+        # SQLite adds a NOT NULL column to a STRICT table only with a default; version 1
+        # records did not keep their host, so '' says "unknown".
+        db.execute("alter table records add column host text not null default ''")
+        db.execute("drop index records_identity")
+        db["records"].create_index(_IDENTITY, index_name="records_identity", unique=True)
+    db.execute("update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION)])
+
+
 def read_schema_version(db: sqlite_utils.Database, path: str | os.PathLike[str]) -> int | None:
     """The schema version stamped in `meta`, or None for a SQLite file with no tables yet.
 
     Raises TuningDBError for a SQLite file that is not a tiletune DB or has a version this
-    tiletune does not read.
+    tiletune does not read (READABLE_VERSIONS).
     """
     names = set(db.table_names())
     if not names:
@@ -115,10 +134,12 @@ def read_schema_version(db: sqlite_utils.Database, path: str | os.PathLike[str])
         raise TuningDBError(f"{path} is a SQLite database but not a tiletune DB (it has no meta table)")
     meta = {row["key"]: row["value"] for row in db.query("select key, value from meta")}
     if meta.get("created_by") != CREATED_BY or "schema_version" not in meta:
-        raise TuningDBError(f"{path} is a SQLite database but not a tiletune DB (its meta table says {meta!r})")
+        raise TuningDBError(f"{path} is a SQLite database but not a tiletune DB (its meta table says {str(meta)[:200]})")
     version = meta["schema_version"]
-    if version != str(SCHEMA_VERSION):
+    readable = {str(v): v for v in READABLE_VERSIONS}
+    if version not in readable:
         raise TuningDBError(
-            f"{path} is a tiletune DB of schema version {version}; this tiletune reads version {SCHEMA_VERSION}"
+            f"{path} is a tiletune DB of schema version {str(version)[:40]!r}; this tiletune reads versions"
+            f" {', '.join(map(str, READABLE_VERSIONS))} (a newer tiletune may read it)"
         )
-    return SCHEMA_VERSION
+    return readable[version]

@@ -49,14 +49,19 @@ def test_damage_found_after_opening_is_a_tuning_db_error(tmp_path, db, workload,
             damaged.records(workload.key)
 
 
-def test_another_schema_version_is_refused(db):
+@pytest.mark.parametrize("version", ["3", "0", "2; drop table records", ""])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_another_schema_version_is_refused_and_left_unchanged(db, version, readonly):
     db.close()
     with sqlite3.connect(db.path) as conn:
-        conn.execute("update meta set value = '2' where key = 'schema_version'")
+        conn.execute("update meta set value = ? where key = 'schema_version'", [version])
     conn.close()
+    before = db.path.read_bytes()
     with pytest.raises(TuningDBError) as info:
-        TuningDB(db.path)
-    assert str(info.value) == f"{db.path} is a tiletune DB of schema version 2; this tiletune reads version 1"
+        TuningDB(db.path, readonly=readonly)
+    assert str(info.value) == (f"{db.path} is a tiletune DB of schema version {version!r}; this tiletune reads"
+                               " versions 1, 2 (a newer tiletune may read it)")
+    assert db.path.read_bytes() == before
 
 
 def test_another_applications_sqlite_file_is_refused(tmp_path):

@@ -42,6 +42,7 @@ def test_record_round_trips_every_field(db, workload, device, tmp_path):
         triton_version="3.4.0",
         tiletune_version="0.1.0",
         created=1_700_000_000.125,
+        host="gpu-box-7",
     )
     assert db.add_records([written]) == 1
     db.close()
@@ -50,9 +51,13 @@ def test_record_round_trips_every_field(db, workload, device, tmp_path):
         assert reopened.records(workload.key)[0].config_key == written.config_key
 
 
-def test_created_zero_is_stamped_at_write(db, workload, device):
+def test_created_zero_and_host_empty_are_stamped_at_write(db, workload, device):
+    import socket
+
     db.add_records([rec(workload, device, {"B": 1})])
-    assert db.records(workload.key)[0].created > 1_600_000_000
+    (stored,) = db.records(workload.key)
+    assert stored.created > 1_600_000_000
+    assert stored.host == socket.gethostname() != ""
 
 
 def test_re_adding_is_idempotent_and_the_first_measurement_stands(db, workload, device):

@@ -1,0 +1,107 @@
+"""Schema version 2 (records keep their host) and the in-place migration of version 1 files."""
+from __future__ import annotations
+
+import socket
+import sqlite3
+
+import pytest
+
+from tiletune.errors import TuningDBError
+from tiletune.tuning_db import SCHEMA_VERSION, Record, TuningDB
+
+
+def make_version_1(path) -> None:
+    """Turn a fresh DB file into what tiletune's schema version 1 wrote: no host column, and
+    the identity index over (workload, device, measurer, config)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("drop index records_identity")
+        conn.execute("alter table records drop column host")
+        conn.execute("create unique index records_identity on records"
+                     " (workload_key, device_key, measurer, config_key)")
+        conn.execute("update meta set value = '1' where key = 'schema_version'")
+    conn.close()
+
+
+def columns(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        names = [row[1] for row in conn.execute("pragma table_info(records)")]
+    conn.close()
+    return names
+
+
+def meta_version(path) -> str:
+    with sqlite3.connect(path) as conn:
+        (value,) = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    conn.close()
+    return value
+
+
+@pytest.fixture
+def v1_path(db, workload, device):
+    db.add_records([Record(workload.key, device.key, {"B": i}, "ok", latency_us=float(i + 1)) for i in range(3)])
+    db.close()
+    make_version_1(db.path)
+    assert "host" not in columns(db.path)
+    return db.path
+
+
+def test_schema_version_is_2():
+    assert SCHEMA_VERSION == 2
+
+
+def test_a_version_1_file_reads_read_only_without_being_changed(v1_path, workload, device):
+    before = v1_path.read_bytes()
+    with TuningDB(v1_path, readonly=True) as db:
+        records = db.records(workload.key)
+        assert [r.config for r in records] == [{"B": 0}, {"B": 1}, {"B": 2}]
+        assert {r.host for r in records} == {""}  # version 1 did not keep it: unknown
+        assert db.best(workload.key, device.key).config == {"B": 0}
+    assert v1_path.read_bytes() == before
+    assert meta_version(v1_path) == "1"
+
+
+def test_a_version_1_file_is_migrated_in_place_when_opened_for_writing(v1_path, workload, device):
+    with TuningDB(v1_path) as db:
+        assert [r.host for r in db.records(workload.key)] == ["", "", ""]
+        assert db.add_records([Record(workload.key, device.key, {"B": 9}, "ok", latency_us=0.5)]) == 1
+        # the identity now includes the host: the same config measured here is a new record
+        assert db.add_records([Record(workload.key, device.key, {"B": 0}, "ok", latency_us=0.7)]) == 1
+        assert db.add_records([Record(workload.key, device.key, {"B": 0}, "ok", latency_us=0.7)]) == 0
+        assert db.best(workload.key, device.key).config == {"B": 9}
+    assert meta_version(v1_path) == "2"
+    assert columns(v1_path)[-1] == "host"
+    with TuningDB(v1_path, readonly=True) as db:
+        hosts = [r.host for r in db.records(workload.key)]
+    assert hosts == ["", "", "", socket.gethostname(), socket.gethostname()]
+
+
+def test_a_failed_migration_leaves_the_version_1_file_as_it_was(v1_path, monkeypatch):
+    from tiletune.tuning_db import db as db_module
+
+    def broken(db, version):
+        db.execute("alter table records add column host text not null default ''")
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(db_module, "migrate", broken)
+    with pytest.raises(RuntimeError, match="power cut"):
+        TuningDB(v1_path)
+    assert "host" not in columns(v1_path) and meta_version(v1_path) == "1"
+    monkeypatch.undo()
+    with TuningDB(v1_path) as db:  # and the real migration still runs afterwards
+        assert db.workloads()
+    assert "host" in columns(v1_path)
+
+
+def test_two_hosts_measuring_one_config_are_two_records_and_best_spans_them(db, workload, device):
+    mine = Record(workload.key, device.key, {"B": 1}, "ok", latency_us=5.0, host="box-a")
+    theirs = Record(workload.key, device.key, {"B": 1}, "ok", latency_us=4.0, host="box-b")
+    assert db.add_records([mine, theirs]) == 2
+    assert db.add_records([mine, theirs]) == 0
+    assert db.best(workload.key, device.key).host == "box-b"
+    # a resumed run skips configs measured on any host: nothing is measured twice
+    assert db.measured_config_keys(workload.key, device.key) == {'{"B":1}'}
+
+
+def test_a_record_whose_host_is_not_text_is_refused(db, workload, device):
+    with pytest.raises(TuningDBError, match="host=3 is not a string"):
+        db.add_records([Record(workload.key, device.key, {"B": 1}, "ok", latency_us=1.0, host=3)])
