@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping
 
+from tiletune.errors import ScheduleError
 from tiletune.kernels.facts import TileFacts, tile_facts
 from tiletune.kernels.library import resolve_operator
 from tiletune.kernels.lower import KernelSource, lower
@@ -83,6 +84,16 @@ class Task:
                 size *= 2 if att is not None and red.axes[0] in (att.d, att.j) else 1
             total += size
         return float(total)
+
+    def stored_config(self, values: Mapping[str, object]) -> tuple[Config | None, str]:
+        """A config read from a tuning DB as a legal config of this task's space, or None and
+        why not: stored configs are data from a file that may be damaged or hostile."""
+        try:
+            config = Config.from_dict(values)
+        except ScheduleError as error:
+            return None, str(error)
+        reasons = self.space.validate(config)
+        return (None, "; ".join(reasons)) if reasons else (config, "")
 
     def resolve(self, config: Config) -> ResolvedSchedule:
         """The schedule replayed with `config` (IllegalConfig if it is not in the space)."""

@@ -129,9 +129,9 @@ class Tuner:
         for record in self.db.records(workload.key, device.key):
             if record.measurer != self.measurer.kind:
                 continue
-            config = Config.from_dict(record.config)
-            if not self.task.space.is_legal(config):
-                continue  # measured under an older space: keep it in the DB, not in the search
+            config, _ = self.task.stored_config(record.config)
+            if config is None:
+                continue  # measured under an older space, or damaged: keep it in the DB, not in the search
             ok = record.status == "ok"
             self.history.add(config, record.latency_us if ok else None, self._features(config) if ok else None)
         self.report.resumed = len(self.history.tried)
@@ -154,7 +154,10 @@ class Tuner:
                 tile = record.facts.get("tile") if isinstance(record.facts, dict) else None
                 if record.measurer != self.measurer.kind or not isinstance(tile, dict) or not record.latency_us:
                     continue
-                rows.append((featurize(record.config, tile, {}), record.latency_us, workload.key))
+                try:
+                    rows.append((featurize(record.config, tile, {}), record.latency_us, workload.key))
+                except (TypeError, ValueError, OverflowError):
+                    continue  # facts or knobs a damaged or hostile file made unusable as features
         return rows[-TRANSFER_RECORDS:]
 
     def step(self, pools: Pools, n: int) -> int:

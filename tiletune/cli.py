@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from tiletune.db_cli import db as db_group
+from tiletune.db_cli import usable_best, warnings_as_lines
 from tiletune.errors import TiletuneError, UsageError
 
 
@@ -149,8 +151,10 @@ def _print_summary(report, db: Path) -> None:
 @main.command(name="list")
 @db_option
 @_friendly
+@warnings_as_lines
 def list_(db) -> None:
     """List the built-in operators and the workloads tuned in the DB."""
+    from tiletune.db_validate import task_for
     from tiletune.kernels.library import BUILTINS, FAMILIES
     from tiletune.tuning_db import TuningDB
 
@@ -172,7 +176,9 @@ def list_(db) -> None:
         for w in workloads:
             order = BUILTINS[w.op_name].dim_names if w.op_name in BUILTINS else sorted(w.dims)
             shape = ",".join(f"{k}={w.dims[k]}" for k in order if k in w.dims)
-            for device_key, best in sorted(database.best_per_device(w.key).items()):
+            task = task_for(w)
+            bests = usable_best(path, task, database.records(w.key)) if task else database.best_per_device(w.key)
+            for device_key, best in sorted(bests.items()):
                 click.echo(f"  {w.op_name:18s} {shape:28s} {'/'.join(w.dtypes):24s} {device_key:36s} {best.latency_us:10.3f} us")
 
 
@@ -185,6 +191,7 @@ def list_(db) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw each device's tuning curve into this PNG (needs matplotlib).")
 @_friendly
+@warnings_as_lines
 def show(op, shape, dtype, db, source, plot_path) -> None:
     """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""
     from tiletune.api import operator_ref
@@ -206,10 +213,10 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
     path = _db_path(db)
     if path.exists():
         with TuningDB(path, readonly=True) as database:
-            best_per_device = database.best_per_device(task.workload.key)
             by_device: dict[str, list] = {}
             for record in database.records(task.workload.key):  # oldest first: trial order
                 by_device.setdefault(record.device_key, []).append(record)
+        best_per_device = usable_best(path, task, [r for records in by_device.values() for r in records])
         for device_key, records in sorted(by_device.items()):
             best = best_per_device.get(device_key)
             curves[device_key] = _show_device(device_key, records, best)
@@ -265,6 +272,8 @@ def _show_device(device_key: str, records: list, best) -> list[tuple[int, float]
                 click.echo(f"    {status:14s}        ... and {len(reasons) - 3} other reasons")
     return curve
 
+
+main.add_command(db_group)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ before use and nothing in the DB is ever executed.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 import shlex
@@ -120,7 +121,9 @@ class LoadedOperator:
         if self.db_path.exists():
             try:
                 with TuningDB(self.db_path, readonly=True) as db:
-                    found = _best_for(db, task, task.workload.key, device_name)
+                    skipped: list[str] = []
+                    found = _best_for(db, task, task.workload.key, device_name, skipped)
+                    _warn_skipped(self.db_path, task, skipped)
                     if found is not None:
                         return Selection(found, "tuned")
                     nearest = _nearest(db, task, device_name)
@@ -185,12 +188,25 @@ def _records_for_device(db: TuningDB, workload_key: str, device_name: str | None
     return real or records
 
 
-def _best_for(db: TuningDB, task: Task, workload_key: str, device_name: str | None) -> Config | None:
+def _best_for(db: TuningDB, task: Task, workload_key: str, device_name: str | None,
+              skipped: list[str] | None = None) -> Config | None:
+    """The fastest stored config that is legal in `task`'s space; faster ones that are not
+    (a damaged or hostile file, or an older space) are passed over and described in `skipped`."""
     for record in sorted(_records_for_device(db, workload_key, device_name), key=lambda r: r.latency_us):
-        config = Config.from_dict(record.config)
-        if task.space.is_legal(config):
+        config, problem = task.stored_config(record.config)
+        if config is not None:
             return config
+        if skipped is not None:
+            skipped.append(f"{json.dumps(record.config)[:120]}: {problem[:200]}")
     return None
+
+
+def _warn_skipped(db_path: Path, task: Task, skipped: list[str]) -> None:
+    """Say once per selection that faster stored configs were not usable here, and why."""
+    from tiletune.db_validate import skipped_message
+
+    if skipped:
+        warnings.warn(skipped_message(db_path, task, skipped), stacklevel=5)
 
 
 def _nearest(db: TuningDB, task: Task, device_name: str | None) -> tuple[Config, dict] | None:

@@ -329,9 +329,20 @@ class TuningDB:
         # SQLite leaves foreign keys off unless each connection asks; records must point at
         # known workloads and devices.
         self._conn.execute("PRAGMA foreign_keys = ON")
+        # Views and triggers could make SQL stored in the file run on our reads and writes;
+        # tiletune never creates them, so a file that has them is refused, and functions with
+        # side effects stay out of reach of the schema whatever it holds.
+        self._conn.execute("PRAGMA trusted_schema = OFF")
+        stored_sql = self._query("select type, name from sqlite_master where type in ('view', 'trigger')")
+        if stored_sql:
+            named = ", ".join(f"{row['type']} {row['name']!r:.60}" for row in stored_sql[:3])
+            raise TuningDBError(f"{self.path} holds SQL that would run on access ({named}); a tiletune DB has"
+                                " no views or triggers, so the file is refused")
+        # Checked before WAL mode is switched on, which writes to the file: a file that is
+        # refused is left exactly as it was.
+        version = read_schema_version(self._db, self.path)
         if not self.readonly:
             self._db.enable_wal()
-        version = read_schema_version(self._db, self.path)
         complete = set(_TABLES) <= set(self._db.table_names())
         if version is not None and complete and (self.readonly or version == SCHEMA_VERSION):
             return
