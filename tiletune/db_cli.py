@@ -42,3 +42,101 @@ def usable_best(path, task, records) -> dict:
 @click.group(name="db")
 def db() -> None:
     """Share tuning DBs: export and import JSON lines, merge another DB, summarise."""
+
+
+def _friendly(fn):
+    """cli.py's one-line errors, looked up at call time: cli.py imports this module."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tiletune.cli import _friendly as friendly
+
+        return friendly(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _open(db_path, *, readonly: bool = False):
+    from pathlib import Path
+
+    from tiletune.errors import TuningDBError
+    from tiletune.tuning_db import TuningDB, default_db_path
+
+    path = Path(db_path) if db_path else default_db_path()
+    if readonly and not path.exists():
+        raise TuningDBError(f"no tuning DB at {path}")
+    return TuningDB(path, readonly=readonly)
+
+
+_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
+                          help="Tuning DB file (default: $TILETUNE_DB or ./tiletune.db).")
+
+
+@db.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--op", "ops", multiple=True, help="Only this operator (repeatable).")
+@click.option("--device", "devices", multiple=True, help="Only this device, by name or key (repeatable).")
+@_db_option
+@_friendly
+def export(out, ops, devices, db_path) -> None:
+    """Write the DB's records to OUT as JSON lines, each with its workload and device."""
+    from tiletune.tuning_db.exchange import export_records
+
+    with _open(db_path, readonly=True) as database:
+        records, workloads = export_records(database, out, ops=ops, devices=devices)
+    click.echo(f"exported {records} records of {workloads} workloads to {out}")
+
+
+@db.command(name="import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@_db_option
+@_friendly
+def import_(source, db_path) -> None:
+    """Add the records of an exported SOURCE file; a file with any bad record adds nothing."""
+    from tiletune.db_validate import RecordValidator
+    from tiletune.tuning_db.exchange import import_records
+
+    with _open(db_path) as database:
+        done = import_records(database, source, RecordValidator(database))
+    click.echo(f"imported {done.added} new records from {source} ({done.present} were already in {database.path})")
+
+
+@db.command()
+@click.argument("other", type=click.Path(dir_okay=False, exists=True))
+@_db_option
+@_friendly
+def merge(other, db_path) -> None:
+    """Add every record of the DB file OTHER (only read); best configs follow from all records."""
+    from tiletune.db_validate import RecordValidator
+    from tiletune.tuning_db.exchange import merge_db
+
+    with _open(db_path) as database:
+        done = merge_db(database, other, RecordValidator(database))
+    click.echo(f"merged {done.added} new records from {other} ({done.present} were already in {database.path})")
+
+
+@db.command()
+@_db_option
+@_friendly
+@warnings_as_lines
+def stats(db_path) -> None:
+    """Summarise the DB: workloads, records by status and device, best latency per workload."""
+    from tiletune.tuning_db import STATUSES
+    from tiletune.tuning_db.exchange import stats as summarise
+
+    with _open(db_path, readonly=True) as database:
+        summary = summarise(database)
+        path = database.path
+    click.echo(f"{path}: {summary['workloads']} workloads, {summary['records']} records")
+    if summary["by_device"]:
+        used = [s for s in STATUSES if any(s in c for c in summary["by_device"].values())]
+        width = max(len(k) for k in summary["by_device"])
+        click.echo(f"  {'device':{width}s} " + " ".join(f"{s:>13s}" for s in used))
+        for device_key, counts in sorted(summary["by_device"].items()):
+            click.echo(f"  {device_key:{width}s} " + " ".join(f"{counts.get(s, 0):13d}" for s in used))
+    if summary["best"]:
+        click.echo("best latency per workload and device:")
+        for workload, device_key, latency in summary["best"]:
+            shape = ",".join(f"{k}={v}" for k, v in workload.dims.items())
+            click.echo(f"  {workload.op_name:18s} {shape:28s} {'/'.join(workload.dtypes):24s} {device_key:36s}"
+                       f" {latency:10.3f} us")

@@ -120,7 +120,10 @@ class Record:
 
 
 def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # an int too large for a float (a hostile file's 10**400) is no measurement either
+    return -1e300 < value < 1e300 if isinstance(value, int) else math.isfinite(value)
 
 
 def _record_problem(record: Record) -> str | None:
@@ -453,6 +456,10 @@ class TuningDB:
         expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
         if workload.key != expected:
             raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
+        with self._writing():
+            self._insert_workload(workload)
+
+    def _insert_workload(self, workload: Workload) -> None:
         row = {
             "key": workload.key,
             "op_name": workload.op_name,
@@ -460,51 +467,91 @@ class TuningDB:
             "dims": json.dumps(dict(sorted(workload.dims.items())), separators=(",", ":")),
             "dtypes": json.dumps(list(workload.dtypes), separators=(",", ":")),
         }
-        with self._writing():
-            # Insert-or-ignore then update, rather than one upsert, so `created` keeps the
-            # first time this workload was seen.
-            self._db["workloads"].insert({**row, "created": time.time()}, pk="key", ignore=True)
-            self._db["workloads"].update(workload.key, {"op_name": workload.op_name})
+        # Insert-or-ignore then update, rather than one upsert, so `created` keeps the
+        # first time this workload was seen.
+        self._db["workloads"].insert({**row, "created": time.time()}, pk="key", ignore=True)
+        self._db["workloads"].update(workload.key, {"op_name": workload.op_name})
 
     def add_device(self, device: Device) -> None:
         """Store a device; adding it again changes nothing."""
+        self._check_device(device)
+        with self._writing():
+            self._insert_device(device)
+
+    @staticmethod
+    def _check_device(device: Device) -> None:
         expected = device_key(device.name, device.capability, device.triton_version)
         if device.key != expected:
             raise TuningDBError(f"device key {device.key!r} does not match its contents (expected {expected!r})")
+
+    def _insert_device(self, device: Device) -> None:
         row = {"key": device.key, "name": device.name, "capability": device.capability,
                "triton_version": device.triton_version}
+        self._db["devices"].upsert(row, pk="key")
+
+    def add_all(self, workloads: Sequence[Workload], devices: Sequence[Device], records: Sequence[Record]) -> int:
+        """Store workloads, devices and records in one transaction (all or nothing), keeping
+        each record's `host` and `created` as given (records made elsewhere: an import or a
+        merge); return how many records were new."""
+        for workload in workloads:
+            expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
+            if workload.key != expected:
+                raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
+        for device in devices:
+            self._check_device(device)
+        rows = self._record_rows(records, stamp=False)
         with self._writing():
-            self._db["devices"].upsert(row, pk="key")
+            for workload in workloads:
+                self._insert_workload(workload)
+            for device in devices:
+                self._insert_device(device)
+            return self._insert_records(rows)
 
-    def add_records(self, records: Sequence[Record]) -> int:
-        """Write a batch in one transaction (all or nothing); return how many were new.
-
-        A record already stored for the same (workload, device, measurer, config) is kept and
-        the new one ignored, so re-writing a batch after a crash or retry duplicates nothing.
-        """
+    def _record_rows(self, records: Sequence[Record], *, stamp: bool) -> list[dict[str, object]]:
         now, host = time.time(), this_host()
         rows = []
         for i, record in enumerate(records):
             problem = _record_problem(record)
+            if problem is None and not stamp and not record.created:
+                problem = "created is 0: a record made elsewhere must carry its time"
             if problem is not None:
                 raise TuningDBError(f"record {i} of the batch is refused: {problem}; nothing was written")
-            rows.append(_record_row(record, now, host))
+            row = _record_row(record, now, host)
+            if not stamp:
+                row["host"] = record.host  # '' stays '': unknown, never this machine
+            rows.append(row)
+        return rows
+
+    def add_records(self, records: Sequence[Record]) -> int:
+        """Write a batch in one transaction (all or nothing); return how many were new.
+
+        A record already stored for the same (workload, device, measurer, config, host) is
+        kept and the new one ignored, so re-writing a batch after a crash or retry duplicates
+        nothing.
+        """
+        rows = self._record_rows(records, stamp=True)
         if not rows:
             return 0
         with self._writing():
-            for table, column in (("workloads", "workload_key"), ("devices", "device_key")):
-                keys = json.dumps(sorted({str(row[column]) for row in rows}))
-                unknown = [r[0] for r in self._conn.execute(
-                    f"select value from json_each(?) where value not in (select key from {table})", (keys,)
-                )]
-                if unknown:
-                    raise TuningDBError(
-                        f"{self.path}: records refer to unknown {column} {', '.join(unknown)};"
-                        f" add the {table[:-1]} first; nothing was written"
-                    )
-            before = self._conn.total_changes
-            self._db["records"].insert_all(rows, ignore=True)
-            return self._conn.total_changes - before
+            return self._insert_records(rows)
+
+    def _insert_records(self, rows: list[dict[str, object]]) -> int:
+        """Insert record rows inside the caller's transaction; return how many were new."""
+        if not rows:
+            return 0
+        for table, column in (("workloads", "workload_key"), ("devices", "device_key")):
+            keys = json.dumps(sorted({str(row[column]) for row in rows}))
+            unknown = [r[0] for r in self._conn.execute(
+                f"select value from json_each(?) where value not in (select key from {table})", (keys,)
+            )]
+            if unknown:
+                raise TuningDBError(
+                    f"{self.path}: records refer to unknown {column} {', '.join(unknown)};"
+                    f" add the {table[:-1]} first; nothing was written"
+                )
+        before = self._conn.total_changes
+        self._db["records"].insert_all(rows, ignore=True)
+        return self._conn.total_changes - before
 
     # -- reads ----------------------------------------------------------------------------
 
