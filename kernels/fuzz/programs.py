@@ -29,7 +29,7 @@ SMALL_SIZES = (1, 2, 3, 4, 5, 7, 8, 11, 13)
 EDGE_SIZES = (15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129)
 # Elements of any one tensor: the interpreter runs each program instance in numpy, so a pair
 # stays well under a second.
-ELEMENT_BUDGET = 1024
+ELEMENT_BUDGET = 256
 BOUND_LIMIT = 1000.0  # largest magnitude a generated value may reach (float16 holds 65504)
 
 
@@ -407,7 +407,68 @@ def gather(b: _Builder) -> None:
     b.stage([], [], ["cast", dtype, ["bin", "truediv", _read(s, []), ["const", float(b.dims[n])]]])
 
 
+def indexing(b: _Builder) -> None:
+    """Index arithmetic in injective stages: an upsample `x[i, j // 2]`, a flip `x[i, B-1-j]`,
+    a shifted read through `pad_read` and `where` on an index comparison."""
+    rng = b.rng
+    rows, cols = b.dim(32), b.dim(32)
+    dtype = b.dtype()
+    x = b.input([rows, cols], dtype)
+    i, j = _axis("i"), _axis("j")
+    factor = rng.choice((1, 2, 3))
+    src = ["bin", "floordiv", j, factor] if factor > 1 else j
+    terms = [_read(x, [i, src])]
+    if rng.random() < 0.5:
+        terms.append(["pad", x, [i, ["bin", "add", src, rng.choice((1, 2, -1))]], 0.0])
+    if rng.random() < 0.5:
+        flipped = ["bin", "sub", ["bin", "sub", ["dim", cols], 1], ["bin", "mod", j, ["dim", cols]]]
+        terms.append(_read(x, [i, flipped]))
+    value = terms[0]
+    for term in terms[1:]:
+        value = ["bin", rng.choice(("add", "sub", "maximum")), value, term]
+    if rng.random() < 0.5:
+        value = ["where", ["cmp", "lt", i, ["bin", "floordiv", ["dim", rows], 2]], value, ["un", "neg", value]]
+    out_cols = ["bin", "mul", cols, factor] if factor > 1 else cols
+    b.stage([rows, out_cols], ["i", "j"], ["cast", b.dtype(), value])
+
+
+def normalization(b: _Builder) -> None:
+    """Two reductions in sequence over the last axes and a read back at the input's shape: a
+    layer-norm (mean, variance, normalise) or an RMS norm, with an optional weight."""
+    rng = b.rng
+    rank = rng.randint(1, 3)
+    dims = b.dims_for(rank)
+    dtype = b.dtype()
+    x = b.input(dims, dtype)
+    nred = rng.randint(1, rank)
+    kept, reduced = list(range(rank - nred)), list(range(rank - nred, rank))
+    full = [_axis(f"i{k}") if k in kept else _axis(f"r{k}") for k in range(rank)]
+    spatial = [_axis(f"i{k}") for k in range(rank)]
+    kept_shape, kept_axes = [dims[k] for k in kept], [f"i{k}" for k in kept]
+    kept_idx = [_axis(a) for a in kept_axes]
+    reduce_axes = [[f"r{k}", dims[k]] for k in reduced]
+    rnames = [f"r{k}" for k in reduced]
+    count = float(math.prod(b.dims[dims[k]] for k in reduced))
+    xf = ["cast", "float32", _read(x, full)]
+    if rng.random() < 0.5:
+        mean = b.stage(kept_shape, kept_axes, ["reduce", "sum", rnames, xf], reduce_axes)
+        centred = ["bin", "sub", xf, ["bin", "truediv", _read(mean, kept_idx), ["const", count]]]
+        var = b.stage(kept_shape, kept_axes, ["reduce", "sum", rnames, ["bin", "mul", centred, centred]], reduce_axes)
+        out = ["bin", "sub", ["cast", "float32", _read(x, spatial)], ["bin", "truediv", _read(mean, kept_idx), ["const", count]]]
+    else:
+        var = b.stage(kept_shape, kept_axes, ["reduce", "sum", rnames, ["bin", "mul", xf, xf]], reduce_axes)
+        out = ["cast", "float32", _read(x, spatial)]
+    scale = ["un", "rsqrt", ["bin", "add", ["bin", "truediv", _read(var, kept_idx), ["const", count]], ["const", 1e-5]]]
+    out = ["bin", "mul", out, scale]
+    if rng.random() < 0.5:
+        w = b.input([dims[-1]], "float32", "w")
+        out = ["bin", "mul", out, _read(w, spatial[-1:])]
+    b.stage(dims, [f"i{k}" for k in range(rank)], ["cast", dtype, out])
+
+
 TEMPLATES: dict[str, Callable[[_Builder], None]] = {
+    "indexing": indexing,
+    "normalization": normalization,
     "injective": injective,
     "reduction": reduction,
     "contraction": contraction,
@@ -416,7 +477,8 @@ TEMPLATES: dict[str, Callable[[_Builder], None]] = {
     "gather": gather,
 }
 # How often each template is drawn: the interpreter is slowest on contractions and windows.
-WEIGHTS = {"injective": 3, "reduction": 3, "contraction": 2, "window": 2, "scan": 2, "gather": 1}
+WEIGHTS = {"injective": 3, "reduction": 3, "contraction": 2, "window": 2, "scan": 2, "gather": 1,
+           "indexing": 1, "normalization": 1}
 
 
 def generate(seed: int, kind: str | None = None) -> Program:
