@@ -93,8 +93,10 @@ def longest_reduction(graph: Graph, dims: Mapping[str, int]) -> int:
     return longest
 
 
-def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: int) -> Verdict:
-    """Compare a kernel's output with the reference under the tolerance rule above."""
+def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: int,
+            tolerance_dtype: str | None = None) -> Verdict:
+    """Compare a kernel's output with the reference under the tolerance rule above (rtol of
+    `tolerance_dtype` if given, else of `dtype`)."""
     out64, ref64 = out.detach().cpu().double(), ref.double()
     if out64.shape != ref64.shape:
         return Verdict(False, math.inf, f"output shape {tuple(out64.shape)}, expected {tuple(ref64.shape)}")
@@ -106,7 +108,7 @@ def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: 
     if unwritten.any():
         return Verdict(False, math.inf, f"{int(unwritten.sum())} of {out64.numel()} output elements left unwritten "
                        f"({'NaN' if dt.is_float(dtype) else 'the fill value'})")
-    rtol = RTOL.get(dtype, 0.0)
+    rtol = RTOL.get(tolerance_dtype or dtype, 0.0)
     finite = ref64[torch.isfinite(ref64)]
     scale = float(finite.abs().mean()) if finite.numel() else 0.0
     atol = rtol * max(scale, 1e-30) * max(1.0, math.sqrt(reduction_length))
@@ -130,9 +132,11 @@ def compare(out: torch.Tensor, ref: torch.Tensor, dtype: str, reduction_length: 
     return Verdict(True, ratio)
 
 
-def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 0, device: str = "cpu") -> Verdict:
+def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 0, device: str = "cpu",
+          tolerance_dtype: str | None = None) -> Verdict:
     """Run `src` at `dims` on random inputs (CPU tensors run through the interpreter) and
-    compare it with the reference evaluator."""
+    compare it with the reference evaluator; `tolerance_dtype` overrides the output's dtype
+    in the tolerance rule (a program that rounds to a narrower type on the way)."""
     dims = graph.check_dims(dims)
     inputs = make_inputs(graph, dims, seed)
     ref = evaluate(graph, inputs, dims)
@@ -149,7 +153,7 @@ def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 
     stray = int((~torch.isnan(bands)).sum()) if dt.is_float(dtype) else int((bands != fill).sum())
     if stray:
         return Verdict(False, math.inf, f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
-    return compare(out, ref, dtype, longest_reduction(graph, dims))
+    return compare(out, ref, dtype, longest_reduction(graph, dims), tolerance_dtype)
 
 
 def unwritten_fill(dtype: str) -> float | int:
