@@ -176,7 +176,7 @@ def test_each_knob_compiles_for_sm90_within_the_shared_memory_model(compiled, ca
     config = s.space().default().replace(**knobs)
     assert s.space().is_legal(config)  # the model admitted it, and the compile agrees
     assert usage["shared_bytes"] <= MAX_SHARED_BYTES
-    stages = (knobs["BLOCK_M"] + knobs["BLOCK_N"]) * knobs["BLOCK_K"] * 2 * knobs["num_stages"]
+    stages = (config["BLOCK_M"] + config["BLOCK_N"]) * config["BLOCK_K"] * 2 * config["num_stages"]
     if case in ("pointer", "tma", "tma_ws", "split_k_tma", "deepest"):
         assert usage["shared_bytes"] >= stages  # every stage buffered, as the model counts
     assert tile["persistent"] == int(knobs.get("PERSISTENT", False))
