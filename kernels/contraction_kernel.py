@@ -5,6 +5,7 @@ the injective consumers applied to the fp32 accumulator before the store.
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
+from tiletune.kernels import hopper
 from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
 from tiletune.kernels.implicit_gemm import fused_axes, unflatten
 from tiletune.kernels.kernel import (
@@ -32,9 +33,19 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     k.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{group_name: s.swizzle.get(outer, 1)})
     b = k.body
     M, N, K = (k.extent(a.extent) for a in (c.m, c.n, c.k))
-    b.line("pid = tl.program_id(0)")
+    batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
+    tma = hopper.tma_operands(k) if s.load == "tma" else {}
+    if tma:
+        descriptors = hopper.make_descriptors(k, tma, {"a": ("BLOCK_M", "BLOCK_K"), "b": ("BLOCK_K", "BLOCK_N")})
+        k.launch_lines += hopper.launcher_checks(k, tma)
+        k.helpers.append(hopper.SCRATCH_ALLOCATOR)
+        k.imports_torch = True
+    if not s.persistent:
+        b.line("pid = tl.program_id(0)")
     b.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
     b.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
+    if s.persistent:
+        hopper.open_persistent_loop(k, "num_pid_m * num_pid_n", batch)
     shared = "B" if outer == "m" else "A"
     b.line(f"# grouped program order: {group_name} {'row' if outer == 'm' else 'column'}-tiles share their {shared} tiles in L2")
     b.line(f"num_pid_in_group = {group_name} * num_pid_{inner}")
@@ -48,7 +59,7 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         b.line("offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)")
     b.line(f"mask_m = offs_m < {M}")
     b.line(f"mask_n = offs_n < {N}")
-    batch_values = _batch_indices(k, c)
+    batch_values = _batch_indices(k, c, "tile_id // (num_pid_m * num_pid_n)" if s.persistent else "tl.program_id(1)")
     split = s.splits.get("k", 1)
     if split > 1:
         ws_ptr, ws = k.add_pointer("ws", "*fp32")
@@ -69,11 +80,15 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
         b.line(f"k_iters = tl.cdiv({K}, BLOCK_K)")
         b.line("k_per_split = tl.cdiv(k_iters, SPLIT_K)")
         start, stop = "pid_k * k_per_split", "tl.minimum((pid_k + 1) * k_per_split, k_iters)"
-    loop = f"tl.range({start}, {stop}, loop_unroll_factor={unroll})" if unroll > 1 else f"range({start}, {stop})"
+    options = [f"loop_unroll_factor={unroll}"] if unroll > 1 else []
+    if "k" in s.warp_specialized:
+        options.append("warp_specialize=True")
+    loop = f"tl.range({start}, {stop}, {', '.join(options)})" if options else f"range({start}, {stop})"
     b.line(f"for k0 in {loop}:")
     b.indent += 1
-    b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
-    b.line(f"mask_k = offs_k < {K}")
+    if len(tma) < 2:  # descriptors address the K tile themselves, and mask it
+        b.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
+        b.line(f"mask_k = offs_k < {K}")
     k_index = unflatten(b, k, c.fused.k_axes, "offs_k") if c.fused else {}
     dims_a = [Dim("m", "offs_m", "mask_m"), Dim("k", "offs_k", "mask_k")]
     dims_b = [Dim("k", "offs_k", "mask_k"), Dim("n", "offs_n", "mask_n")]
@@ -87,6 +102,11 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
             em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
         if c.fused:
             em.axes.update(fused_axes(c, em, k, m_index, k_index, batch_values))
+        if name in tma:
+            offsets = {"a": ("pid_m * BLOCK_M", "k0 * BLOCK_K"), "b": ("k0 * BLOCK_K", "pid_n * BLOCK_N")}[name]
+            factors.append(hopper.cast_to(hopper.descriptor_tile(k, name, tma[name], descriptors[name], offsets),
+                                          operand, k, name))
+            continue
         if is_plain_load(factor) and strip_casts(factor).dtype == operand and widening_only(factor):
             factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
         elif isinstance(factor, Cast) and factor.dtype == operand and is_plain_load(factor.x) and widening_only(factor.x):
@@ -101,8 +121,12 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     precision = ', input_precision="ieee"' if operand == "float32" else ""
     b.line(f"acc = tl.dot({factors[0].code}, {factors[1].code}, acc{precision})")
     b.indent -= 1
-    batch = " * ".join(k.extent(a.extent) for a in c.batch) or "1"
     grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
+    if s.persistent:
+        item = 4 if operand == "float32" else 2
+        per_sm = hopper.programs_per_sm(bm, bn, bk, s.num_stages, s.num_warps, item)
+        grid = [hopper.persistent_grid(k, grid[0], batch, per_sm)]
+        k.imports_torch = True
     if split > 1:
         b.line(f"tl.store({_workspace_tile(ws_ptr, 'pid_k', M, N)}, acc, mask=mask_m[:, None] & mask_n[None, :])")
         return _finish_split_k(k, grid, ws)
@@ -110,12 +134,13 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     return k.finish(f"{ident(graph.name)}_kernel", grid)
 
 
-def _batch_indices(k: KernelContext, c) -> dict[IterVar, Value]:
-    """The batch axes' indices, decoded from the second program id."""
+def _batch_indices(k: KernelContext, c, source: str = "tl.program_id(1)") -> dict[IterVar, Value]:
+    """The batch axes' indices, decoded from `source` (the second program id, or a persistent
+    program's tile id)."""
     b = k.body
     batch_values: dict[IterVar, Value] = {}
     if c.batch:
-        b.line("pid_batch = tl.program_id(1)")
+        b.line(f"pid_batch = {source}")
         for axis, name in k.unflatten(c.batch, "pid_batch").items():
             batch_values[axis] = Value(name, frozenset(), "int32")
     return batch_values
@@ -190,8 +215,8 @@ def _finish_split_k(k: KernelContext, grid: list[str], ws: str) -> KernelSource:
     b.line(f"    acc += tl.load({_workspace_tile(ws_ptr, 'split', M, N)}, mask=mask_m[:, None] & mask_n[None, :], other=0.0)")
     _epilogue(r, batch_values, Value("acc", frozenset({0, 1}), "float32"))
 
+    k.imports_torch = True
     text_lines = k.preamble()
-    text_lines.insert(text_lines.index("import triton"), "import torch")
     text_lines += k.kernel_def(name) + k.body.lines + ["", ""] + r.kernel_def(reduce_name) + r.body.lines
     split = k.constexprs["SPLIT_K"]
     s = k.schedule
@@ -202,6 +227,7 @@ def _finish_split_k(k: KernelContext, grid: list[str], ws: str) -> KernelSource:
         "",
         k.launch_signature(),
         f'    """Run {name} over {split} splits of K, then {reduce_name} (inputs in call order, then the output)."""',
+        *k.launch_lines,
         f"    grid = ({', '.join(grid)}, {split},)",
         f"    {ws} = torch.empty(({split}, {grid[1]}, {M}, {N}), dtype=torch.float32, device={out_name}.device)",
         f"    {name}[grid](",

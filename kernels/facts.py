@@ -8,6 +8,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
+from tiletune.kernels.hopper import programs_per_sm
+from tiletune.schedules.rules import NUM_SMS as H100_SMS
 from tiletune.schedules.rules import attention_dot_dtype, dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
@@ -40,6 +42,11 @@ class TileFacts:
     uses_tensor_cores: bool
     dot_dtype: str
     tail_fraction: float  # share of the launched tile area that falls outside the output
+    # Hopper knobs (0/1): a persistent grid looping over tiles, descriptor (TMA) loads, and a
+    # warp-specialized main loop; 0 for kernels without them
+    persistent: int = 0
+    tma: int = 0
+    warp_specialized: int = 0
 
     @property
     def intensity(self) -> float:
@@ -104,15 +111,25 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
             epilogue = 2 * bm * bn * 4 + epilogue / split
         traffic = (bm * bk + bk * bn) * item * k_iters + epilogue
         padded = _cdiv(m, bm) * bm * _cdiv(n, bn) * bn
+        # a persistent program runs the busiest share of tiles back to back, its K loops
+        # flattened into one pipelined loop
+        tiles_per_program = 1
+        if schedule.persistent:
+            per_sm = programs_per_sm(bm, bn, bk, schedule.num_stages, schedule.num_warps, item)
+            launched = min(programs, H100_SMS * per_sm)
+            tiles_per_program, programs = _cdiv(programs, launched), launched
         return TileFacts(
             programs=programs,
-            flops_per_program=2.0 * bm * bn * bk * k_iters,
-            bytes_per_program=float(traffic),
+            flops_per_program=2.0 * bm * bn * bk * k_iters * tiles_per_program,
+            bytes_per_program=float(traffic * tiles_per_program),
             unique_bytes=total_unique,
-            tile_m=bm, tile_n=bn, tile_k=bk, k_iterations=k_iters,
+            tile_m=bm, tile_n=bn, tile_k=bk, k_iterations=k_iters * tiles_per_program,
             uses_tensor_cores=operand in ("float16", "bfloat16"),
             dot_dtype=operand,
             tail_fraction=1.0 - (m * n) / padded,
+            persistent=int(schedule.persistent),
+            tma=int(schedule.load == "tma"),
+            warp_specialized=int("k" in schedule.warp_specialized),
         )
     if pattern.op_class is OpClass.SCAN:
         return _scan_facts(graph, schedule, dims, pattern, total_unique)

@@ -80,6 +80,10 @@ class KernelContext:
         self.constexprs: dict[str, int] = {}
         # module-level @triton.jit helpers (a scan's combine function), emitted before the kernel
         self.helpers: list[str] = []
+        # launcher lines run before the grid is computed (argument checks), and whether the
+        # generated module needs torch (launchers that query the device or allocate)
+        self.launch_lines: list[str] = []
+        self.imports_torch = False
 
     def unflatten(self, axes: tuple[IterVar, ...], linear: str) -> dict[IterVar, str]:
         """Emit each axis's index from `linear`, a row-major index over `axes` (outermost
@@ -186,6 +190,7 @@ class KernelContext:
             f"config: {cfg!r}",
             f"graph:  {self.graph.structural_hash()}",
             '"""',
+            *(["import torch"] if self.imports_torch else []),
             "import triton",
             "import triton.language as tl",
             "",
@@ -249,6 +254,7 @@ class KernelContext:
             "",
             self.launch_signature(),
             f'    """Run {kernel_name} on the given tensors (inputs in call order, then the output)."""',
+            *self.launch_lines,
             f"    grid = ({', '.join(grid)},)",
             f"    {kernel_name}[grid](",
         ]

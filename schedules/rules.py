@@ -10,6 +10,7 @@ from typing import Mapping
 
 from tiletune.errors import LoweringError
 from tiletune.schedules.config import Config
+from tiletune.schedules.hopper_rules import add_hopper_knobs, extra_shared_bytes
 from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.reduce_rules import reduction_schedule
@@ -122,6 +123,7 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
     if split:
         s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
+    add_hopper_knobs(s, pattern, dims, split)
     for name, extent in (("BLOCK_M", m), ("BLOCK_N", n), ("BLOCK_K", k)):
         s.constrain(*no_larger_than_axis(name, extent, floor=16))
     if split:
@@ -134,7 +136,8 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     s.constrain(
         "shared memory fits",
         lambda cfg: None
-        if (need := cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] * item) <= MAX_SHARED_BYTES
+        if (need := cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] * item
+            + extra_shared_bytes(cfg)) <= MAX_SHARED_BYTES
         else f"{cfg['num_stages']} stages of {cfg['BLOCK_M']}x{cfg['BLOCK_K']} and {cfg['BLOCK_K']}x{cfg['BLOCK_N']} "
         f"tiles need {need} bytes, over {MAX_SHARED_BYTES}",
     )

@@ -44,6 +44,10 @@ ROLES = {
     OpClass.WINDOW: ("rows", "lane", "window"),
 }
 BIND_TARGETS = ("block.x", "block.y", "block.z")
+LOAD_PATHS = ("pointer", "tma")
+# Primitives added after configs were first recorded: a config that leaves their knob out means
+# this value, the behaviour from before the primitive existed.
+LATER_PRIMITIVES: Mapping[str, KnobValue] = {"persistent": False, "load_via": "pointer", "warp_specialize": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,9 @@ class ResolvedSchedule:
     inlined: frozenset[str] = frozenset()
     epilogue: frozenset[str] = frozenset()
     splits: Mapping[str, int] = field(default_factory=dict)  # role -> programs sharing its reduction
+    persistent: bool = False  # a grid of about the SM count, each program looping over tiles
+    load: str = "pointer"  # "pointer" arithmetic or "tma" tensor descriptors for tile loads
+    warp_specialized: frozenset[str] = frozenset()  # loops split into producer and consumer warps
 
     def tile(self, role: str) -> int:
         """The block size of a role's axis; ScheduleError if the schedule never tiled it."""
@@ -200,6 +207,22 @@ class Schedule:
         """Split the reduction over `axis` across `parts` programs, then combine their results."""
         return self._record("split_k", self.role(axis), parts)
 
+    def persistent(self, on: bool | Knob) -> Schedule:
+        """Launch about one program per resident slot on the GPU (SM count x programs per SM),
+        each looping over output tiles in the bound (grouped) order, instead of one per tile."""
+        return self._record("persistent", "", on)
+
+    def load_via(self, path: str | Knob) -> Schedule:
+        """How tiles are loaded: "pointer" (address arithmetic per element) or "tma" (tensor
+        descriptors, the Hopper copy engine; needs 16-byte aligned strides)."""
+        if not isinstance(path, Knob) and path not in LOAD_PATHS:
+            raise ScheduleError(f"load_via: path must be one of {', '.join(LOAD_PATHS)}, got {path!r}")
+        return self._record("load_via", "", path)
+
+    def warp_specialize(self, axis: AxisRef, on: bool | Knob) -> Schedule:
+        """Split the loop over `axis` into producer (load) and consumer (compute) warps."""
+        return self._record("warp_specialize", self.role(axis), on)
+
     def num_warps(self, warps: int | Knob) -> Schedule:
         """Warps per program."""
         return self._record("num_warps", "", warps)
@@ -230,11 +253,15 @@ class Schedule:
 
     def space(self) -> ConfigSpace:
         """The config space: the knobs and the constraints."""
-        return ConfigSpace(self.knobs, tuple(self.constraints))
+        implied = {p.arg.name: LATER_PRIMITIVES[p.op] for p in self.primitives
+                   if p.op in LATER_PRIMITIVES and isinstance(p.arg, Knob)}
+        return ConfigSpace(self.knobs, tuple(self.constraints), tuple(implied.items()))
 
     def resolve(self, config: Config) -> ResolvedSchedule:
         """Replay the primitives with `config`'s knob values; IllegalConfig if it is not legal."""
-        self.space().check(config)
+        space = self.space()
+        space.check(config)
+        config = space.expand(config)
 
         def value(arg: Arg | None) -> KnobValue | None:
             return config[arg.name] if isinstance(arg, Knob) else arg
@@ -251,6 +278,7 @@ class Schedule:
         splits: dict[str, int] = {}
         order: tuple[str, ...] = ()
         warps = 4
+        persistent, load, specialized = False, "pointer", set()
         for p in self.primitives:
             v = value(p.arg)
             if p.op == "tile":
@@ -275,9 +303,16 @@ class Schedule:
                 splits[p.target] = int(v)
             elif p.op == "reorder":
                 order = tuple(p.target.split(","))
-            elif p.op == "split_k":
-                splits[p.target] = int(v)
+            elif p.op == "persistent":
+                persistent = bool(v)
+            elif p.op == "load_via":
+                if v not in LOAD_PATHS:
+                    raise ScheduleError(f"load_via: path must be one of {', '.join(LOAD_PATHS)}, got {v!r}")
+                load = str(v)
+            elif p.op == "warp_specialize" and v:
+                specialized.add(p.target)
         return ResolvedSchedule(
-            self.pattern.op_class, config, tiles, bindings, swizzle, frozenset(vectorized), unroll,
+            self.pattern.op_class, space.shorten(config), tiles, bindings, swizzle, frozenset(vectorized), unroll,
             stages, order, warps, frozenset(inlined), frozenset(epilogue), splits,
+            persistent, load, frozenset(specialized),
         )

@@ -60,6 +60,9 @@ class ConfigSpace:
 
     knobs: tuple[Knob, ...]
     constraints: tuple[Constraint, ...] = ()
+    implied: tuple[tuple[str, KnobValue], ...] = ()
+    """Knobs a config may leave out, with the value that leaving one out means: knobs added to
+    a space after configs were recorded, whose old behaviour is that value."""
     _by_name: dict[str, Knob] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +82,7 @@ class ConfigSpace:
                 )
         object.__setattr__(self, "knobs", knobs)
         object.__setattr__(self, "constraints", constraints)
+        object.__setattr__(self, "implied", tuple(self.implied))
         object.__setattr__(self, "_by_name", by_name)
 
     @property
@@ -115,6 +119,19 @@ class ConfigSpace:
             f"config space has no legal config: all {self.size} assignments violate a constraint"
         )
 
+    def expand(self, config: Config) -> Config:
+        """`config` with every implied knob it leaves out set to its implied value."""
+        missing = {name: value for name, value in self.implied if name not in config and name in self._by_name}
+        return Config.from_dict({**config.as_dict(), **missing}) if missing else config
+
+    def shorten(self, config: Config) -> Config:
+        """`config` without the implied knobs it sets to their implied value: the form that
+        reads the same as a config recorded before those knobs existed."""
+        implied = dict(self.implied)
+        kept = tuple((k, v) for k, v in config.items() if k not in implied or implied[k] != v
+                     or isinstance(v, bool) != isinstance(implied[k], bool))
+        return config if len(kept) == len(config) else Config(kept)
+
     def validate(self, config: Config) -> list[str]:
         """Every reason ``config`` is illegal (empty when legal).
 
@@ -124,6 +141,7 @@ class ConfigSpace:
         reasons = self._shape_reasons(config)
         if reasons:
             return reasons
+        config = self.expand(config)
         return [r for c in self.constraints if (r := c.violation(config)) is not None]
 
     def check(self, config: Config) -> None:
@@ -192,6 +210,7 @@ class ConfigSpace:
         reasons = self._shape_reasons(config)
         if reasons:
             raise IllegalConfig(f"illegal config {config!r}: {'; '.join(reasons)}")
+        config = self.expand(config)
         result = []
         for knob in self.knobs:
             for value in knob.neighbors(config[knob.name]):
@@ -213,7 +232,7 @@ class ConfigSpace:
 
     def with_constraint(self, constraint: Constraint) -> ConfigSpace:
         """A new space with one more constraint."""
-        return ConfigSpace(self.knobs, (*self.constraints, constraint))
+        return ConfigSpace(self.knobs, (*self.constraints, constraint), self.implied)
 
     def merge(self, other: ConfigSpace) -> ConfigSpace:
         """The union of two spaces' knobs and constraints.
@@ -229,7 +248,8 @@ class ConfigSpace:
                 raise ScheduleError(
                     f"merge: knob {knob.name!r} differs between spaces: {mine!r} vs {knob!r}"
                 )
-        return ConfigSpace(tuple(knobs), (*self.constraints, *other.constraints))
+        implied = dict(other.implied) | dict(self.implied)
+        return ConfigSpace(tuple(knobs), (*self.constraints, *other.constraints), tuple(implied.items()))
 
     def fix(self, **values: KnobValue) -> ConfigSpace:
         """A new space with some knobs pinned to one value each (the value must be legal)."""
@@ -240,7 +260,7 @@ class ConfigSpace:
                 raise ScheduleError(f"fix: {reason}")
             pinned[name] = Fixed(name, as_knob_value(name, value))
         knobs = tuple(pinned.get(knob.name, knob) for knob in self.knobs)
-        return ConfigSpace(knobs, self.constraints)
+        return ConfigSpace(knobs, self.constraints, self.implied)
 
     def _shape_reasons(self, config: Config) -> list[str]:
         # Everything but the constraints: names known and complete, each value legal.
@@ -251,8 +271,11 @@ class ConfigSpace:
             for name in config.keys()
             if name not in self._by_name
         ]
+        implied = dict(self.implied)
         for knob in self.knobs:
             if knob.name not in config:
+                if knob.name in implied:
+                    continue
                 reasons.append(f"missing knob {knob.name!r}")
             elif (reason := knob.validate(config[knob.name])) is not None:
                 reasons.append(reason)

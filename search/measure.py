@@ -232,6 +232,9 @@ class SimMeasurer:
                 k_iterations=int(tile["k_iterations"]), num_warps=int(usage["num_warps"]),
                 num_stages=int(usage["num_stages"]), registers=int(usage["registers"]),
                 spill_bytes=int(usage["spill_bytes"]), shared_bytes=int(usage["shared_bytes"]),
+                # absent from facts recorded before the Hopper knobs: their old behaviour
+                persistent=bool(tile.get("persistent", 0)), tma=bool(tile.get("tma", 0)),
+                warp_specialized=bool(tile.get("warp_specialized", 0)),
             )
             try:
                 wrong = faults.inject("measure", config, in_process=True)

@@ -141,7 +141,10 @@ class Sweep:
 
     def lookup(self, spec: TaskSpec, config: Config) -> SweepEntry | None:
         """The recorded outcome of `config` on `spec`, or None."""
-        return self._entries.get(spec, {}).get(config)
+        entries = self._entries.get(spec, {})
+        if config not in entries and spec in self._spaces:
+            return entries.get(self._spaces[spec].expand(config))
+        return entries.get(config)
 
     def best(self, spec: TaskSpec) -> SweepEntry | None:
         """The fastest ok entry of `spec` (None if it has none)."""
@@ -158,6 +161,8 @@ class Sweep:
             if spec not in self._entries:
                 raise UsageError(f"the sweep holds no workload {spec}; it holds {', '.join(map(str, self._entries))}")
             space = spec.build().space
+            # a config recorded before a knob existed leaves it out (implied): key it in full
+            self._entries[spec] = {space.expand(c): e for c, e in self._entries[spec].items()}
             recorded = frozenset(self._entries[spec])
             count = len(recorded)
             in_sweep = Constraint(
@@ -166,16 +171,15 @@ class Sweep:
             )
             restricted = space.with_constraint(in_sweep)
             legal = [c for c in self._entries[spec] if restricted.is_legal(c)]
-            self._spaces[spec] = RecordedSpace(restricted.knobs, restricted.constraints, _order(space, legal))
+            self._spaces[spec] = RecordedSpace(restricted.knobs, restricted.constraints, _order(space, legal),
+                                               restricted.implied)
         return self._spaces[spec]
 
     def tile_facts(self, spec: TaskSpec) -> Callable[[Config], dict]:
         """A `tile_facts` function for strategies: the recorded tile facts of a config, or the
         task's (computed) where the sweep has none (a config that failed to compile)."""
-        entries = self._entries.get(spec, {})
-
         def facts(config: Config) -> dict:
-            entry = entries.get(config)
+            entry = self.lookup(spec, config)
             tile = entry.facts.get("tile") if entry is not None else None
             return dict(tile) if isinstance(tile, dict) else spec.build().facts(config).to_dict()
 
@@ -219,8 +223,8 @@ class RecordedSpace(ConfigSpace):
 
     __slots__ = ("recorded", "_legal")
 
-    def __init__(self, knobs, constraints, recorded: tuple[Config, ...]) -> None:
-        super().__init__(knobs, constraints)
+    def __init__(self, knobs, constraints, recorded: tuple[Config, ...], implied=()) -> None:
+        super().__init__(knobs, constraints, implied)
         object.__setattr__(self, "recorded", tuple(recorded))
         object.__setattr__(self, "_legal", frozenset(recorded))
 

@@ -15,7 +15,8 @@ MM = {"M": 512, "N": 512, "K": 512}
 
 def test_each_op_class_gets_its_knobs_without_a_template():
     assert default_schedule(matmul.graph("float16"), MM).space().names == (
-        "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_stages", "num_warps")
+        "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_stages", "num_warps", "PERSISTENT", "LOAD",
+        "WARP_SPECIALIZE")
     assert default_schedule(softmax.graph("float32"), {"N": 64, "D": 1000}).space().names == (
         "BLOCK_RED", "BLOCK_ROWS", "num_warps")
     assert default_schedule(add.graph("float32"), {"N": 64, "D": 1000}).space().names == (

@@ -1,0 +1,127 @@
+"""Hopper knobs of the contraction space: persistent programs, TMA tensor-descriptor loads and
+warp specialization, with the legality rules that decide where each applies.
+
+Each knob defaults to the behaviour from before it existed (one program per tile, pointer
+loads, no specialization), and a config that leaves it out means that default, so recorded
+configs, tuning DBs and sweeps stay valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from tiletune.schedules.knobs import Boolean, Choice
+from tiletune.schedules.schedule import Schedule
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.analysis import Pattern
+from tiletune.tensorexpr.expr import Cast, IterVar, Read
+from tiletune.tensorexpr.operator import evaluate_extent
+
+# A TMA box's global strides must be multiples of 16 bytes, and so must its base address.
+TMA_ALIGN_BYTES = 16
+TMA_DTYPES = ("float16", "bfloat16", "float32", "float8_e4m3fn")
+# Widening casts that keep every value exact: skipping them when loading changes nothing.
+_EXACT = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
+          "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
+
+
+@dataclass(frozen=True, slots=True)
+class TmaOperand:
+    """A factor of the contraction that a tensor descriptor can load: the read, and whether
+    the tensor is stored transposed against the tile ([k, m] for a, [n, k] for b)."""
+
+    read: Read
+    transposed: bool
+
+
+def tma_operand(pattern: Pattern, factor: str, dims: Mapping[str, int] | None) -> tuple[TmaOperand | None, str]:
+    """The descriptor load of factor "a" or "b", or None and why a descriptor cannot load it
+    (`dims` None: the structure only, as lowering asks; the launcher checks the strides)."""
+    c = pattern.contraction
+    expr, roles = (c.a, (c.m, c.k)) if factor == "a" else (c.b, (c.k, c.n))
+    if c.fused is not None:
+        return None, "an implicit GEMM gathers its tiles through index arithmetic"
+    if c.batch:
+        return None, "batched contractions keep pointer loads"
+    while isinstance(expr, Cast):
+        if expr.dtype != expr.x.dtype and expr.dtype not in _EXACT.get(expr.x.dtype, ()):
+            return None, f"factor {factor} narrows to {expr.dtype} after loading"
+        expr = expr.x
+    if not (isinstance(expr, Read) and expr.tensor.is_placeholder):
+        return None, f"factor {factor} is computed, not a plain read of an input"
+    t = expr.tensor
+    if t.dtype not in TMA_DTYPES:
+        return None, f"'{t.name}' is {t.dtype}, not one of {', '.join(TMA_DTYPES)}"
+    if t.ndim != 2 or not all(isinstance(i, IterVar) for i in expr.indices) or set(expr.indices) != set(roles):
+        return None, f"'{t.name}' is not read as a 2-D tile of the contraction's axes"
+    if dims is None:
+        return TmaOperand(expr, transposed=expr.indices[0] is not roles[0]), ""
+    row = evaluate_extent(expr.indices[1].extent, dims) * dt.itemsize(t.dtype)
+    if row % TMA_ALIGN_BYTES:
+        return None, (f"rows of '{t.name}' are {row} bytes, not a multiple of {TMA_ALIGN_BYTES} "
+                      "(a descriptor's strides must be 16-byte aligned)")
+    return TmaOperand(expr, transposed=expr.indices[0] is not roles[0]), ""
+
+
+def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], split: bool) -> None:
+    """PERSISTENT, LOAD and WARP_SPECIALIZE on a contraction schedule, with their constraints."""
+    s.persistent(Boolean("PERSISTENT", default=False))
+    s.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
+    s.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
+    operands = [tma_operand(pattern, f, dims) for f in ("a", "b")]
+    if not any(op for op, _ in operands):
+        reason = f"no factor can use a tensor descriptor: a: {operands[0][1]}; b: {operands[1][1]}"
+        s.constrain("TMA loads need an aligned 2-D operand",
+                    lambda cfg: reason if cfg["LOAD"] == "tma" else None)
+    if split:
+        # split-K programs own (tile, split) pairs and write a workspace slice picked by their
+        # program ids: a persistent loop over output tiles does not cover them
+        s.constrain(
+            "persistent programs do not split K",
+            lambda cfg: f"PERSISTENT with SPLIT_K={cfg['SPLIT_K']}" if cfg["PERSISTENT"] and cfg["SPLIT_K"] > 1 else None,
+        )
+    operand = dot_operand_dtype(pattern)
+    s.constrain("warp specialization applies on sm_90", lambda cfg: warp_specialization_fits(cfg, operand))
+
+
+def dot_operand_dtype(pattern: Pattern) -> str:
+    from tiletune.schedules.rules import dot_dtype  # rules imports this module
+
+    return dot_dtype(pattern)
+
+
+def warp_specialization_fits(cfg, operand: str) -> str | None:
+    """Where Triton 3.9 splits the K loop into producer and consumer warps on sm_90, read off
+    sm_90 compiles: elsewhere the flag either fails to compile (pointer loads at 4 warps) or is
+    dropped silently (a config that only duplicates its neighbour)."""
+    if not cfg["WARP_SPECIALIZE"]:
+        return None
+    if cfg["LOAD"] != "tma":
+        return "WARP_SPECIALIZE needs LOAD='tma': the producer warps issue descriptor copies"
+    if cfg["PERSISTENT"]:
+        return "WARP_SPECIALIZE of the K loop is not applied inside a persistent tile loop"
+    if operand not in ("float16", "bfloat16", "float8_e4m3fn"):
+        return f"WARP_SPECIALIZE needs a wgmma operand (16- or 8-bit), not {operand}"
+    if cfg["num_stages"] < 2:
+        return "WARP_SPECIALIZE needs num_stages >= 2: the producer runs ahead by the buffered stages"
+    if cfg["num_warps"] != 4:
+        return f"WARP_SPECIALIZE needs num_warps=4 (one consumer warpgroup), got {cfg['num_warps']}"
+    if cfg["BLOCK_M"] < 64:
+        return f"WARP_SPECIALIZE needs BLOCK_M >= 64 (wgmma's rows), got {cfg['BLOCK_M']}"
+    return None
+
+
+# Shared memory beyond the pipeline's stages, read off sm_90 compiles: descriptor loads add
+# their mbarriers (tens of bytes); a persistent kernel with descriptors stages the output tile
+# (BLOCK_M x BLOCK_N 16-bit) for the next tile's overlap; warp specialization hands the
+# accumulator over through ~16.5 KiB.
+def extra_shared_bytes(cfg) -> int:
+    """Bytes of shared memory the Hopper knobs of `cfg` add to its pipeline buffers."""
+    extra = 0
+    if cfg["LOAD"] == "tma":
+        extra += 1024
+        if cfg["PERSISTENT"]:
+            extra += cfg["BLOCK_M"] * cfg["BLOCK_N"] * 2
+    if cfg["WARP_SPECIALIZE"]:
+        extra += 17 * 1024
+    return extra
