@@ -94,3 +94,36 @@ def test_the_readme_table_goes_between_the_markers_only():
     assert report.update_readme(updated, table) == updated  # idempotent
     with pytest.raises(ValueError, match="markers"):
         report.update_readme("# no markers\n", table)
+
+
+suite = _module("gpu_suite")
+
+
+def test_the_suite_covers_every_kind_and_its_cases_are_valid_tiletune_workloads():
+    from tiletune.search.task import TaskSpec
+
+    cases = suite.all_cases()
+    assert len({c.id for c in cases}) == len(cases)
+    assert {c.kind for c in cases} == {"gemm", "epilogue", "memory", "attention"}
+    gemm = [c for c in cases if c.kind == "gemm"]
+    assert len(gemm) == 2 * (4 + 9 - 1) and {c.dtype for c in gemm} == {"float16", "bfloat16"}
+    assert {c.dims["M"] for c in gemm} >= {16, 128, 4096} and max(c.dims["K"] for c in gemm) == 14336
+    quick = suite.select(cases, None, quick=True)
+    assert {c.kind for c in quick} == {"gemm", "epilogue", "memory", "attention"} and len(quick) < 10
+    assert [c.id for c in suite.select(cases, ["memory-rmsnorm"], quick=False)] == [
+        "memory-rmsnorm-fp16-8192x4096", "memory-rmsnorm-fp32-4096x4096"]
+    seen = set()
+    for c in cases:  # one build per operator and dtype: the dims' names and the dtype are accepted
+        if (c.op, c.dtype) not in seen:
+            seen.add((c.op, c.dtype))
+            TaskSpec.make(c.op, c.dims, c.dtype).build()
+
+
+def test_without_a_gpu_the_suite_says_so_and_exits_cleanly(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert suite.main(["--quick"]) == 0
+    assert "no CUDA GPU visible" in capsys.readouterr().out
+    assert suite.results_path("NVIDIA H100 80GB HBM3", "2026-11-23").name == "2026-11-23-nvidia-h100-80gb-hbm3.json"
