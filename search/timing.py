@@ -229,10 +229,10 @@ class CudaTimer:
     `sets_for(bytes_per_call)` to know how many sets a call of that footprint should bring.
     """
 
-    def __init__(self, policy: TimingPolicy | None = None, device: int = 0) -> None:
-        import torch
-
-        self.torch = torch
+    def __init__(self, policy: TimingPolicy | None = None, device: int = 0, *, torch_module=None) -> None:
+        if torch_module is None:
+            import torch as torch_module
+        torch = self.torch = torch_module  # a stand-in for torch in the CPU tests
         self.policy = policy or TimingPolicy()
         self.device = device
         props = torch.cuda.get_device_properties(device)

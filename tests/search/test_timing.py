@@ -185,3 +185,117 @@ def test_a_best_that_fails_its_second_measurement_is_not_accepted():
     first = Outcome(config, "ok", latency_us=5.0, latency_min_us=4.0, latency_spread=0.1, repeats=10)
     crash = Outcome(config, "runtime_error", "worker crash")
     assert confirm_best(first, crash) is crash
+
+
+# ---------------------------------------------------------------------------------------------
+# CudaTimer's GPU path against a simulated device: a fake `torch` with a device clock
+
+
+class FakeDevice:
+    """A device timeline: kernels and flushes advance `now` (us); events read it; a graph being
+    captured records kernels instead of running them, and its replay runs them."""
+
+    def __init__(self, flush_us: float = 30.0, l2_bytes: int = 50 * 2**20) -> None:
+        import contextlib
+        import types
+
+        self.now, self.flush_us, self.flushes, self.capturing = 0.0, flush_us, 0, None
+        device = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.at = None
+
+            def record(self) -> None:
+                assert device.capturing is None, "an event recorded inside a graph capture"
+                self.at = device.now
+
+            def elapsed_time(self, end: "Event") -> float:
+                return (end.at - self.at) / 1e3  # ms, as torch's
+
+        class Flush:
+            def zero_(self) -> None:
+                assert device.capturing is None, "a flush captured into the timed graph"
+                device.flushes += 1
+                device.now += device.flush_us
+
+        class Graph:
+            def __init__(self) -> None:
+                self.kernels: list[float] = []
+
+            def replay(self) -> None:
+                device.now += sum(self.kernels)
+
+        class Stream:
+            def __init__(self, *args: object) -> None:
+                pass
+
+            def wait_stream(self, other: object) -> None:
+                pass
+
+        @contextlib.contextmanager
+        def graph(g: Graph, stream: object = None):
+            device.capturing = g
+            try:
+                yield
+            finally:
+                device.capturing = None
+
+        self.torch = types.SimpleNamespace(
+            int8="int8", empty=lambda n, dtype, device: Flush(),
+            cuda=types.SimpleNamespace(
+                Event=Event, Stream=Stream, CUDAGraph=Graph, graph=graph,
+                synchronize=lambda device=None: None, current_stream=lambda device=None: Stream(),
+                stream=lambda s: contextlib.nullcontext(),
+                get_device_properties=lambda device: types.SimpleNamespace(L2_cache_size=l2_bytes),
+            ),
+        )
+
+    def kernel(self, us: float, launch_us: float = 0.0, calls: list | None = None, tag: object = None):
+        """A callable that runs a kernel of `us`; called directly it also costs `launch_us` of
+        idle device time (a launch the device waits for), which graphs remove."""
+        def run() -> None:
+            if calls is not None:
+                calls.append(tag)
+            if self.capturing is not None:
+                self.capturing.kernels.append(us)
+            else:
+                self.now += launch_us + us
+        return run
+
+
+def test_cuda_timer_excludes_the_flush_from_event_timings():
+    from tiletune.search.timing import CudaTimer
+
+    device = FakeDevice(flush_us=30.0)
+    timer = CudaTimer(TimingPolicy(warmup_ms=0.0), torch_module=device.torch)
+    t = timer.time(device.kernel(100.0))
+    assert t.mode == "events" and t.l2 == "flushed" and t.calls_per_repeat == 1
+    assert t.median_us == pytest.approx(100.0) and t.iqr_rel == 0.0 and t.stopped == "converged"
+    assert device.flushes >= t.repeats  # a flush before every timed repetition
+    assert t.facts["flush_bytes"] == 2 * 50 * 2**20 and t.facts["input_sets"] == 1
+
+
+def test_cuda_timer_times_small_calls_in_graphs_without_their_launch_gaps():
+    from tiletune.search.timing import CudaTimer
+
+    device = FakeDevice()
+    policy = TimingPolicy(warmup_ms=0.0, graph_replay_us=1000.0)
+    timer = CudaTimer(policy, torch_module=device.torch)
+    t = timer.time(device.kernel(5.0, launch_us=20.0))  # 25 us a call by events: under 40, so graphs
+    assert t.mode == "graph" and t.l2 == "warm" and t.calls_per_repeat == graph_calls(25.0, 1, policy) == 40
+    assert t.median_us == pytest.approx(5.0)
+
+
+def test_cuda_timer_rotates_over_input_sets_in_graphs():
+    from tiletune.search.timing import CudaTimer
+
+    device = FakeDevice()
+    timer = CudaTimer(TimingPolicy(warmup_ms=0.0), torch_module=device.torch)
+    assert timer.sets_for(25 * 2**20) == 4
+    calls: list = []
+    t = timer.time([device.kernel(5.0, calls=calls, tag=i) for i in range(4)])
+    assert t.mode == "graph" and t.l2 == "rotated" and t.calls_per_repeat % 4 == 0
+    assert set(calls) == {0, 1, 2, 3}
+    forced = timer.time([device.kernel(5.0)], graphs=False)
+    assert forced.mode == "events" and forced.median_us == pytest.approx(5.0)
