@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-ms", type=float, default=400.0, help="timing budget per implementation")
     parser.add_argument("--skip-done", action="store_true", help="skip cases today's results file already holds")
     parser.add_argument("--no-readme", action="store_true", help="do not update the README table")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results file (default bench/results/<date>-<device>.json)")
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     args = parser.parse_args(argv)
     cases = select(all_cases(), args.cases, args.quick)
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     from tiletune.search.timing import CudaTimer, TimingPolicy, clock_facts
 
     device = torch.cuda.get_device_name()
-    path = results_path(device, datetime.date.today().isoformat())
+    path = args.results or results_path(device, datetime.date.today().isoformat())
     earlier = gpu_report.load_result(path)
     done = {c["id"] for c in earlier["cases"]} if earlier else set()
     if args.skip_done:
@@ -352,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing measured")
         return 0
     print(f"\nwrote {path}")
-    table = gpu_report.markdown_table(result, str(path.relative_to(BENCH.parent)))
+    shown = path.resolve()
+    table = gpu_report.markdown_table(
+        result, str(shown.relative_to(BENCH.parent)) if shown.is_relative_to(BENCH.parent) else str(path))
     print(table)
     if not args.no_readme:
         README.write_text(gpu_report.update_readme(README.read_text(), table))
