@@ -94,9 +94,13 @@ def record(args: argparse.Namespace) -> int:
         from tiletune.search.measure import SimMeasurer
 
         measurer = SimMeasurer(args.device)
+    from tiletune.search.replay import sweep_configs
+
     out = args.out or default_out(measurer.device.name)
+    total = sum(len(sweep_configs(spec, args.sample, args.seed)) for spec in specs)
     print(f"recording {len(specs)} workloads on {measurer.device.name} ({measurer.kind}) into {out}: "
-          + ("every config" if args.sample is None else f"the default + {args.sample} sampled configs"), flush=True)
+          + ("every config" if args.sample is None else f"the default + {args.sample} sampled configs")
+          + f", {total} in all (configs already in the file are kept)", flush=True)
     start = time.monotonic()
 
     def progress(spec: TaskSpec, done: int, total: int) -> None:
@@ -108,8 +112,6 @@ def record(args: argparse.Namespace) -> int:
     finally:
         if gpu_pool is not None:
             gpu_pool.close()
-    from tiletune.search.replay import sweep_configs
-
     missing = 0
     for spec in specs:
         entries = sweep.entries(spec)
