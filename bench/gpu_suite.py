@@ -211,14 +211,20 @@ def run_case(case: Case, args: argparse.Namespace, timer, tuning: Tuning) -> dic
     ref = reference(case, inputs)
     impls: dict[str, Callable[..., torch.Tensor] | None] = {}
     start = time.monotonic()
-    report = tuning.tune(case, args.tune_seconds)
+    try:
+        report = tuning.tune(case, args.tune_seconds)
+    except Exception as error:  # the baselines are still worth measuring
+        report = None
+        row["failures"]["tiletune"] = f"tuning failed: {type(error).__name__}: {error}"
+        traceback.print_exc(limit=3)
     row["tuning_seconds"] = time.monotonic() - start
-    row["tuning_trials"] = report.trials
-    row["tiletune_config"] = report.best_config.as_dict() if report.best_config else None
-    if report.best_config is not None:
+    row["tuning_trials"] = report.trials if report else 0
+    row["tiletune_config"] = report.best_config.as_dict() if report and report.best_config else None
+    if report is not None and report.best_config is not None:
         loaded = tt.load(case.op, db=tuning.db)
+        row["tiletune_selection"] = loaded.selection(*inputs).origin  # "tuned", unless the DB lost it
         impls["tiletune"] = lambda *xs: loaded(*xs)
-    else:
+    elif report is not None:
         row["failures"]["tiletune"] = f"no config measured ok in {report.trials} trials: {dict(report.reasons)}"
     for name in args.baselines:
         if name == "eager":
