@@ -395,17 +395,27 @@ def record_sweep(
     compile_timeout: float = 180.0,
     chunk: int = 64,
     on_progress: Callable[[TaskSpec, int, int], None] | None = None,
+    resume: bool = False,
+    time_limit: float | None = None,
 ) -> Sweep:
     """Compile and measure the configs of each spec (`sweep_configs`), write them to `path`
     atomically and return the sweep. Compiles run in a pool of `workers` compiling processes;
     the measurer defaults to the simulated H100. `on_progress(spec, done, total)` follows along.
+
+    With `resume`, the entries of an existing file at `path` (recorded by the same measurer
+    and device) are kept and not measured again, and the file is saved after every chunk; with
+    `time_limit` (seconds) recording stops after the chunk that passes it. Together they record
+    a sweep too long for one sitting (a GPU lent 10 minutes at a time) in several runs.
     """
+    import time
+
     import triton
 
     from tiletune.search.measure import SimMeasurer
     from tiletune.search.tuner import COMPILE_ENV
     from tiletune.search.workers import WorkerPool
 
+    started = time.monotonic()
     measurer = measurer or SimMeasurer("sim-h100")
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     header = {
@@ -415,15 +425,29 @@ def record_sweep(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     entries: list[SweepEntry] = []
+    if resume and Path(path).exists():
+        earlier = Sweep.load(path)
+        if (earlier.measurer, earlier.header["device"]) != (measurer.kind, measurer.device.name):
+            raise UsageError(f"cannot resume {path}: it was measured by {earlier.measurer} on "
+                             f"{earlier.header['device']}, this run measures with {measurer.kind} on "
+                             f"{measurer.device.name}")
+        header = earlier.header
+        entries = [e for s in earlier.specs() for e in earlier.entries(s).values()]
+    done = {(e.spec, e.config) for e in entries}
     pool = WorkerPool(workers, env=COMPILE_ENV, name="sweep-compile")
     try:
         for spec in specs:
             configs = sweep_configs(spec, sample, seed)
-            for start in range(0, len(configs), chunk):
-                batch = configs[start:start + chunk]
+            todo = [c for c in configs if (spec, c) not in done]
+            for start in range(0, len(todo), chunk):
+                if time_limit is not None and time.monotonic() - started >= time_limit:
+                    break
+                batch = todo[start:start + chunk]
                 entries += _measure_batch(spec, batch, pool, measurer, compile_timeout)
+                if resume:
+                    Sweep(header, entries).save(path)
                 if on_progress:
-                    on_progress(spec, start + len(batch), len(configs))
+                    on_progress(spec, len(configs) - len(todo) + start + len(batch), len(configs))
     finally:
         pool.close()
     sweep = Sweep(header, entries)

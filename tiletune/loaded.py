@@ -49,6 +49,7 @@ class _Entry:
     selection: Selection
     launch: Callable[..., None]  # the generated launcher, resolved once
     dim_values: tuple[int, ...]
+    device: torch.device
 
 
 class LoadedOperator:
@@ -68,11 +69,18 @@ class LoadedOperator:
         return f"<tiletune loaded {self.operator.name} (db {self.db_path})>"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        key = self._key(inputs)
-        entry = self._entries.get(key)
+        # The hot path: build the key without checks, one dict lookup, allocate, launch. The
+        # checks run on a miss only (a non-tensor never finds an entry: it has no such key).
+        try:
+            entry = self._entries.get(tuple([(x.shape, x.dtype, x.device) for x in inputs]))
+        except AttributeError:
+            entry = None
         if entry is None:
-            entry = self._entries[key] = self._prepare(inputs)
-        out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=inputs[0].device)
+            key = self._key(inputs)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = self._prepare(inputs)
+        out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
         entry.launch(*inputs, out, *entry.dim_values)
         return out
 
@@ -91,9 +99,10 @@ class LoadedOperator:
         return entry.selection
 
     def _key(self, inputs: Sequence[torch.Tensor]) -> tuple:
+        """The cache key of a call (as `__call__` builds it), after checking the inputs."""
         if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
             raise UsageError(f"{self.operator.name} takes torch tensors as inputs")
-        return tuple((tuple(x.shape), x.dtype, x.device) for x in inputs)
+        return tuple([(x.shape, x.dtype, x.device) for x in inputs])
 
     def _prepare(self, inputs: Sequence[torch.Tensor]) -> _Entry:
         devices = {x.device for x in inputs}
@@ -112,7 +121,7 @@ class LoadedOperator:
             warnings.warn(selection.note, stacklevel=3)
         source = task.source(selection.config, for_interpreter=not cuda)
         return _Entry(task, source, graph.shape_of(graph.output, dims), torch_dtype(graph.output.dtype), selection,
-                      runtime.launcher(source, cuda), tuple(task.dims.values()))
+                      runtime.launcher(source, cuda), tuple(task.dims.values()), inputs[0].device)
 
     def _select(self, task: Task, device_name: str | None) -> Selection:
         """The best usable config: tuned for this workload, else tuned for the nearest shape,

@@ -44,3 +44,19 @@ def test_autotune_on_the_gpu_records_real_measurements(tmp_path):
     assert report.statuses["ok"] >= 1, report.reasons
     with TuningDB(tmp_path / "t.db", readonly=True) as db:
         assert {r.measurer for r in db.records(report.spec.build().workload.key)} == {"cuda"}
+
+
+@pytest.mark.parametrize("n, mode", [(256, "graph"), (8192, "events")])
+def test_cuda_timer_agrees_with_itself_in_both_modes(n, mode):
+    import torch
+
+    from tiletune.search.timing import CudaTimer
+
+    timer = CudaTimer()
+    a = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.float16)
+    calls = [lambda: a @ b] * timer.sets_for(3 * a.nbytes)
+    first, second = timer.time(calls), timer.time(calls)
+    assert first.mode == second.mode == mode
+    assert abs(first.median_us - second.median_us) / first.median_us < 0.05, (first, second)
+    assert first.iqr_rel < 0.2 and first.facts["flush_bytes"] >= timer.l2_bytes
