@@ -206,8 +206,9 @@ def matmul_fp8(M, N, K, dtype="float16"):
     """
     a = te.placeholder((M, K), "float8_e4m3fn", name="a")
     b = te.placeholder((N, K), "float8_e4m3fn", name="b")
-    scale_a = te.placeholder((1,), "float32", name="scale_a")
-    scale_b = te.placeholder((1,), "float32", name="scale_b")
+    # dequantization scales are positive (amax / 448 of the tensor quantized)
+    scale_a = te.placeholder((1,), "float32", name="scale_a", domain=(0.01, 1.0))
+    scale_b = te.placeholder((1,), "float32", name="scale_b", domain=(0.01, 1.0))
     k = te.reduce_axis(K, name="k")
     # widened to fp32 so the sum is an fp32 one; the dot still takes the fp8 values as they are
     c = te.compute(
