@@ -17,6 +17,7 @@ from tiletune.kernels.kernel import (
     widening_only,
 )
 from tiletune.schedules.rules import dot_dtype
+from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Cast, Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph
@@ -69,8 +70,8 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     m_index = unflatten(b, k, c.fused.m_axes, "offs_m") if c.fused else {}
 
     operand = dot_dtype(pattern)
-    if operand == "bfloat16" and for_interpreter:
-        operand = "float32"
+    if operand in ("bfloat16", "float8_e4m3fn") and for_interpreter:
+        operand = "float32"  # the interpreter multiplies their bit patterns, not their values
     b.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     unroll = s.unroll.get("k", 1)
     start, stop = "0", f"tl.cdiv({K}, BLOCK_K)"
@@ -123,7 +124,7 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     b.indent -= 1
     grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
     if s.persistent:
-        item = 4 if operand == "float32" else 2
+        item = dt.itemsize(operand)
         per_sm = hopper.programs_per_sm(bm, bn, bk, s.num_stages, s.num_warps, item)
         grid = [hopper.persistent_grid(k, grid[0], batch, per_sm)]
         k.imports_torch = True

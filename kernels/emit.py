@@ -35,10 +35,12 @@ from tiletune.tensorexpr.tensor import Tensor
 
 TL_DTYPES = {
     "float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64",
+    "float8_e4m3fn": "tl.float8e4nv",
     "int8": "tl.int8", "int16": "tl.int16", "int32": "tl.int32", "int64": "tl.int64", "bool": "tl.int1",
 }
 POINTER_TYPES = {
     "float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32", "float64": "*fp64",
+    "float8_e4m3fn": "*fp8e4nv",
     "int8": "*i8", "int16": "*i16", "int32": "*i32", "int64": "*i64", "bool": "*i1",
 }
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%"}
@@ -263,7 +265,8 @@ class TileEmitter:
                 f"stage '{t.name}' is read as {describe(read)} but is neither inlined nor computed in this kernel"
             )
         address, mask, dims = self.address(read)
-        other = "" if mask is None else ", other=0"
+        # Triton converts an int `other` to every type but fp8, which takes only a float
+        other = "" if mask is None else (", other=0.0" if t.dtype == "float8_e4m3fn" else ", other=0")
         mask_arg = "" if mask is None else f", mask={mask}"
         code = f"tl.load({address}{mask_arg}{other})"
         # x[i, j] and x[i, k] are one load when j and k run along the same tile dim

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from tiletune.kernels.hopper import programs_per_sm
 from tiletune.schedules.rules import NUM_SMS as H100_SMS
-from tiletune.schedules.rules import attention_dot_dtype, dot_dtype
+from tiletune.schedules.rules import TENSOR_CORE_DTYPES, attention_dot_dtype, dot_dtype
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import (
@@ -124,7 +124,7 @@ def tile_facts(graph: Graph, schedule: ResolvedSchedule, dims: Mapping[str, int]
             bytes_per_program=float(traffic * tiles_per_program),
             unique_bytes=total_unique,
             tile_m=bm, tile_n=bn, tile_k=bk, k_iterations=k_iters * tiles_per_program,
-            uses_tensor_cores=operand in ("float16", "bfloat16"),
+            uses_tensor_cores=operand in TENSOR_CORE_DTYPES,
             dot_dtype=operand,
             tail_fraction=1.0 - (m * n) / padded,
             persistent=int(schedule.persistent),

@@ -288,7 +288,8 @@ def index_text(e: Expr) -> str:
 
 
 # Float types that hold every value of a narrower one exactly.
-_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",)}
+_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
+          "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
 
 
 def widening_only(e: Expr) -> bool:

@@ -1,7 +1,7 @@
 """Checking a generated kernel against the reference evaluator.
 
 Tolerance rule: an output element passes when |out - ref| <= atol + rtol * |ref|, with rtol set
-by the output dtype (float32 1e-4, float16 1e-2, bfloat16 4e-2) and
+by the output dtype (float32 1e-4, float16 1e-2, bfloat16 4e-2, float8_e4m3fn 1.25e-1) and
 atol = rtol * mean(|ref|) * max(1, sqrt(L)), L the longest reduction or scan in the operator:
 rounding errors of a sum grow like the square root of its length (a scan's last element is a
 sum of that length, its earlier ones shorter sums). Every run writes into a fresh output
@@ -30,7 +30,7 @@ from tiletune.tensorexpr.reference import evaluate, torch_dtype
 
 # What an inner (not outermost) fused row dim shrinks to in a verification run.
 INNER_ROW_DIM = 5
-RTOL = {"float32": 1e-4, "float64": 1e-7, "float16": 1e-2, "bfloat16": 4e-2}
+RTOL = {"float32": 1e-4, "float64": 1e-7, "float16": 1e-2, "bfloat16": 4e-2, "float8_e4m3fn": 1.25e-1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,9 @@ def make_inputs(graph: Graph, dims: Mapping[str, int], seed: int = 0, device: st
         elif t.dtype.startswith(("float", "bfloat")) and domain is not None:
             low, high = domain
             x = (low + (high - low) * torch.rand(shape, generator=gen)).to(torch_dtype(t.dtype))
+        elif t.dtype == "float8_e4m3fn":
+            # e4m3 holds +-448 but only 3 mantissa bits: keep to +-8, where its spacing is fine
+            x = torch.randn(shape, generator=gen, dtype=torch.float32).clamp(-8, 8).to(torch_dtype(t.dtype))
         elif t.dtype.startswith(("float", "bfloat")):
             x = torch.randn(shape, generator=gen, dtype=torch.float32).to(torch_dtype(t.dtype))
         elif t.dtype == "bool":

@@ -69,21 +69,27 @@ def _depends_on(stage, target) -> bool:
 
 def dot_dtype(pattern: Pattern) -> str:
     """The operand type fed to `tl.dot`: the narrow input type when both factors read only
-    tensors of that one 16-bit type, else float32 (accumulation is always float32)."""
+    tensors of that one 16- or 8-bit type, else float32 (accumulation is always float32)."""
     c = pattern.contraction
     read_types = {n.tensor.dtype for f in (c.a, c.b) for n in walk(f) if isinstance(n, Read)}
-    if len(read_types) == 1 and next(iter(read_types)) in ("float16", "bfloat16"):
+    if len(read_types) == 1 and next(iter(read_types)) in TENSOR_CORE_DTYPES:
         return next(iter(read_types))
     # a prologue that casts both factors to one 16-bit type (fp32 inputs cast to fp16, a scaled
-    # fp16 input cast back to fp16) feeds the tensor cores that type without losing a bit
+    # fp16 input cast back to fp16) feeds the tensor cores that type without losing a bit; fp8
+    # factors widened to fp32 (to accumulate in it) are fed to the dot as the fp8 they are
     cast_types = {_cast_type(f) for f in (c.a, c.b)}
-    if len(cast_types) == 1 and next(iter(cast_types)) in ("float16", "bfloat16"):
+    if len(cast_types) == 1 and next(iter(cast_types)) in TENSOR_CORE_DTYPES:
         return next(iter(cast_types))
     return "float32"
 
 
+# Operand types `tl.dot` feeds to the tensor cores as they are (fp8 needs sm_89 or later).
+TENSOR_CORE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn")
+
+
 # Float types that hold every value of a narrower one exactly.
-_EXACT_WIDENING = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",)}
+_EXACT_WIDENING = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
+                   "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
 
 
 def _cast_type(e) -> str | None:
@@ -107,13 +113,17 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     item = dt.itemsize(dot_dtype(pattern))
     # defaults no larger than the axis needs (16 at least: tl.dot's smallest tile, masked), so a
     # tall-skinny or small-K workload keeps its long axis's default tile
-    default_m, default_n, default_k = (min(d, max(16, next_pow2(e))) for d, e in ((64, m), (64, n), (32, k)))
+    # tl.dot takes K tiles of 32 at least for 8-bit operands; their default K tile holds the
+    # same bytes as a 16-bit one's
+    min_k, cap_k = (32, 64) if item == 1 else (16, 32)
+    default_m, default_n = (min(d, max(16, next_pow2(e))) for d, e in ((64, m), (64, n)))
+    default_k = min(cap_k, max(min_k, next_pow2(k)))
     # an implicit GEMM's second (reduce + epilogue) kernel would need its fused index math too
     split = c.fused is None and _offers_split_k(m, n, k, batch)
     k_iters = -(-k // default_k)
     s.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=default_m))
     s.tile("n", PowerOfTwo("BLOCK_N", 16, 256, default=default_n))
-    s.tile("k", PowerOfTwo("BLOCK_K", 16, 128, default=default_k))
+    s.tile("k", PowerOfTwo("BLOCK_K", min_k, 128, default=default_k))
     s.bind("m", "block.x").bind("n", "block.x").bind("batch", "block.y")
     s.reorder("m", "n")
     s.swizzle("m", Choice("GROUP_M", (1, 4, 8), default=8))
@@ -124,8 +134,8 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     if split:
         s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
     add_hopper_knobs(s, pattern, dims, split)
-    for name, extent in (("BLOCK_M", m), ("BLOCK_N", n), ("BLOCK_K", k)):
-        s.constrain(*no_larger_than_axis(name, extent, floor=16))
+    for name, extent, floor in (("BLOCK_M", m, 16), ("BLOCK_N", n, 16), ("BLOCK_K", k, min_k)):
+        s.constrain(*no_larger_than_axis(name, extent, floor=floor))
     if split:
         s.constrain(
             "no more splits than K iterations",

@@ -61,7 +61,7 @@ __all__ = [
 # Triton's persistent-matmul tutorial figures on H100).
 PERSISTENT_GAIN = 0.97
 
-DOT_DTYPES = ("float16", "bfloat16", "float32", "float8", "none")
+DOT_DTYPES = ("float16", "bfloat16", "float32", "float8", "float8_e4m3fn", "none")
 LIMITERS = ("compute", "memory", "latency", "launch")
 
 
@@ -297,6 +297,7 @@ def peak_tflops(facts: KernelFacts, gpu: GPUSpec) -> float:
         "bfloat16": gpu.bf16_tensor_tflops,
         "float32": gpu.tf32_tensor_tflops,
         "float8": gpu.fp8_tensor_tflops,
+        "float8_e4m3fn": gpu.fp8_tensor_tflops,  # the DSL's name, as the kernel facts give it
     }[facts.dot_dtype]
 
 

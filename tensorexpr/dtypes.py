@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from tiletune.errors import DSLError
 
-FLOATS = ("float16", "bfloat16", "float32", "float64")
+# float8_e4m3fn (OCP FP8 E4M3, no infinities) is a storage and tensor-core operand type: its
+# values widen exactly to every other float type, and arithmetic on it runs in fp32.
+FLOATS = ("float16", "bfloat16", "float32", "float64", "float8_e4m3fn")
 INTS = ("int8", "int16", "int32", "int64")
 DTYPES = FLOATS + INTS + ("bool",)
 
@@ -19,6 +21,7 @@ WEAK_FLOAT = "float"
 _ALIASES = {
     "fp16": "float16", "half": "float16", "f16": "float16",
     "bf16": "bfloat16",
+    "fp8": "float8_e4m3fn", "e4m3": "float8_e4m3fn", "float8e4nv": "float8_e4m3fn",
     "fp32": "float32", "float": "float32", "f32": "float32",
     "fp64": "float64", "double": "float64",
     "int": "int32", "i32": "int32", "i64": "int64", "long": "int64",
@@ -58,7 +61,7 @@ def strong(dtype: str) -> str:
 
 def itemsize(dtype: str) -> int:
     """Bytes per element of a concrete dtype."""
-    return {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    return {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "float8_e4m3fn": 1,
             "int8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1}[strong(dtype)]
 
 

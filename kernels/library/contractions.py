@@ -26,6 +26,7 @@ __all__ = [
     "matmul_bias_silu",
     "matmul_residual",
     "matmul_row_col_scale",
+    "matmul_fp8",
 ]
 
 
@@ -191,3 +192,27 @@ def matmul_row_col_scale(M, N, K, dtype="float16"):
     c = te.compute((M, N), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
     y = te.compute((M, N), lambda i, j: (c[i, j].astype("float32") * row_scale[i] * col_scale[j]).astype(dtype), name="y")
     return [a, b, row_scale, col_scale], y
+
+
+@operator
+def matmul_fp8(M, N, K, dtype="float16"):
+    """Y[M, N] = (A[M, K] @ B[N, K]^T) * scale_a * scale_b: fp8 (e4m3) operands with per-tensor
+    fp32 scales, as in an fp8 linear layer; the product runs on fp8 tensor cores (sm_89+) with
+    fp32 accumulation, and `dtype` (float16 or bfloat16) is the output.
+
+    B is stored [N, K] (a linear layer's weight), so both operands are K-contiguous, the layout
+    fp8 wgmma reads on sm_90 without a transpose through shared memory. Each scale is a
+    one-element tensor, so a new scale needs no recompile.
+    """
+    a = te.placeholder((M, K), "float8_e4m3fn", name="a")
+    b = te.placeholder((N, K), "float8_e4m3fn", name="b")
+    # dequantization scales are positive (amax / 448 of the tensor quantized)
+    scale_a = te.placeholder((1,), "float32", name="scale_a", domain=(0.01, 1.0))
+    scale_b = te.placeholder((1,), "float32", name="scale_b", domain=(0.01, 1.0))
+    k = te.reduce_axis(K, name="k")
+    # widened to fp32 so the sum is an fp32 one; the dot still takes the fp8 values as they are
+    c = te.compute(
+        (M, N), lambda i, j: te.sum(a[i, k].astype("float32") * b[j, k].astype("float32"), axis=k), name="c"
+    )
+    y = te.compute((M, N), lambda i, j: (c[i, j] * scale_a[0] * scale_b[0]).astype(dtype), name="y")
+    return [a, b, scale_a, scale_b], y

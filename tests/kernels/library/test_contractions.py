@@ -40,6 +40,7 @@ SHAPES = {
     "matmul_bias_silu": dict(M=17, N=9, K=33),
     "matmul_residual": dict(M=17, N=9, K=33),
     "matmul_row_col_scale": dict(M=17, N=9, K=33),
+    "matmul_fp8": dict(M=33, N=17, K=65),  # fp8 inputs whatever the dtype (the output's)
 }
 
 
