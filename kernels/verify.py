@@ -165,6 +165,9 @@ def unwritten_fill(dtype: str) -> float | int:
     return float("nan") if dt.is_float(dtype) else torch.iinfo(torch_dtype(dtype)).min
 
 
+ALIGN_ELEMENTS = 16  # elements: 16-byte aligned rows for any item size of one byte or more
+
+
 def verification_dims(
     graph: Graph, dims: Mapping[str, int], schedule: ResolvedSchedule, pattern: Pattern | None = None
 ) -> dict[str, int]:
@@ -214,13 +217,21 @@ def verification_dims(
             tiles.setdefault(layout.lane_extent.name, schedule.tile("lane"))
         if pattern.op_class is OpClass.REDUCTION and isinstance(layout.lane_extent, DimVar):
             tiles[layout.lane_extent.name] = 0  # keep: the kernel holds the whole row
+    # tensor descriptors need 16-byte aligned rows: a shrunk dim keeps its residue mod 16, so
+    # a TMA candidate legal at the tuned shape stays legal (and aligned) at the check's shape
+    keep_alignment = getattr(schedule, "load", "pointer") == "tma"
     small = {}
     for name, value in dims.items():
         tile = tiles.get(name)
         if tile is None and name in inner:
             small[name] = min(value, INNER_ROW_DIM)
+        elif not tile:
+            small[name] = value
+        elif keep_alignment:
+            target = min(value, 2 * tile + 3)
+            small[name] = target + (value - target) % ALIGN_ELEMENTS
         else:
-            small[name] = value if not tile else min(value, 2 * tile + 3)
+            small[name] = min(value, 2 * tile + 3)
     return small
 
 

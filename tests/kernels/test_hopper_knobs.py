@@ -17,7 +17,7 @@ from tiletune.errors import IllegalConfig
 from tiletune.kernels.facts import tile_facts
 from tiletune.kernels.library import bmm, matmul, matmul_a_bt, matmul_bias_relu
 from tiletune.kernels.lower import lower
-from tiletune.kernels.verify import check
+from tiletune.kernels.verify import check, check_candidate, verification_dims
 from tiletune.schedules import Config
 from tiletune.schedules.rules import MAX_SHARED_BYTES, default_schedule
 from tiletune.search.simulator import KernelFacts, simulate
@@ -59,6 +59,18 @@ def test_tma_loads_a_transposed_operand_and_keeps_the_epilogue():
     assert check(graph, src, ODD).ok
     graph, _, src = lowered(matmul_bias_relu, ODD, LOAD="tma", PERSISTENT=True, BLOCK_M=16, BLOCK_N=16)
     assert check(graph, src, ODD).ok
+
+
+def test_a_tma_candidate_is_checked_at_aligned_small_dims():
+    # the tuner checks candidates at shrunk dims: shrinking K=256 to 2 tiles + 3 made rows of
+    # 134 bytes, which a descriptor refuses, so every TMA candidate failed its check
+    dims = {"M": 256, "N": 256, "K": 256}
+    graph, s, _ = lowered(matmul, dims, LOAD="tma")
+    resolved = s.resolve(s.space().default().replace(LOAD="tma"))
+    small = verification_dims(graph, dims, resolved)
+    assert all(small[d] % 16 == 0 and small[d] < dims[d] for d in ("N", "K")), small
+    assert verification_dims(graph, dims, s.resolve(s.space().default()))["K"] == 2 * 32 + 3
+    assert check_candidate(graph, lower(graph, resolved, for_interpreter=True), dims, resolved).ok
 
 
 def test_tma_composes_with_split_k_and_persistent_does_not():
