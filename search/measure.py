@@ -224,7 +224,7 @@ class SimMeasurer:
     are never mistaken for real ones.
     """
 
-    def __init__(self, kind: str = "sim-h100", *, realtime: bool = False) -> None:
+    def __init__(self, kind: str = "sim-h100", *, realtime: bool = False, isolated: bool = False) -> None:
         if kind not in SIMULATED_GPUS:
             raise UsageError(f"unknown simulated device '{kind}'; known: {', '.join(SIMULATED_GPUS)}")
         import triton
@@ -232,6 +232,7 @@ class SimMeasurer:
         faults.rules()  # a bad TILETUNE_FAULTS fails here, before anything is recorded
         self.kind = kind
         self.realtime = realtime  # sleep as long as measuring on the real GPU would take
+        self.isolated = isolated  # runs in a worker of its own (a Ray actor), not in the tuner
         self.gpu = SIMULATED_GPUS[kind]
         self.device = Device.make(kind, "sm90", triton.__version__)
 
@@ -251,7 +252,7 @@ class SimMeasurer:
                 spill_bytes=int(usage["spill_bytes"]), shared_bytes=int(usage["shared_bytes"]),
             )
             try:
-                wrong = faults.inject("measure", config, in_process=True)
+                wrong = faults.inject("measure", config, in_process=not self.isolated)
                 result = simulate(kf, self.gpu)
             except DoesNotFit as error:
                 outcomes.append(Outcome(config, "compile_error", f"does not fit {self.gpu.name}: {error}", facts=facts))
