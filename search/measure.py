@@ -20,15 +20,17 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from tiletune.errors import CompileError, TiletuneError, UsageError
 from tiletune.schedules.config import Config
 from tiletune.search import faults, step_cache
 from tiletune.search.sim_realtime import measurement_seconds
 from tiletune.search.simulator import SIMULATED_GPUS, DoesNotFit, KernelFacts, simulate
-from tiletune.search.task import TaskSpec
 from tiletune.tuning_db import Device
+
+if TYPE_CHECKING:  # the simulated measurer runs without torch (in a Ray actor, say)
+    from tiletune.search.task import TaskSpec
 
 
 @dataclass(frozen=True, slots=True)

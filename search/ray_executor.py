@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
@@ -37,9 +37,11 @@ from tiletune.schedules.config import Config
 from tiletune.search import faults
 from tiletune.search.executors import device_kinds
 from tiletune.search.measure import Measurer, Outcome
-from tiletune.search.task import TaskSpec
 from tiletune.search.workers import TaskResult, _describe
 from tiletune.tuning_db import Device
+
+if TYPE_CHECKING:
+    from tiletune.search.task import TaskSpec
 
 COMPILE_ENV = {"TRITON_INTERPRET": "0"}
 INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
@@ -70,7 +72,8 @@ class StepWorker:
     """A warm process for compile or verification steps (torch and Triton imported once)."""
 
     def __init__(self) -> None:
-        import tiletune.search.measure  # noqa: F401 - torch and Triton, before the first task
+        import tiletune.search.measure  # noqa: F401
+        import tiletune.search.task  # noqa: F401 - torch and Triton, before the first task
 
     def ready(self) -> bool:
         """Answered once the process runs."""
@@ -246,8 +249,8 @@ class MeasureActor:
         """The measurer's kind and the device it keys records with."""
         return self.measurer.kind, self.measurer.device
 
-    def measure(self, spec: TaskSpec, config: Config, facts: dict) -> Outcome:
-        """The outcome of one compiled, verified candidate."""
+    def measure(self, spec: TaskSpec | None, config: Config, facts: dict) -> Outcome:
+        """The outcome of one compiled, verified candidate (simulated devices need no spec)."""
         return self.measurer.measure(spec, [(config, facts)])[0]
 
 
@@ -301,7 +304,10 @@ class RayMeasurer:
         """Each candidate on the next free actor; outcomes in the candidates' order. A death is
         retried once on a fresh actor (a killed actor or a lost node is not the candidate's
         doing); a second is recorded as a runtime error, a deadline as a timeout."""
-        calls = [lambda actor, c=config, f=facts: actor.measure.remote(spec, c, f) for config, facts in candidates]
+        # A simulated device answers from the facts alone; without the spec its actor never
+        # imports torch (a tenth of the memory: eight of them fit beside the tuner anywhere).
+        spec_sent = spec if self.kind == "cuda" else None
+        calls = [lambda actor, c=config, f=facts: actor.measure.remote(spec_sent, c, f) for config, facts in candidates]
         outcomes = []
         for (config, facts), (status, value, _) in zip(candidates, self._pool.run(calls, self.timeout, retry_deaths=True)):
             if status == "ok":
