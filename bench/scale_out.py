@@ -3,7 +3,7 @@
 The same multi-workload tuning run (same workloads, seed, trial budget and batch size) with
 `--sim-realtime` on the simulated H100 at 1, 2, 4 and 8 Ray measurement actors, on a local Ray
 of this machine. A first run (local executor, no real time) fills the compile and verification
-caches, and a second (Ray, no real time) starts Ray's workers once: those steps are CPU-bound and this machine has two cores, and the figure is about
+caches, and a second (Ray, no real time) warms the Ray CPU workers that all runs share: those steps are CPU-bound and this machine has two cores, and the figure is about
 spreading measurements, which sleep as long as the real GPU would take (see
 `search/sim_realtime.py`). Reports trials per second, parallel efficiency against 1 worker
 (trials/s at N / (N x trials/s at 1)), and whether every workload's best config equals the
@@ -31,7 +31,7 @@ WORKLOADS = [
 
 
 def tune(root: Path, name: str, *, trials: int, batch_size: int, seed: int, workers: int | None,
-         executor: str, realtime: bool, workloads: list[WorkloadEntry]) -> tuple[float, int, dict[str, dict]]:
+         executor: object, realtime: bool, workloads: list[WorkloadEntry]) -> tuple[float, int, dict[str, dict]]:
     """Seconds the tuning took (the scheduler's own clock: workers already started), trials
     measured, and each workload's best config."""
     from tiletune.api import autotune_many
@@ -55,7 +55,7 @@ def main() -> None:
     workloads = WORKLOADS[:2] if args.quick else WORKLOADS
     common = dict(trials=trials, batch_size=args.batch_size, seed=args.seed, workloads=workloads)
 
-    from tiletune.search.ray_executor import init
+    from tiletune.search.ray_executor import RayBackend, init
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -63,17 +63,24 @@ def main() -> None:
         tune(root, "warm-up", workers=None, executor="local", realtime=False, **common)
         print(f"warm-up (local executor, fills the compile and verification caches): {time.monotonic() - start:.1f} s",
               flush=True)
+        # Ray kills workers when the node's memory passes 95%, whoever uses it; on a shared machine
+        # that is other people's processes. The sleeping actors here need little memory.
+        os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
         init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="warning")
-        # Ray's first actors of a runtime environment start slower than later ones: not charged to 1 worker
-        tune(root, "ray-warm-up", workers=max(args.workers), executor="ray", realtime=False, **common)
+        # One backend for every run: its CPU workers (compiles, verification) are warmed once, by
+        # a run without real time, as in a long tuning; each run gets its own measurement actors.
+        backend = RayBackend(max(args.workers))
+        tune(root, "ray-warm-up", workers=None, executor=backend, realtime=False, **common)
         rates, bests = [], []
         for workers in args.workers:
-            seconds, done, best = tune(root, f"ray-{workers}", workers=workers, executor="ray", realtime=True, **common)
+            backend.workers = workers
+            seconds, done, best = tune(root, f"ray-{workers}", workers=None, executor=backend, realtime=True, **common)
             rates.append(done / seconds)
             bests.append(best)
             print(f"{workers} worker{'s' if workers > 1 else ' '}  {done} trials in {seconds:6.1f} s  "
                   f"{rates[-1]:6.2f} trials/s  efficiency {rates[-1] / (workers * rates[0] / args.workers[0]):.2f}",
                   flush=True)
+    backend.close()
     efficiency = [rate / (w * rates[0] / args.workers[0]) for w, rate in zip(args.workers, rates)]
     same_best = all(best == bests[0] for best in bests)
     print(f"same best configs as {args.workers[0]} worker(s) for every workload: {same_best}")

@@ -59,7 +59,7 @@ class TuneOptions:
     batch_size: int = 8
     workers: int | None = None
     patience: int | None = None
-    executor: str = "local"
+    executor: object = "local"  # "local", "ray", or an open `search.executors.Backend` to reuse
     sim_realtime: bool = False
 
     def check(self) -> None:
@@ -80,8 +80,9 @@ class TuneOptions:
             raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
         from tiletune.search.executors import check_executor, device_kinds
 
-        check_executor(self.executor)
-        kinds = device_kinds(self.device, executor=self.executor)
+        name = self.executor if isinstance(self.executor, str) else getattr(self.executor, "name", "")
+        check_executor(name)
+        kinds = device_kinds(self.device, executor=name)
         if self.sim_realtime and "cuda" in kinds:
             raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
 
@@ -100,9 +101,15 @@ def _session(options: TuneOptions):
     from tiletune.tuning_db import TuningDB, default_db_path
 
     with ExitStack() as stack:
-        backend = open_backend(options.executor, options.workers)
-        stack.callback(backend.close)
+        if isinstance(options.executor, str):
+            backend = open_backend(options.executor, options.workers)
+            stack.callback(backend.close)
+        else:  # the caller's backend, kept open (its warm workers serve several runs)
+            backend = options.executor
         measurers = backend.measurers(options.device, seed=options.seed, realtime=options.sim_realtime)
+        for measurer in measurers:
+            if hasattr(measurer, "close"):  # measurement actors end with the run, whoever owns the backend
+                stack.callback(measurer.close)
         database = stack.enter_context(TuningDB(Path(options.db) if options.db else default_db_path()))
         yield backend, measurers, database
 
