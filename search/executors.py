@@ -8,8 +8,8 @@ batches and transactions, and the search depends on the seed and the budget only
 
 - ``local`` (`LocalBackend`): the compile and verification worker pools of this machine, and the
   measurer of its one device (the GPU in a worker process, or the simulator in the tuner).
-- ``ray`` (`search.ray_executor.RayBackend`): compiles and verification as Ray CPU tasks, and
-  measurement in actors that each own one device. Ray is an optional extra; only that module
+- ``ray`` (`search.ray_executor.RayBackend`): compiles and verification on warm CPU workers of
+  the cluster, and measurement in actors that each own one device. Ray is an optional extra; only that module
   imports it.
 
 A device request is a comma-separated list of kinds: ``auto``, ``cuda``, the simulated GPUs

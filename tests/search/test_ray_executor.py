@@ -117,6 +117,7 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost(cluster, tmp_pa
     assert len(rows) == 12 and len(set(rows)) == 12
 
 
+@pytest.mark.slow
 def test_a_driver_killed_mid_run_leaves_whole_batches_and_resumes_without_repeats(cluster, tmp_path):
     db, trials, batch = tmp_path / "t.db", 24, 4
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TILETUNE_FAULTS", "TILETUNE_DB")}
