@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install tiletune with its test tools into it.
+# Create .venv (if missing) and install tiletune with its test tools (and Ray, for the Ray
+# executor and its tests) into it.
 # On a machine without an NVIDIA GPU, torch is pinned to the CPU build (an unpinned torch
 # pulls several GB of CUDA packages that nothing here would use).
 set -euo pipefail
@@ -16,4 +17,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
         "${PIP[@]}" install "torch==2.13.0"
     fi
 fi
-"${PIP[@]}" install -e ".[test,plot]"
+"${PIP[@]}" install -e ".[test,plot,ray]"

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from tiletune.errors import CompileError, TiletuneError, UsageError
 from tiletune.schedules.config import Config
-from tiletune.search import faults
+from tiletune.search import faults, step_cache
+from tiletune.search.sim_realtime import measurement_seconds
 from tiletune.search.simulator import SIMULATED_GPUS, DoesNotFit, KernelFacts, simulate
-from tiletune.search.task import TaskSpec
 from tiletune.tuning_db import Device
+
+if TYPE_CHECKING:  # the simulated measurer runs without torch (in a Ray actor, say)
+    from tiletune.search.task import TaskSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +81,30 @@ def compile_step(spec: TaskSpec, config_json: str) -> dict:
     constants, aligned = task.specialization(src)
     signature = dict(src.signature)
     signature.update({name: "constexpr" for name in constants})
-    fn = getattr(load_module(src), src.kernel_name)
-    try:
-        usage = aot_compile(
-            fn, signature, {**src.constexprs, **constants},
-            num_warps=src.num_warps, num_stages=src.num_stages, aligned=aligned,
-        )
-    except TiletuneError as error:
-        return {"status": "compile_error", "reason": str(error)}
+    cached = step_cache.key("compile", [src.text, signature, src.constexprs, constants, sorted(aligned),
+                                        src.num_warps, src.num_stages])
+    compiled = step_cache.get(cached)
+    if compiled is None:
+        fn = getattr(load_module(src), src.kernel_name)
+        try:
+            usage = aot_compile(
+                fn, signature, {**src.constexprs, **constants},
+                num_warps=src.num_warps, num_stages=src.num_stages, aligned=aligned,
+            )
+            compiled = {"status": "ok", "usage": usage.to_dict()}
+        except TiletuneError as error:
+            compiled = {"status": "compile_error", "reason": str(error)}
+        step_cache.put(cached, compiled)
+    if compiled["status"] != "ok":
+        return compiled
     facts = task.facts(config)
-    return {"status": "ok", "usage": usage.to_dict(), "tile": facts.to_dict(), "dot_dtype": facts.dot_dtype}
+    return {"status": "ok", "usage": compiled["usage"], "tile": facts.to_dict(), "dot_dtype": facts.dot_dtype}
 
 
 @_out_of_memory_is_a_status
 def verify_step(spec: TaskSpec, config_json: str, seed: int) -> dict:
     """Run one config through Triton's interpreter at small dims against the reference."""
-    from tiletune.kernels.verify import check_candidate
+    from tiletune.kernels.verify import check_candidate, verification_dims
 
     task = spec.build()
     config = task.space.from_json(config_json)
@@ -100,10 +112,16 @@ def verify_step(spec: TaskSpec, config_json: str, seed: int) -> dict:
     if wrong:
         return {"status": "wrong_result", "reason": wrong}
     src = task.source(config, for_interpreter=True)
-    verdict = check_candidate(task.graph, src, task.dims, task.resolve(config), seed)
-    if verdict.ok:
-        return {"status": "ok", "worst": verdict.worst}
-    return {"status": "wrong_result", "reason": verdict.reason}
+    schedule = task.resolve(config)
+    dtypes = [t.dtype for t in (*task.graph.inputs, task.graph.output)]
+    cached = step_cache.key("verify", [src.text, task.graph.structural_hash(), dtypes,
+                                       verification_dims(task.graph, task.dims, schedule), seed])
+    answer = step_cache.get(cached)
+    if answer is None:
+        verdict = check_candidate(task.graph, src, task.dims, schedule, seed)
+        answer = {"status": "ok", "worst": verdict.worst} if verdict.ok else {"status": "wrong_result", "reason": verdict.reason}
+        step_cache.put(cached, answer)
+    return answer
 
 
 @_out_of_memory_is_a_status
@@ -192,13 +210,15 @@ class SimMeasurer:
     are never mistaken for real ones.
     """
 
-    def __init__(self, kind: str = "sim-h100") -> None:
+    def __init__(self, kind: str = "sim-h100", *, realtime: bool = False, isolated: bool = False) -> None:
         if kind not in SIMULATED_GPUS:
             raise UsageError(f"unknown simulated device '{kind}'; known: {', '.join(SIMULATED_GPUS)}")
         import triton
 
         faults.rules()  # a bad TILETUNE_FAULTS fails here, before anything is recorded
         self.kind = kind
+        self.realtime = realtime  # sleep as long as measuring on the real GPU would take
+        self.isolated = isolated  # runs in a worker of its own (a Ray actor), not in the tuner
         self.gpu = SIMULATED_GPUS[kind]
         self.device = Device.make(kind, "sm90", triton.__version__)
 
@@ -221,7 +241,7 @@ class SimMeasurer:
                 warp_specialized=bool(tile.get("warp_specialized", 0)),
             )
             try:
-                wrong = faults.inject("measure", config, in_process=True)
+                wrong = faults.inject("measure", config, in_process=not self.isolated)
                 result = simulate(kf, self.gpu)
             except DoesNotFit as error:
                 outcomes.append(Outcome(config, "compile_error", f"does not fit {self.gpu.name}: {error}", facts=facts))
@@ -240,6 +260,8 @@ class SimMeasurer:
                 config, "ok", latency_us=result.latency_us, latency_min_us=result.latency_us,
                 latency_spread=0.0, repeats=1, facts={**facts, "sim": sim},
             ))
+        if self.realtime:
+            time.sleep(sum(measurement_seconds(self.gpu, o.latency_us) for o in outcomes))
         return outcomes
 
 

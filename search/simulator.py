@@ -26,6 +26,7 @@ and to land within a small factor of real timings. Every record it produces says
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from tiletune.errors import TiletuneError, UsageError
 
 __all__ = [
     "H100",
+    "H200",
     "SIMULATED_GPUS",
     "DoesNotFit",
     "GPUSpec",
@@ -130,8 +132,12 @@ H100 = GPUSpec(
     launch_overhead_us=3.0,  # estimate: back-to-back launches timed with CUDA events
 )
 
+# NVIDIA H200 SXM: the H100's die (same SMs, clocks and tensor peaks) with 141 GB of HBM3e at
+# 4.8 TB/s; the model has no capacity figure, so only the bandwidth differs.
+H200 = dataclasses.replace(H100, name="sim-h200", hbm_gbps=4800.0)
+
 #: The devices a `sim-<gpu>` measurer can stand for, by name.
-SIMULATED_GPUS: dict[str, GPUSpec] = {H100.name: H100}
+SIMULATED_GPUS: dict[str, GPUSpec] = {H100.name: H100, H200.name: H200}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from tiletune.search.features import featurize
 from tiletune.search.measure import Measurer, Outcome, compile_batch, verify_step
 from tiletune.search.strategies import History, make_strategy
 from tiletune.search.task import Task, TaskSpec
-from tiletune.search.workers import WorkerPool
+from tiletune.search.workers import Executor, WorkerPool
 from tiletune.tuning_db import Record, TuningDB
 
 COMPILE_ENV = {"TRITON_INTERPRET": "0"}
@@ -197,7 +197,7 @@ class Tuner:
         report.seconds = time.monotonic() - start
         return report
 
-    def _evaluate(self, batch: list[Config], compiler: WorkerPool, verifier: WorkerPool) -> list[Outcome]:
+    def _evaluate(self, batch: list[Config], compiler: Executor, verifier: Executor) -> list[Outcome]:
         spec = self.task.spec
         results, survivors = compile_batch(spec, batch, compiler, self.compile_timeout)
         verified = verifier.map(

@@ -59,6 +59,8 @@ class TuneOptions:
     batch_size: int = 8
     workers: int | None = None
     patience: int | None = None
+    executor: object = "local"  # "local", "ray", or an open `search.executors.Backend` to reuse
+    sim_realtime: bool = False
 
     def check(self) -> None:
         """Refuse impossible options with a message that says what was expected."""
@@ -76,7 +78,13 @@ class TuneOptions:
             raise UsageError(f"patience must be at least 1 batch, got {self.patience}")
         if self.strategy not in STRATEGIES:  # before the DB file is created
             raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
-        resolve_device(self.device)
+        from tiletune.search.executors import check_executor, device_kinds
+
+        name = self.executor if isinstance(self.executor, str) else getattr(self.executor, "name", "")
+        check_executor(name)
+        kinds = device_kinds(self.device, executor=name)
+        if self.sim_realtime and "cuda" in kinds:
+            raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
 
     @property
     def budget(self):
@@ -87,22 +95,23 @@ class TuneOptions:
 
 @contextmanager
 def _session(options: TuneOptions):
-    """The measurer, the tuning DB and the worker pools of one tuning run, closed after it."""
-    from tiletune.search.measure import CudaMeasurer, SimMeasurer
-    from tiletune.search.tuner import COMPILE_ENV, Pools
-    from tiletune.search.workers import WorkerPool
+    """The executor backend, one measurer per device kind and the tuning DB of one tuning
+    run, closed after it."""
+    from tiletune.search.executors import open_backend
     from tiletune.tuning_db import TuningDB, default_db_path
 
-    kind = resolve_device(options.device)
     with ExitStack() as stack:
-        if kind == "cuda":
-            gpu_pool = stack.enter_context(WorkerPool(1, env=COMPILE_ENV, name="gpu"))
-            measurer = CudaMeasurer(gpu_pool, seed=options.seed)
-        else:
-            measurer = SimMeasurer(kind)
+        if isinstance(options.executor, str):
+            backend = open_backend(options.executor, options.workers)
+            stack.callback(backend.close)
+        else:  # the caller's backend, kept open (its warm workers serve several runs)
+            backend = options.executor
+        measurers = backend.measurers(options.device, seed=options.seed, realtime=options.sim_realtime)
+        for measurer in measurers:
+            if hasattr(measurer, "close"):  # measurement actors end with the run, whoever owns the backend
+                stack.callback(measurer.close)
         database = stack.enter_context(TuningDB(Path(options.db) if options.db else default_db_path()))
-        pools = stack.enter_context(Pools(options.workers))
-        yield measurer, database, pools
+        yield backend, measurers, database
 
 
 def autotune(
@@ -114,11 +123,12 @@ def autotune(
     on_start: Callable[[], None] | None = None,
     **options,
 ):
-    """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report.
+    """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report
+    (a list of reports, one per device kind, when `device` names several).
 
     Options are those of `TuneOptions` (device, trials, time_limit, db, seed, strategy,
-    batch_size, workers, patience). `on_start` is called once the arguments are checked,
-    just before the first batch."""
+    batch_size, workers, patience, executor, sim_realtime). `on_start` is called once the
+    arguments are checked, just before the first batch."""
     from tiletune.search.task import Task, TaskSpec
     from tiletune.search.tuner import Tuner
 
@@ -126,11 +136,12 @@ def autotune(
     opts.check()
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
-    with _session(opts) as (measurer, database, pools):
-        tuner = Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
+    with _session(opts) as (backend, measurers, database):
         if on_start:
             on_start()
-        return tuner.run(opts.budget, pools)
+        reports = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
+                   .run(opts.budget, backend) for measurer in measurers]  # each device kind for itself
+        return reports[0] if len(reports) == 1 else reports
 
 
 def autotune_many(
@@ -141,7 +152,8 @@ def autotune_many(
     **options,
 ):
     """Tune every workload of a JSON/TOML file (or a list of `WorkloadEntry`) under one total
-    trial budget, giving batches where the expected gain is largest; one report per workload."""
+    trial budget, giving batches where the expected gain is largest; one report per workload
+    (and per device kind, kind after kind, when `device` names several)."""
     from tiletune.search.scheduler import TaskScheduler, load_workloads
     from tiletune.search.tuner import Tuner
 
@@ -149,12 +161,15 @@ def autotune_many(
     opts.check()
     entries = load_workloads(workloads) if isinstance(workloads, (str, os.PathLike)) else list(workloads)
     tasks = [entry.spec.build() for entry in entries]  # every entry checked before tuning starts
-    with _session(opts) as (measurer, database, pools):
-        tuners = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
-                  for task in tasks]
+    with _session(opts) as (backend, measurers, database):
         if on_start:
             on_start()
-        return TaskScheduler(tuners, [e.weight for e in entries]).run(opts.budget, pools)
+        reports = []
+        for measurer in measurers:
+            tuners = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
+                      for task in tasks]
+            reports += TaskScheduler(tuners, [e.weight for e in entries]).run(opts.budget, backend)
+        return reports
 
 
 def load(op: str | Operator, db: str | os.PathLike | None = None):

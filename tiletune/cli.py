@@ -77,7 +77,9 @@ def main() -> None:
 @dtype_option
 @click.option("--workloads", "workloads_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML list of workloads (op, shape, dtype, weight) tuned under one total budget.")
-@click.option("--device", default="auto", show_default=True, help="auto, cuda or sim-h100 (simulated H100).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cuda, sim-h100 or sim-h200 (simulated GPUs), or on Ray a GPU kind of the cluster (H100); "
+                   "several kinds separated by commas are each tuned for themselves.")
 @click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure (in all).")
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--patience", type=int, default=None, help="Stop a workload after this many batches without a better config.")
@@ -85,10 +87,16 @@ def main() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", default="model", show_default=True, help="model (XGBoost-ranked random pool), annealing or evolution (over the model), random or grid.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
-@click.option("--workers", type=int, default=None, help="Compile worker processes (default: cores, at most 4).")
+@click.option("--workers", type=int, default=None,
+              help="local: compile worker processes (default: cores, at most 4); ray: measurement actors per "
+                   "device kind (default: one per GPU, or per CPU for simulated devices).")
+@click.option("--executor", default="local", show_default=True,
+              help="local (worker processes here) or ray (the cluster RAY_ADDRESS names, else a local Ray).")
+@click.option("--sim-realtime", is_flag=True,
+              help="Simulated devices take as long per measurement as the real GPU would (sleeping).")
 @_friendly
 def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patience, db, seed, strategy,
-             batch_size, workers) -> None:
+             batch_size, workers, executor, sim_realtime) -> None:
     """Tune OP (a built-in name or path/file.py:function) at --shape, or every workload of
     --workloads FILE under one budget."""
     from tqdm import tqdm
@@ -101,7 +109,8 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
     if not workloads_file and not (op and shape):
         raise UsageError("give OP and --shape (e.g. tiletune autotune matmul --shape M=512,N=512,K=512), or --workloads FILE")
     options = dict(device=device, trials=trials, time_limit=time_limit, db=db, seed=seed, strategy=strategy,
-                   batch_size=batch_size, workers=workers, patience=patience)
+                   batch_size=batch_size, workers=workers, patience=patience, executor=executor,
+                   sim_realtime=sim_realtime)
     bars = []  # the progress bar starts once the arguments are checked, so a mistake is one line
 
     def on_start():
@@ -117,8 +126,9 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
         if workloads_file:
             reports = autotune_many(workloads_file, on_batch=on_batch, on_start=on_start, **options)
         else:
-            reports = [run_autotune(op, parse_shape(shape), dtype=dtype, on_batch=on_batch, on_start=on_start,
-                                    **options)]
+            reports = run_autotune(op, parse_shape(shape), dtype=dtype, on_batch=on_batch, on_start=on_start,
+                                   **options)
+            reports = reports if isinstance(reports, list) else [reports]
     finally:
         for bar in bars:
             bar.close()

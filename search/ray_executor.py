@@ -1,0 +1,450 @@
+"""Tuning on a Ray cluster: compiles and verification as CPU tasks, measurement in actors.
+
+The driver (where `tiletune autotune --executor ray` runs) keeps the strategy, the cost model and
+the only connection that writes the DB; the cluster only answers questions:
+
+- `RayTaskExecutor` runs `compile_step` / `verify_step` on CPU workers of the cluster (warm
+  step-worker actors, half a CPU each), whose runtime environment sets `TRITON_INTERPRET` as
+  the step needs, as the local pools do with their environment overlay. A worker whose task
+  passes its deadline is killed and replaced; one that dies is replaced and its task reported
+  as a crash.
+- `RayMeasurer` owns `workers` actors of one device kind, each holding one device
+  (``num_gpus=1`` and Ray's ``accelerator_type`` on a GPU cluster; ``num_gpus=0`` actors running
+  the simulated measurer otherwise) and measuring one candidate at a time. An actor that dies
+  (killed, crashed CUDA context, node lost) is replaced and its candidate retried once, then
+  recorded as a ``runtime_error`` naming both deaths; one that passes its deadline (an actor
+  task cannot be cancelled) is killed and replaced, and its candidate recorded as a ``timeout``.
+  Results come back in the candidates' order, whatever order the actors finish in.
+
+The cluster is the one ``RAY_ADDRESS`` names, or one already initialised in this process, or a
+local Ray started for the run and stopped after it. This is the only module that imports Ray.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from tiletune.errors import UsageError
+from tiletune.schedules.config import Config
+from tiletune.search import faults
+from tiletune.search.executors import device_kinds
+from tiletune.search.measure import Measurer, Outcome
+from tiletune.search.workers import TaskResult, _describe
+from tiletune.tuning_db import Device
+
+if TYPE_CHECKING:
+    from tiletune.search.task import TaskSpec
+
+COMPILE_ENV = {"TRITON_INTERPRET": "0"}
+INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
+# Starting a Ray worker process (and importing torch and Triton in it) is not charged to a
+# task's time limit: a task's deadline counts from submission plus this allowance.
+START_ALLOWANCE_S = 120.0
+
+
+def _runtime_env(overlay: dict[str, str]) -> dict:
+    """Workers get the step's environment, and the fault rules of tests as local workers do."""
+    env = dict(overlay)
+    if os.environ.get(faults.ENV):
+        env[faults.ENV] = os.environ[faults.ENV]
+    return {"env_vars": env}
+
+
+def _run(fn: Callable[..., object], args: tuple) -> tuple[str, object, str, float]:
+    """Run one task in a Ray worker; an exception is answered, never raised, as locally."""
+    started = time.perf_counter()
+    try:
+        value = fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - the tuner records every failure as data
+        return "error", None, _describe(exc), time.perf_counter() - started
+    return "ok", value, "", time.perf_counter() - started
+
+
+class StepWorker:
+    """A warm process for compile or verification steps (torch and Triton imported once)."""
+
+    def __init__(self) -> None:
+        import tiletune.search.measure  # noqa: F401
+        import tiletune.search.task  # noqa: F401 - torch and Triton, before the first task
+
+    def ready(self) -> bool:
+        """Answered once the process runs."""
+        return True
+
+    def run(self, fn: Callable[..., object], args: tuple) -> tuple[str, object, str, float]:
+        """`fn(*args)`, answered as data."""
+        return _run(fn, args)
+
+
+_StepWorkerRemote = ray.remote(max_restarts=0, max_concurrency=1)(StepWorker)
+
+
+class ActorPool:
+    """A fixed number of actors made by `make`, each running one call at a time; an actor
+    that dies or passes its deadline is replaced (a running actor task cannot be cancelled,
+    so one past its deadline is killed)."""
+
+    def __init__(self, make: Callable[[], object], size: int, *, start_timeout: float) -> None:
+        self._make, self.start_timeout = make, start_timeout
+        self.actors = [make() for _ in range(size)]
+        self._fresh = [True] * size  # not answered yet: its deadline allows for its start
+        self.restarts = 0
+        """Actors replaced (after a death or a deadline)."""
+
+    def run(self, calls: Sequence[Callable[[object], ray.ObjectRef]], timeout: float | None, *,
+            retry_deaths: bool = False) -> list[tuple[str, object, float]]:
+        """Make every call on the next free actor; per call, in input order, one of ("ok",
+        value), ("died", reason), ("timeout", reason) or ("error", reason), with its seconds.
+        With `retry_deaths`, a call whose actor died is made once more on a fresh actor."""
+        results: list[tuple[str, object, float] | None] = [None] * len(calls)
+        deaths: dict[int, str] = {}
+        pending, idle = deque(range(len(calls))), deque(range(len(self.actors)))
+        busy: dict[ray.ObjectRef, tuple[int, int, float, float]] = {}  # ref -> (slot, call, sent, deadline)
+        try:
+            while pending or busy:
+                while pending and idle:
+                    slot, index = idle.popleft(), pending.popleft()
+                    sent = time.monotonic()
+                    limit = (timeout if timeout is not None else math.inf) + (self.start_timeout if self._fresh[slot] else 0.0)
+                    busy[calls[index](self.actors[slot])] = (slot, index, sent, sent + limit)
+                for ref in _wait_any(list(busy), min(d for *_, d in busy.values())):
+                    slot, index, sent, _ = busy.pop(ref)
+                    try:
+                        results[index] = ("ok", ray.get(ref), time.monotonic() - sent)
+                        self._fresh[slot] = False
+                    except RayActorError as error:
+                        self._replace(slot)
+                        if retry_deaths and index not in deaths:
+                            deaths[index] = _first_line(error)
+                            pending.appendleft(index)  # a lost node or a killed actor: try once more
+                        else:
+                            earlier = f"{deaths[index]}; then " if index in deaths else ""
+                            results[index] = ("died", earlier + _first_line(error), time.monotonic() - sent)
+                    except RayError as error:
+                        results[index] = ("error", _first_line(error), time.monotonic() - sent)
+                    idle.append(slot)
+                now = time.monotonic()
+                for ref, (slot, index, sent, deadline) in list(busy.items()):
+                    if deadline <= now:
+                        del busy[ref]
+                        self._replace(slot)
+                        results[index] = ("timeout", f"did not finish within {timeout:g} s; its actor was killed "
+                                                     "and replaced", now - sent)
+                        idle.append(slot)
+        finally:
+            for slot, *_ in busy.values():  # left early: an actor still busy would answer late
+                self._replace(slot)
+        return [r for r in results if r is not None]
+
+    def wait_ready(self, method: str) -> list[object]:
+        """Call `method` on every actor and wait for all (they import torch and Triton once)."""
+        answers = ray.get([getattr(actor, method).remote() for actor in self.actors], timeout=self.start_timeout)
+        self._fresh = [False] * len(self.actors)
+        return answers
+
+    def _replace(self, slot: int) -> None:
+        ray.kill(self.actors[slot], no_restart=True)
+        self.actors[slot] = self._make()
+        self._fresh[slot] = True
+        self.restarts += 1
+
+    def close(self) -> None:
+        """Kill every actor."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+class RayTaskExecutor:
+    """`Executor` over one warm step worker per cluster CPU, in the step's environment.
+
+    Warm actors rather than plain Ray tasks: Ray reaps idle task workers above its soft limit
+    (a worker per CPU) about a second after their task, and the compile and the verification
+    environments need a worker each, so every batch would pay a fresh import of torch and
+    Triton. Each worker asks for half a CPU, so the two executors together fill the cluster's
+    CPUs, as the steps run one after the other.
+    """
+
+    def __init__(self, env: dict[str, str], *, name: str, workers: int | None = None,
+                 start_allowance: float = START_ALLOWANCE_S) -> None:
+        self.name = name
+        size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        options = dict(runtime_env=_runtime_env(env), num_cpus=0.5, num_gpus=0)
+        self._pool = ActorPool(lambda: _StepWorkerRemote.options(**options).remote(), size,
+                               start_timeout=start_allowance)
+        self._closed = False
+
+    @property
+    def worker_count(self) -> int:
+        """How many step workers the executor keeps."""
+        return len(self._pool.actors)
+
+    @property
+    def restarts(self) -> int:
+        """Workers replaced (after a crash or a timeout)."""
+        return self._pool.restarts
+
+    def map(self, fn: Callable[..., object], items: Sequence[tuple], *,
+            timeout: float | None = None) -> list[TaskResult]:
+        """Run `fn(*item)` for every item on the workers; results in input order."""
+        if self._closed:
+            raise UsageError(f"RayTaskExecutor {self.name!r} is closed")
+        calls = [lambda actor, args=tuple(item): actor.run.remote(fn, args) for item in items]
+        results = []
+        for status, value, seconds in self._pool.run(calls, timeout):
+            if status == "ok":
+                step_status, step_value, reason, step_seconds = value
+                results.append(TaskResult(step_status == "ok", step_value, step_status, reason, step_seconds))
+            elif status == "died":
+                results.append(TaskResult(False, None, "crash", f"Ray worker died during the task: {value}", seconds))
+            else:
+                results.append(TaskResult(False, None, status, str(value), seconds))
+        return results
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+
+def _wait_any(refs: list[ray.ObjectRef], deadline: float) -> list[ray.ObjectRef]:
+    """The refs that are ready once at least one is, or `deadline` (monotonic) passes."""
+    wait_for = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+    ready, rest = ray.wait(refs, num_returns=1, timeout=wait_for)
+    if ready and rest:
+        ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+    return ready
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:1500]
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement actors
+
+
+class MeasureActor:
+    """Owns one device and measures one candidate at a time on it."""
+
+    def __init__(self, kind: str, realtime: bool, seed: int) -> None:
+        from tiletune.search.measure import CudaMeasurer, SimMeasurer
+
+        if kind == "cuda":
+            self.measurer = CudaMeasurer(_InThisProcess(), seed=seed)
+        else:
+            self.measurer = SimMeasurer(kind, realtime=realtime, isolated=True)
+
+    def device(self) -> tuple[str, Device]:
+        """The measurer's kind and the device it keys records with."""
+        return self.measurer.kind, self.measurer.device
+
+    def measure(self, spec: TaskSpec | None, config: Config, facts: dict) -> Outcome:
+        """The outcome of one compiled, verified candidate (simulated devices need no spec)."""
+        return self.measurer.measure(spec, [(config, facts)])[0]
+
+
+class _InThisProcess:
+    """A `WorkerPool.run` stand-in: the actor is the isolation, so its GPU steps run in it."""
+
+    def run(self, fn: Callable[..., object], *args: object, timeout: float | None = None) -> TaskResult:
+        status, value, reason, seconds = _run(fn, args)
+        return TaskResult(status == "ok", value, status, reason, seconds)
+
+
+_MeasureActorRemote = ray.remote(max_restarts=0, max_concurrency=1)(MeasureActor)
+
+
+class RayMeasurer:
+    """`Measurer` over `workers` actors of one device kind ("sim-h100", or "cuda" on the GPUs of
+    one Ray `accelerator_type`)."""
+
+    def __init__(self, kind: str, workers: int, *, accelerator_type: str | None = None,
+                 realtime: bool = False, seed: int = 0, timeout: float = 60.0,
+                 start_timeout: float = START_ALLOWANCE_S) -> None:
+        self.timeout = timeout
+        options: dict = {"runtime_env": _runtime_env(COMPILE_ENV)}
+        if kind == "cuda":
+            options.update(num_gpus=1, num_cpus=0)
+            if accelerator_type:
+                options["accelerator_type"] = accelerator_type
+        else:
+            options.update(num_gpus=0, num_cpus=0)  # a simulated device needs no core to itself
+        self._pool = ActorPool(lambda: _MeasureActorRemote.options(**options).remote(kind, realtime, seed),
+                               workers, start_timeout=start_timeout)
+        try:
+            described = self._pool.wait_ready("device")
+        except GetTimeoutError:
+            self.close()
+            want = f"{accelerator_type or 'any'} GPU" if kind == "cuda" else kind
+            raise UsageError(f"Ray could not start {workers} measurement actors ({want}) within {start_timeout:g} s; "
+                             f"the cluster has {ray.cluster_resources()}") from None
+        except RayError as error:
+            self.close()
+            raise UsageError(f"the {kind} measurement actors failed to start: {_first_line(error)}") from None
+        self.kind, self.device = described[0]
+        self.workers = workers
+
+    @property
+    def restarts(self) -> int:
+        """Actors replaced (after a death or a deadline)."""
+        return self._pool.restarts
+
+    def measure(self, spec: TaskSpec, candidates: Sequence[tuple[Config, dict]]) -> list[Outcome]:
+        """Each candidate on the next free actor; outcomes in the candidates' order. A death is
+        retried once on a fresh actor (a killed actor or a lost node is not the candidate's
+        doing); a second is recorded as a runtime error, a deadline as a timeout."""
+        # A simulated device answers from the facts alone; without the spec its actor never
+        # imports torch (a tenth of the memory: eight of them fit beside the tuner anywhere).
+        spec_sent = spec if self.kind == "cuda" else None
+        calls = [lambda actor, c=config, f=facts: actor.measure.remote(spec_sent, c, f) for config, facts in candidates]
+        outcomes = []
+        for (config, facts), (status, value, _) in zip(candidates, self._pool.run(calls, self.timeout, retry_deaths=True)):
+            if status == "ok":
+                outcomes.append(value)
+            elif status == "died":
+                outcomes.append(Outcome(config, "runtime_error", f"measurement actor died twice: {value}", facts=facts))
+            elif status == "timeout":
+                outcomes.append(Outcome(config, "timeout", f"measurement {value}", facts=facts))
+            else:
+                outcomes.append(Outcome(config, "runtime_error", f"measurement failed: {value}", facts=facts))
+        return outcomes
+
+    def actor(self, slot: int):
+        """The actor handle at `slot` (for tests that kill one)."""
+        return self._pool.actors[slot]
+
+    def close(self) -> None:
+        """Kill every actor (their devices are free again)."""
+        self._pool.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+
+
+def init(**options: object) -> None:
+    """`ray.init(**options)` from a neutral directory.
+
+    Ray puts the driver's current directory first on its workers' `sys.path`; run from a
+    checkout of tiletune, that directory's `tiletune/` folder (the facade only: the
+    subpackages live beside it) would shadow the installed package in every worker. Workers
+    need no directory of the driver: operator files are named by absolute path.
+    """
+    previous = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        ray.init(**options)
+    finally:
+        os.chdir(previous)
+
+
+def connect() -> bool:
+    """Join the cluster: ``RAY_ADDRESS``, or this process's Ray, or a local one started now.
+    True when this call started Ray (so the backend stops it after the run)."""
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        init(address=address or None, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    except ConnectionError as error:
+        raise UsageError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {error}") from None
+    return True
+
+
+def gpu_kinds() -> list[str]:
+    """The GPU kinds of the cluster, by Ray's ``accelerator_type:<kind>`` resources."""
+    return sorted(name.split(":", 1)[1] for name in ray.cluster_resources() if name.startswith("accelerator_type:"))
+
+
+def _gpus_of(accelerator_type: str | None) -> int:
+    """GPUs on the cluster's live nodes of that kind (of any kind for None)."""
+    total = 0
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if node.get("Alive") and (accelerator_type is None or f"accelerator_type:{accelerator_type}" in resources):
+            total += int(resources.get("GPU", 0))
+    return total
+
+
+class RayBackend:
+    """Ray tasks for compiles and verification, `workers` measurement actors per device kind."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, *, measure_timeout: float = 60.0,
+                 start_timeout: float = START_ALLOWANCE_S) -> None:
+        if workers is not None and workers < 1:
+            raise UsageError(f"workers must be at least 1, got {workers}")
+        self.started_ray = connect()
+        self.workers = workers
+        self.measure_timeout, self.start_timeout = measure_timeout, start_timeout
+        self.compiler = RayTaskExecutor(COMPILE_ENV, name="compile", start_allowance=start_timeout)
+        self.verifier = RayTaskExecutor(INTERPRET_ENV, name="verify", start_allowance=start_timeout)
+        self._measurers: list[RayMeasurer] = []
+        try:  # every worker starts (and imports torch and Triton) now, in parallel, not in the first batch
+            self.compiler._pool.wait_ready("ready")
+            self.verifier._pool.wait_ready("ready")
+        except RayError as error:
+            self.close()
+            raise UsageError(f"the Ray cluster could not start tiletune's CPU workers: {_first_line(error)}") from None
+
+    def measurers(self, device: str, *, seed: int = 0, realtime: bool = False) -> list[Measurer]:
+        """One `RayMeasurer` per kind: `auto` is every GPU kind of the cluster (the simulated
+        H100 where it has none), `cuda` every GPU kind, `H100` one of them, `sim-*` simulated."""
+        present = gpu_kinds()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        wanted: list[tuple[str, str | None]] = []
+        for kind in device_kinds(device, executor="ray"):
+            if kind in ("auto", "cuda"):
+                if kind == "cuda" and not gpus:
+                    raise UsageError("--device cuda: the Ray cluster has no GPU; use --device sim-h100")
+                if gpus:
+                    wanted += [("cuda", t) for t in present] or [("cuda", None)]
+                else:
+                    wanted.append(("sim-h100", None))
+            elif kind.startswith("sim-"):
+                wanted.append((kind, None))
+            elif kind in present:
+                wanted.append(("cuda", kind))
+            else:
+                raise UsageError(f"the Ray cluster has no GPU of kind '{kind}'; it has "
+                                 f"{', '.join(present) or 'no GPU'} (or use sim-h100)")
+        if realtime and any(kind == "cuda" for kind, _ in wanted):
+            raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
+        made = []
+        for kind, accelerator in dict.fromkeys(wanted):
+            if kind == "cuda":  # one actor per GPU of the kind, at most `workers`
+                count = min(self.workers or math.inf, _gpus_of(accelerator))
+            else:  # simulated devices sleep or compute little: by default one per CPU
+                count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            made.append(RayMeasurer(kind, int(count), accelerator_type=accelerator, realtime=realtime, seed=seed,
+                                    timeout=self.measure_timeout, start_timeout=self.start_timeout))
+            self._measurers.append(made[-1])
+        return made
+
+    def close(self) -> None:
+        """Kill the actors; stop Ray if this run started it."""
+        for measurer in self._measurers:
+            measurer.close()
+        self.compiler.close()
+        self.verifier.close()
+        if self.started_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
