@@ -44,6 +44,7 @@ class Outcome:
     latency_spread: float | None = None
     repeats: int = 0
     facts: dict = field(default_factory=dict)
+    host: str = ""  # the machine that measured it, where not this one (a Ray actor's node)
 
 
 # ---------------------------------------------------------------------------------------------

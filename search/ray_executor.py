@@ -21,9 +21,11 @@ local Ray started for the run and stopped after it. This is the only module that
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import socket
 import tempfile
 import time
 from collections import deque
@@ -251,7 +253,8 @@ class MeasureActor:
 
     def measure(self, spec: TaskSpec | None, config: Config, facts: dict) -> Outcome:
         """The outcome of one compiled, verified candidate (simulated devices need no spec)."""
-        return self.measurer.measure(spec, [(config, facts)])[0]
+        outcome = self.measurer.measure(spec, [(config, facts)])[0]
+        return dataclasses.replace(outcome, host=socket.gethostname())  # provenance: the measuring node
 
 
 class _InThisProcess:

@@ -225,7 +225,7 @@ class Tuner:
             Record(
                 workload.key, device.key, o.config.as_dict(), o.status, o.reason[:2000],
                 o.latency_us, o.latency_min_us, o.latency_spread, o.repeats, self.measurer.kind,
-                o.facts, triton.__version__, __version__,
+                o.facts, triton.__version__, __version__, host=o.host,
             )
             for o in outcomes
         ]

@@ -158,3 +158,23 @@ def _count(db) -> int:
             return conn.execute("SELECT count(*) FROM records").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_records_keep_the_host_of_the_actor_that_measured_them(tmp_path, monkeypatch):
+    from tiletune.search import ray_executor
+    from tiletune.search.measure import SimMeasurer
+
+    actor = ray_executor.MeasureActor("sim-h100", False, 0)  # the class itself, in this process
+    monkeypatch.setattr(ray_executor.socket, "gethostname", lambda: "node-7")
+
+    class ViaActor:
+        kind, device = actor.measurer.kind, actor.measurer.device
+
+        def measure(self, spec, candidates):
+            return [actor.measure(spec, config, facts) for config, facts in candidates]
+
+    with TuningDB(tmp_path / "t.db") as db:
+        Tuner(ADD.build(), ViaActor(), db, workers=1).run(Budget(trials=3, batch_size=3))
+        hosts = {r.host for r in db.records(ADD.build().workload.key)}
+    assert hosts == {"node-7"}, hosts
+    assert isinstance(actor.measurer, SimMeasurer)
