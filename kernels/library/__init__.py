@@ -90,6 +90,8 @@ def resolve_operator(ref: str | Operator) -> Operator:
     `softmax_nd[dim=1]`, which are literals (`parse_attrs`), never code."""
     if isinstance(ref, Operator):
         return ref
+    if not isinstance(ref, str):
+        raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {ref!r}")
     base, attrs = parse_attrs(ref)
     if attrs:
         return resolve_operator(base).with_attrs(**attrs)
