@@ -27,6 +27,8 @@ def _friendly(fn):
         except KeyboardInterrupt:
             click.echo("interrupted; every finished batch is in the DB", err=True)
             sys.exit(130)
+        except click.ClickException:  # click's own usage errors: the group prints them on one line
+            raise
         except Exception as error:  # a bug, not a mistake: still one line, the traceback on request
             if os.environ.get("TILETUNE_TRACEBACK"):
                 raise

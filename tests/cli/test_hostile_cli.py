@@ -151,6 +151,20 @@ def test_an_unexpected_failure_is_one_line_and_the_traceback_is_there_on_request
     assert isinstance(invoke("autotune", "add", "--shape", "N=4,D=4").exception, ZeroDivisionError)
 
 
+def test_a_click_error_raised_inside_a_command_is_a_usage_line_not_an_internal_error(tmp_path, monkeypatch):
+    import click
+
+    import tiletune.api
+
+    def refuses(*args, **kwargs):
+        raise click.BadParameter("not that one", param_hint="'OP'")
+
+    monkeypatch.setattr(tiletune.api, "autotune", refuses)
+    result = invoke("autotune", "add", "--shape", "N=4,D=4", "--db", str(tmp_path / "t.db"))
+    assert result.exit_code == 2
+    assert_one_error_line(result, "Invalid value for 'OP': not that one")
+
+
 # --- random argument strings ----------------------------------------------------------------
 
 TOKENS = [
