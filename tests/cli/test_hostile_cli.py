@@ -181,7 +181,7 @@ class ReachedTuning(UsageError):
     """Raised instead of tuning: the argument strings were valid, which is a fine outcome too."""
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(argv=st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=8)), max_size=8))
 def test_random_argument_strings_never_give_a_traceback(argv, tmp_path_factory, monkeypatch):
