@@ -3,13 +3,14 @@ Triton's interpreter (CPU tensors).
 
 Triton's `@jit` reads a kernel's source with `inspect`, so generated code must live in a real
 file. Files are named by the hash of their text and written atomically, so concurrent workers
-never see half a file. Whether kernels are interpreted is fixed per process (see
+never see half a file. A file found on disk is checked against the hash in its name the first
+time a process uses it, and rewritten if it changed: the cache is a copy of code tiletune
+generates, never a source of code in its own right. Whether kernels are interpreted is fixed per process (see
 `tiletune.kernels`): CPU tensors need an interpreting process, CUDA tensors a compiling one.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import sys
 import tempfile
@@ -25,6 +26,8 @@ from tiletune.kernels.lower import KernelSource
 
 # Imported modules by file; an explicit cache owned by this module.
 _MODULES: dict[str, ModuleType] = {}
+# Cache files whose content this process has checked against their name's hash.
+_VERIFIED: set[Path] = set()
 
 
 def interpreting() -> bool:
@@ -40,15 +43,27 @@ def cache_dir() -> Path:
     return path
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def source_file(src: KernelSource) -> Path:
-    """The file holding `src`'s text, written if it is not there yet."""
-    digest = hashlib.sha256(src.text.encode()).hexdigest()[:20]
+    """The file holding `src`'s text: written if it is not there yet, and rewritten if its
+    content no longer matches the hash in its name (checked once per process)."""
+    digest = _digest(src.text)
     path = cache_dir() / f"{src.kernel_name}_{digest}.py"
-    if not path.exists():
+    if path in _VERIFIED:
+        return path
+    try:
+        intact = _digest(path.read_text()) == digest
+    except (OSError, UnicodeDecodeError):  # missing, unreadable or not text: write it afresh
+        intact = False
+    if not intact:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
         with os.fdopen(fd, "w") as f:
             f.write(src.text)
         os.replace(tmp, path)
+    _VERIFIED.add(path)
     return path
 
 
@@ -58,10 +73,13 @@ def load_module(src: KernelSource) -> ModuleType:
     if str(path) in _MODULES:
         return _MODULES[str(path)]
     name = f"tiletune_generated.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    # Compiled from the text in memory, not imported from the file: an import could run a
+    # stale or planted bytecode file, or a file changed after it was checked. The file is
+    # there for Triton, which reads a kernel's source through `inspect`.
+    exec(compile(src.text, str(path), "exec"), module.__dict__)
     _MODULES[str(path)] = module
     return module
 

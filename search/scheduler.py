@@ -10,12 +10,13 @@ comes first, and one whose space is exhausted or whose search stalled retires.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tiletune.errors import UsageError
-from tiletune.search.task import TaskSpec
+from tiletune.search.task import TaskSpec, parse_dims
 from tiletune.search.tuner import Budget, Pools, TuneReport, Tuner
 
 # Weight of the observed improvement rate against the optimistic guess (Ansor uses 0.2).
@@ -38,15 +39,15 @@ def load_workloads(path: str | Path) -> list[WorkloadEntry]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"workloads file '{path}' does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix == ".toml":
             import tomllib
 
             data = tomllib.loads(text).get("workload")
         else:
             data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as error:  # RecursionError: nested too deep
         raise UsageError(f"workloads file '{path}' is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
     if not isinstance(data, list) or not data:
         raise UsageError(f"workloads file '{path}' must hold a non-empty list of workloads "
@@ -65,19 +66,14 @@ def _entry(path: Path, n: int, item: object) -> WorkloadEntry:
     if not isinstance(op, str) or not op:
         raise UsageError(f"{where}: 'op' must be a built-in name or path/file.py:function")
     if isinstance(shape, str):
-        dims = {}
-        for part in filter(None, (p.strip() for p in shape.split(","))):
-            name, _, value = part.partition("=")
-            if not value.strip().isdigit():
-                raise UsageError(f"{where}: shape entry '{part}' is not NAME=INT")
-            dims[name.strip()] = int(value)
+        dims = parse_dims(shape, f"{where}: shape")
     elif isinstance(shape, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in shape.values()):
         dims = dict(shape)
     else:
         raise UsageError(f"{where}: 'shape' must be a table of dims to integers or \"M=512,N=512\"")
     if dtype is not None and not isinstance(dtype, str):
         raise UsageError(f"{where}: 'dtype' must be a string such as \"float16\"")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
         raise UsageError(f"{where}: 'weight' must be a positive number, got {weight!r}")
     if op.count(":") == 1 and not Path(op.split(":")[0]).is_absolute():
         op = f"{(path.parent / op.split(':')[0]).resolve()}:{op.split(':')[1]}"  # relative to the file

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping
 
-from tiletune.errors import ScheduleError
+from tiletune.errors import ScheduleError, UsageError
 from tiletune.kernels.facts import TileFacts, tile_facts
 from tiletune.kernels.library import resolve_operator
 from tiletune.kernels.lower import KernelSource, lower
@@ -45,6 +45,29 @@ class TaskSpec:
     def __str__(self) -> str:
         shape = ",".join(f"{k}={v}" for k, v in self.dims)
         return f"{self.op}[{shape}]" + (f":{self.dtype}" if self.dtype else "")
+
+
+def parse_dims(text: str, where: str = "--shape") -> dict[str, int]:
+    """`M=512,N=512,K=512` -> {"M": 512, "N": 512, "K": 512}: NAME=INT pairs separated by
+    commas, written in ASCII digits (as a user types them; no signs, underscores or exponents).
+    `where` names the source in messages."""
+    dims: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not name.isidentifier():
+            raise UsageError(f"{where}: '{part}' is not NAME=INT; expected pairs such as M=512,N=512,K=512")
+        if not (value.isascii() and value.isdigit()):
+            raise UsageError(f"{where}: '{part}' is not NAME=INT; {name} must be a whole number, got '{value}'")
+        if len(value) > 12:  # also keeps int() below Python's limit on digits
+            raise UsageError(f"{where}: {name}={value[:12]}... is far too large for a dim")
+        if int(value) < 1:
+            raise UsageError(f"{where}: {name} must be at least 1, got {int(value)}")
+        if name in dims:
+            raise UsageError(f"{where} gives {name} twice")
+        dims[name] = int(value)
+    if not dims:
+        raise UsageError(f"{where} is empty; expected NAME=INT pairs such as M=512,N=512,K=512")
+    return dims
 
 
 # Built tasks by spec, per process: an explicit cache so workers lower against one Task.

@@ -9,7 +9,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import math
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from tiletune.errors import DSLError
@@ -55,6 +58,12 @@ def evaluate_extent(e: Expr, dims: Mapping[str, int]) -> int:
     raise DSLError(f"cannot evaluate shape expression of kind {type(e).__name__}")
 
 
+# Bounds on a workload's sizes: a dim must fit the kernels' int32 index arithmetic, and no tensor
+# can hold more elements than the largest device memory (2**40 bytes is over 1 TB).
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**40
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Graph:
     """One instantiated operator: inputs in call order, computed stages in order, the output."""
@@ -91,7 +100,18 @@ class Graph:
             v = dims[n]
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise DSLError(f"{self.name}: dim {n} must be a positive integer, got {v!r}")
+            if v > MAX_DIM:
+                raise DSLError(f"{self.name}: dim {n}={v} is larger than {MAX_DIM}, the largest extent the "
+                               "generated kernels index (int32 offsets)")
             out[n] = int(v)
+        for t in (*self.inputs, *self.stages):
+            shape = self.shape_of(t, out)
+            if any(s < 1 for s in shape):
+                raise DSLError(f"{self.name}: tensor '{t.name}' would have shape {shape} with dims {out}; "
+                               "every extent must be at least 1")
+            if math.prod(shape) > MAX_ELEMENTS:
+                raise DSLError(f"{self.name}: tensor '{t.name}' would have {math.prod(shape):.3g} elements with "
+                               f"dims {out}, more than any device holds (at most {MAX_ELEMENTS:.3g})")
         return out
 
     def _check_input_count(self, shapes: Sequence[Sequence[int]]) -> None:
@@ -330,6 +350,8 @@ class Operator:
         except DSLError as e:
             # Declaration errors are raised before the operator's name is known; add it here.
             raise DSLError(f"{self.name}: {e}") from e
+        except Exception as e:  # the user's own code failed: say where, not only what
+            raise DSLError(f"{self.name}: declaring its graph raised {type(e).__name__}: {e}{_origin(e)}") from e
         graph = self._make_graph(dims, result)
         self._graphs[key] = graph
         return graph
@@ -372,6 +394,17 @@ class Operator:
                             f"of the operator ({', '.join(self.dim_names)})"
                         )
         return Graph(self.name, dims, inputs, stages, output)
+
+
+def _origin(error: BaseException) -> str:
+    """` (file.py line N)`: the last frame of `error` outside tiletune, where the user's code failed."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if _PACKAGE_ROOT not in Path(f.filename).resolve().parents]
+    return f" ({Path(frames[-1].filename).name} line {frames[-1].lineno})" if frames else ""
+
+
+# tiletune's own code: the root above tensorexpr/, whether installed or in a checkout
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def operator(fn: Callable[..., object] | None = None, *, name: str | None = None):

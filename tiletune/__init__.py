@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from tiletune._version import __version__  # noqa: E402
 
-from tiletune.errors import TiletuneError  # noqa: E402
+from tiletune.errors import (  # noqa: E402
+    CompileError,
+    DSLError,
+    IllegalConfig,
+    LoweringError,
+    OperatorFileError,
+    ScheduleError,
+    TiletuneError,
+    TuningDBError,
+    UsageError,
+)
 from tiletune.tensorexpr.operator import Operator, operator  # noqa: E402
 
 
@@ -31,4 +41,7 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["Operator", "TiletuneError", "__version__", "autotune", "load", "operator"]
+__all__ = [
+    "CompileError", "DSLError", "IllegalConfig", "LoweringError", "Operator", "OperatorFileError", "ScheduleError",
+    "TiletuneError", "TuningDBError", "UsageError", "__version__", "autotune", "load", "operator",
+]

@@ -12,6 +12,8 @@ from tiletune.errors import UsageError
 from tiletune.tensorexpr.operator import Operator
 
 DEVICES = ("auto", "cuda", "sim-h100")
+# More compile workers than this only queue for the same cores (and each holds torch in memory).
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def resolve_device(device: str) -> str:
@@ -27,6 +29,8 @@ def resolve_device(device: str) -> str:
 
 def operator_ref(op: str | Operator) -> str:
     """How workers find an operator again: a built-in name or `path.py:function`."""
+    if not isinstance(op, (str, Operator)):
+        raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {op!r}")
     if isinstance(op, str):
         path, sep, name = op.rpartition(":")
         # workers may run elsewhere than the caller's directory: name the file absolutely
@@ -66,12 +70,24 @@ class TuneOptions:
         """Refuse impossible options with a message that says what was expected."""
         from tiletune.search.strategies import STRATEGIES
 
+        for name in ("trials", "seed", "batch_size", "workers", "patience"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"{name} must be an integer, got {value!r}")
+        if self.time_limit is not None and (isinstance(self.time_limit, bool)
+                                            or not isinstance(self.time_limit, (int, float))):
+            raise UsageError(f"the time limit must be a number of seconds, got {self.time_limit!r}")
+        for name in ("strategy", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise UsageError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.trials < 1:
             raise UsageError(f"trials must be at least 1, got {self.trials}")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise UsageError(f"the time limit must be positive, got {self.time_limit}")
-        if self.workers is not None and self.workers < 1:
-            raise UsageError(f"workers must be at least 1, got {self.workers}")
+        if self.time_limit is not None and not self.time_limit > 0:  # NaN too
+            raise UsageError(f"the time limit must be a positive number of seconds, got {self.time_limit}")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise UsageError(f"workers must be between 1 and {MAX_WORKERS} (4 per core), got {self.workers}")
+        if not 0 <= self.seed < 2**32:  # what numpy's and XGBoost's generators accept
+            raise UsageError(f"the seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.batch_size < 1:
             raise UsageError(f"the batch size must be at least 1, got {self.batch_size}")
         if self.patience is not None and self.patience < 1:
@@ -85,6 +101,16 @@ class TuneOptions:
         kinds = device_kinds(self.device, executor=name)
         if self.sim_realtime and "cuda" in kinds:
             raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
+
+    @classmethod
+    def of(cls, options: Mapping[str, object]) -> TuneOptions:
+        """The checked options of a call's keyword arguments."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"unknown option {', '.join(unknown)}; options are {', '.join(cls.__dataclass_fields__)}")
+        opts = cls(**options)
+        opts.check()
+        return opts
 
     @property
     def budget(self):
@@ -132,8 +158,9 @@ def autotune(
     from tiletune.search.task import Task, TaskSpec
     from tiletune.search.tuner import Tuner
 
-    opts = TuneOptions(**options)
-    opts.check()
+    opts = TuneOptions.of(options)
+    if not isinstance(dims, Mapping):
+        raise UsageError(f"dims must be a mapping of dim names to sizes, such as {{'N': 4096}}, got {dims!r}")
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
     with _session(opts) as (backend, measurers, database):
@@ -157,8 +184,7 @@ def autotune_many(
     from tiletune.search.scheduler import TaskScheduler, load_workloads
     from tiletune.search.tuner import Tuner
 
-    opts = TuneOptions(**options)
-    opts.check()
+    opts = TuneOptions.of(options)
     entries = load_workloads(workloads) if isinstance(workloads, (str, os.PathLike)) else list(workloads)
     tasks = [entry.spec.build() for entry in entries]  # every entry checked before tuning starts
     with _session(opts) as (backend, measurers, database):

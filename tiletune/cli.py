@@ -5,6 +5,7 @@ User mistakes come out as one line on stderr and exit status 2, never a tracebac
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -23,34 +24,69 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except TiletuneError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {one_line(str(error))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; every finished batch is in the DB", err=True)
             sys.exit(130)
+        except click.ClickException:  # click's own usage errors: the group prints them on one line
+            raise
+        except Exception as error:  # a bug, not a mistake: still one line, the traceback on request
+            if os.environ.get("TILETUNE_TRACEBACK"):
+                raise
+            click.echo(f"error: internal error, please report it: {type(error).__name__}: {one_line(str(error))} "
+                       "(set TILETUNE_TRACEBACK=1 for the traceback)", err=True)
+            sys.exit(1)
 
     return wrapper
 
 
+def one_line(message: str) -> str:
+    """`message` with its lines joined, as the CLI prints every error."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+class _OneLineUsage(click.ClickException):
+    """A click usage error (bad option value, unknown option, missing argument) as one line."""
+
+    def __init__(self, error: click.ClickException) -> None:
+        hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+        super().__init__(one_line(error.format_message()).rstrip(".") + hint)
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+# `tiletune` alone prints its help through this error, which stays as click shows it
+_HELP_ERRORS = tuple(c for c in [getattr(click.exceptions, "NoArgsIsHelpError", None)] if c)
+
+
+class _Group(click.Group):
+    """The command group, with click's own errors on one line like tiletune's."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as error:
+            raise _one_line_usage(error) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            raise _one_line_usage(error) from None
+
+
+def _one_line_usage(error: click.ClickException) -> click.ClickException:
+    return error if isinstance(error, (_OneLineUsage, *_HELP_ERRORS)) else _OneLineUsage(error)
+
+
 def parse_shape(text: str) -> dict[str, int]:
     """`M=512,N=512,K=512` -> {"M": 512, "N": 512, "K": 512}."""
-    dims: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise UsageError(f"--shape expects NAME=INT pairs separated by commas (M=512,N=512), got '{part}'")
-        try:
-            size = int(value)
-        except ValueError:
-            raise UsageError(f"--shape: {name.strip()} must be an integer, got '{value}'") from None
-        if size < 1:
-            raise UsageError(f"--shape: {name.strip()} must be at least 1, got {size}")
-        if name.strip() in dims:
-            raise UsageError(f"--shape gives {name.strip()} twice")
-        dims[name.strip()] = size
-    if not dims:
-        raise UsageError("--shape is empty; expected NAME=INT pairs such as M=512,N=512,K=512")
-    return dims
+    from tiletune.search.task import parse_dims
+
+    return parse_dims(text, "--shape")
 
 
 def _db_path(db: str | None) -> Path:
@@ -65,7 +101,7 @@ shape_option = click.option("--shape", required=True, help="Dims of the workload
 dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one (float16, bfloat16, float32).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tiletune")
 def main() -> None:
     """Declare an operator, autotune its schedule, load the tuned kernel as a library call."""

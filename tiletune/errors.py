@@ -32,3 +32,8 @@ class TuningDBError(TiletuneError):
 
 class UsageError(TiletuneError):
     """A command-line or library call was given arguments it cannot use."""
+
+
+class OperatorFileError(UsageError):
+    """A `path/to/file.py:name` operator reference that cannot be used: no such file, not
+    Python, fails on import, or names nothing that is an operator."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 
-from tiletune.errors import UsageError
+from tiletune.errors import OperatorFileError, UsageError
 from tiletune.kernels.library import (
     activations,
     attention,
@@ -89,6 +90,8 @@ def resolve_operator(ref: str | Operator) -> Operator:
     `softmax_nd[dim=1]`, which are literals (`parse_attrs`), never code."""
     if isinstance(ref, Operator):
         return ref
+    if not isinstance(ref, str):
+        raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {ref!r}")
     base, attrs = parse_attrs(ref)
     if attrs:
         return resolve_operator(base).with_attrs(**attrs)
@@ -96,14 +99,21 @@ def resolve_operator(ref: str | Operator) -> Operator:
         return builtin(ref)
     path_text, _, attr = ref.rpartition(":")
     path = Path(path_text).expanduser()
+    where = f"operator file '{path_text}'"
     if not path.is_file():
-        raise UsageError(f"operator file '{path_text}' does not exist; expected path/to/file.py:function")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise OperatorFileError(f"{where} {what}; expected path/to/file.py:function")
+    if path.suffix != ".py":
+        raise OperatorFileError(f"{where} is not a Python file; expected path/to/file.py:function")
+    if not attr.isidentifier():
+        raise OperatorFileError(f"'{ref}' names no operator after the colon; expected path/to/file.py:function")
     module = _import_file(path.resolve())
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise UsageError(f"'{path_text}' defines no '{attr}'")
+    if not hasattr(module, attr):
+        raise OperatorFileError(f"{where} defines no '{attr}'")
+    obj = getattr(module, attr)
     if not isinstance(obj, Operator):
-        raise UsageError(f"'{path_text}:{attr}' is not an operator; decorate it with @tiletune.operator")
+        raise OperatorFileError(f"'{path_text}:{attr}' is not an operator (it is a {type(obj).__name__}); "
+                                "decorate it with @tiletune.operator")
     return obj
 
 
@@ -120,8 +130,17 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # the user's code: a sys.exit() in it is a failure too
         del sys.modules[name]
-        raise UsageError(f"importing operator file '{path}' failed: {type(error).__name__}: {error}") from error
+        raise OperatorFileError(f"importing operator file '{path}' failed{_where(error, path)}: "
+                                f"{type(error).__name__}: {error}") from error
     _USER_MODULES[path] = module
     return module
+
+
+def _where(error: BaseException, path: Path) -> str:
+    """` at line N` of the operator file where `error` was raised, when it was raised there."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" at line {error.lineno}"
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    return f" at line {lines[-1]}" if lines else ""
