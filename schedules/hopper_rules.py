@@ -69,9 +69,17 @@ def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], spl
     s.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
     s.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
     operands = [tma_operand(pattern, f, dims) for f in ("a", "b")]
+    # the kernel source does not depend on dims: it loads every factor of descriptor form through
+    # a descriptor, so each of those must be aligned at these dims, not just one of them
+    unaligned = [reason for f, (op, reason) in zip(("a", "b"), operands)
+                 if op is None and tma_operand(pattern, f, None)[0] is not None]
     if not any(op for op, _ in operands):
         reason = f"no factor can use a tensor descriptor: a: {operands[0][1]}; b: {operands[1][1]}"
         s.constrain("TMA loads need an aligned 2-D operand",
+                    lambda cfg: reason if cfg["LOAD"] == "tma" else None)
+    elif unaligned:
+        reason = f"a factor loaded through a descriptor is not aligned: {unaligned[0]}"
+        s.constrain("TMA loads need every descriptor operand aligned",
                     lambda cfg: reason if cfg["LOAD"] == "tma" else None)
     if split:
         # split-K programs own (tile, split) pairs and write a workspace slice picked by their
