@@ -22,6 +22,7 @@ import torch
 import triton
 
 from tiletune.errors import UsageError
+from tiletune.kernels import interpreter_rounding
 from tiletune.kernels.lower import KernelSource
 
 # Imported modules by file; an explicit cache owned by this module.
@@ -33,6 +34,10 @@ _VERIFIED: set[Path] = set()
 def interpreting() -> bool:
     """True when this process runs kernels through Triton's interpreter."""
     return bool(triton.knobs.runtime.interpret)
+
+
+if interpreting():
+    interpreter_rounding.install()  # round float32 -> bfloat16 as the GPU does
 
 
 def cache_dir() -> Path:
