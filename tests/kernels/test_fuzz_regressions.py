@@ -49,3 +49,47 @@ def test_every_check_gets_a_fresh_nan_output(monkeypatch):
     assert verify.check_candidate(graph, src, dims, resolved).ok
     second = verify.check_candidate(graph, src, dims, resolved)
     assert not second.ok and "unwritten" in second.reason
+
+
+
+# Found by bench/fuzz.py --pairs 10000 --seed 11 (shrunk): an operand read as bfloat16 after a
+# cast, minus itself. Triton's interpreter narrowed float32 to bfloat16 by truncation where the
+# GPU and torch round to nearest even, so the check failed a correct kernel by one bf16 ulp.
+BF16_ROUNDTRIP = '{"dims": {"D0": 1, "D1": 33, "D2": 1}, "inputs": [{"domain": null, "dtype": "bfloat16", "name": "x0", "shape": [1, "D0", "D1"]}, {"domain": null, "dtype": "float32", "name": "x1", "shape": [1, "D1"]}], "name": "fz_injective_11007070", "stages": [{"axes": ["i0", "i1", "i2"], "body": ["bin", "sub", ["cast", "float32", ["cast", "bfloat16", ["read", "x1", [["const", 0], ["axis", "i2"]]]]], ["read", "x1", [["const", 0], ["axis", "i2"]]]], "name": "s0", "reduce_axes": [], "shape": ["D2", "D0", "D1"]}], "version": 1}'
+BF16_SIGMOID_TANH = '{"dims": {"D0": 16, "D1": 1}, "inputs": [{"domain": null, "dtype": "float16", "name": "x0", "shape": ["D0"]}], "name": "fz_injective_11002298", "stages": [{"axes": ["i0", "i1"], "body": ["un", "sigmoid", ["read", "x0", [["axis", "i1"]]]], "name": "s0", "reduce_axes": [], "shape": ["D1", "D0"]}, {"axes": ["i0", "i1"], "body": ["bin", "sub", ["cast", "bfloat16", ["read", "s0", [["axis", "i0"], ["axis", "i1"]]]], ["cast", "bfloat16", ["un", "tanh", ["read", "s0", [["axis", "i0"], ["axis", "i1"]]]]]], "name": "s1", "reduce_axes": [], "shape": ["D1", "D0"]}], "version": 1}'
+
+
+@pytest.mark.parametrize("text, config", [
+    (BF16_ROUNDTRIP, '{"BLOCK_LANE":64,"BLOCK_ROWS":1,"num_warps":4}'),
+    (BF16_SIGMOID_TANH, '{"BLOCK_LANE":16,"BLOCK_ROWS":1,"num_warps":4}'),
+], ids=["roundtrip", "sigmoid_tanh"])
+def test_bfloat16_casts_in_the_interpreter_round_like_the_gpu(text, config):
+    result = run_pair(fp.loads(text), config, 0)
+    assert result.status == "ok", result.reason
+
+
+def test_bfloat16_bits_round_to_nearest_even_like_torch():
+    import numpy as np
+    import torch
+
+    from tiletune.kernels.interpreter_rounding import bfloat16_bits
+
+    x = torch.cat([torch.randn(5000) * 10.0 ** torch.randint(-30, 30, (5000,)),
+                   torch.tensor([float("nan"), float("inf"), -float("inf"), 3.4e38, 1e-40, 0.0, -0.0, 1 + 2**-8])])
+    ours = torch.from_numpy(bfloat16_bits(x.numpy()).view(np.int16)).view(torch.bfloat16).float()
+    ref = x.to(torch.bfloat16).float()
+    assert bool(((ours == ref) | (ours.isnan() & ref.isnan())).all())
+
+
+def test_tma_is_refused_when_one_descriptor_operand_is_unaligned():
+    """Found by the same run (58 crashes, one cause): LOAD='tma' was legal when either factor
+    was aligned, but the kernel loads both through descriptors, so a 31-column fp16 `b` (62-byte
+    rows) failed at launch. The space now refuses it with the reason."""
+    from tiletune.errors import IllegalConfig
+    from tiletune.kernels.library import matmul
+
+    graph = matmul.graph("float16")
+    space = default_schedule(graph, {"M": 4, "N": 31, "K": 8}).space()
+    with pytest.raises(IllegalConfig, match="rows of 'b' are 62 bytes"):
+        space.check(space.default().replace(LOAD="tma"))
+    assert all(c["LOAD"] == "pointer" for c in space.sample(__import__("random").Random(0), 50))
