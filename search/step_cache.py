@@ -36,7 +36,8 @@ def _directory() -> Path:
 # The modules whose code decides each step's answer.
 _ANSWERED_BY = {
     "compile": ("tiletune.kernels.compile",),
-    "verify": ("tiletune.kernels.verify", "tiletune.tensorexpr.reference"),
+    "verify": ("tiletune.kernels.verify", "tiletune.tensorexpr.reference", "tiletune.kernels.runtime",
+               "tiletune.kernels.interpreter_rounding"),
 }
 
 
