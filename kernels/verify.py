@@ -219,7 +219,7 @@ def verification_dims(
             tiles[layout.lane_extent.name] = 0  # keep: the kernel holds the whole row
     # tensor descriptors need 16-byte aligned rows: a shrunk dim keeps its residue mod 16, so
     # a TMA candidate legal at the tuned shape stays legal (and aligned) at the check's shape
-    keep_alignment = getattr(schedule, "load", "pointer") == "tma"
+    keep_alignment = schedule.load == "tma"
     small = {}
     for name, value in dims.items():
         tile = tiles.get(name)

@@ -20,6 +20,8 @@ from tiletune.tensorexpr.operator import evaluate_extent
 # A TMA box's global strides must be multiples of 16 bytes, and so must its base address.
 TMA_ALIGN_BYTES = 16
 TMA_DTYPES = ("float16", "bfloat16", "float32", "float8_e4m3fn")
+# Operand types `tl.dot` feeds to the tensor cores as they are (fp8 needs sm_89 or later).
+TENSOR_CORE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn")
 # Widening casts that keep every value exact: skipping them when loading changes nothing.
 _EXACT = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
           "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
@@ -63,8 +65,9 @@ def tma_operand(pattern: Pattern, factor: str, dims: Mapping[str, int] | None) -
     return TmaOperand(expr, transposed=expr.indices[0] is not roles[0]), ""
 
 
-def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], split: bool) -> None:
-    """PERSISTENT, LOAD and WARP_SPECIALIZE on a contraction schedule, with their constraints."""
+def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], split: bool, operand: str) -> None:
+    """PERSISTENT, LOAD and WARP_SPECIALIZE on a contraction schedule whose dots take `operand`
+    tiles, with their constraints."""
     s.persistent(Boolean("PERSISTENT", default=False))
     s.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
     s.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
@@ -88,14 +91,7 @@ def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], spl
             "persistent programs do not split K",
             lambda cfg: f"PERSISTENT with SPLIT_K={cfg['SPLIT_K']}" if cfg["PERSISTENT"] and cfg["SPLIT_K"] > 1 else None,
         )
-    operand = dot_operand_dtype(pattern)
     s.constrain("warp specialization applies on sm_90", lambda cfg: warp_specialization_fits(cfg, operand))
-
-
-def dot_operand_dtype(pattern: Pattern) -> str:
-    from tiletune.schedules.rules import dot_dtype  # rules imports this module
-
-    return dot_dtype(pattern)
 
 
 def warp_specialization_fits(cfg, operand: str) -> str | None:
@@ -108,7 +104,7 @@ def warp_specialization_fits(cfg, operand: str) -> str | None:
         return "WARP_SPECIALIZE needs LOAD='tma': the producer warps issue descriptor copies"
     if cfg["PERSISTENT"]:
         return "WARP_SPECIALIZE of the K loop is not applied inside a persistent tile loop"
-    if operand not in ("float16", "bfloat16", "float8_e4m3fn"):
+    if operand not in TENSOR_CORE_DTYPES:
         return f"WARP_SPECIALIZE needs a wgmma operand (16- or 8-bit), not {operand}"
     if cfg["num_stages"] < 2:
         return "WARP_SPECIALIZE needs num_stages >= 2: the producer runs ahead by the buffered stages"

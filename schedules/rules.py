@@ -10,7 +10,7 @@ from typing import Mapping
 
 from tiletune.errors import LoweringError
 from tiletune.schedules.config import Config
-from tiletune.schedules.hopper_rules import add_hopper_knobs, extra_shared_bytes
+from tiletune.schedules.hopper_rules import TENSOR_CORE_DTYPES, add_hopper_knobs, extra_shared_bytes
 from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.reduce_rules import reduction_schedule
@@ -83,10 +83,6 @@ def dot_dtype(pattern: Pattern) -> str:
     return "float32"
 
 
-# Operand types `tl.dot` feeds to the tensor cores as they are (fp8 needs sm_89 or later).
-TENSOR_CORE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn")
-
-
 # Float types that hold every value of a narrower one exactly.
 _EXACT_WIDENING = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
                    "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
@@ -133,7 +129,7 @@ def _contraction(s: Schedule, graph: Graph, pattern: Pattern, dims: Mapping[str,
     s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
     if split:
         s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
-    add_hopper_knobs(s, pattern, dims, split)
+    add_hopper_knobs(s, pattern, dims, split, dot_dtype(pattern))
     for name, extent, floor in (("BLOCK_M", m, 16), ("BLOCK_N", n, 16), ("BLOCK_K", k, min_k)):
         s.constrain(*no_larger_than_axis(name, extent, floor=floor))
     if split:

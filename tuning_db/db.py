@@ -453,11 +453,15 @@ class TuningDB:
 
     def add_workload(self, workload: Workload) -> None:
         """Store a workload; adding it again updates its name and keeps its creation time."""
+        self._check_workload(workload)
+        with self._writing():
+            self._insert_workload(workload)
+
+    @staticmethod
+    def _check_workload(workload: Workload) -> None:
         expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
         if workload.key != expected:
             raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
-        with self._writing():
-            self._insert_workload(workload)
 
     def _insert_workload(self, workload: Workload) -> None:
         row = {
@@ -494,9 +498,7 @@ class TuningDB:
         each record's `host` and `created` as given (records made elsewhere: an import or a
         merge); return how many records were new."""
         for workload in workloads:
-            expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
-            if workload.key != expected:
-                raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
+            self._check_workload(workload)
         for device in devices:
             self._check_device(device)
         rows = self._record_rows(records, stamp=False)

@@ -213,9 +213,9 @@ def stats(db: TuningDB) -> dict:
     workload on each device."""
     by_device: dict[str, dict[str, int]] = {}
     best = []
-    workloads = db.workloads()
+    workloads, devices = db.workloads(), db.devices()
     for workload in workloads:
-        for device in db.devices():
+        for device in devices:
             counts = {k: v for k, v in db.status_counts(workload.key, device.key).items() if v}
             for status, n in counts.items():
                 by_device.setdefault(device.key, {}).setdefault(status, 0)
