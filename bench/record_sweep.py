@@ -97,7 +97,8 @@ def record(args: argparse.Namespace) -> int:
     from tiletune.search.replay import sweep_configs
 
     out = args.out or default_out(measurer.device.name)
-    total = sum(len(sweep_configs(spec, args.sample, args.seed)) for spec in specs)
+    wanted = {spec: len(sweep_configs(spec, args.sample, args.seed)) for spec in specs}  # listing a space is not free
+    total = sum(wanted.values())
     print(f"recording {len(specs)} workloads on {measurer.device.name} ({measurer.kind}) into {out}: "
           + ("every config" if args.sample is None else f"the default + {args.sample} sampled configs")
           + f", {total} in all (configs already in the file are kept)", flush=True)
@@ -115,7 +116,7 @@ def record(args: argparse.Namespace) -> int:
     missing = 0
     for spec in specs:
         entries = sweep.entries(spec)
-        missing += len(sweep_configs(spec, args.sample, args.seed)) - len(entries)
+        missing += wanted[spec] - len(entries)
         ok = [e for e in entries.values() if e.status == "ok"]
         best = min((e.latency_us for e in ok), default=None)
         print(f"{str(spec):48s} {len(entries):5d} configs, {len(ok):5d} ok"

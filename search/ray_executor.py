@@ -39,14 +39,12 @@ from tiletune.schedules.config import Config
 from tiletune.search import faults
 from tiletune.search.executors import device_kinds
 from tiletune.search.measure import Measurer, Outcome
-from tiletune.search.workers import TaskResult, _describe
+from tiletune.search.workers import COMPILE_ENV, INTERPRET_ENV, TaskResult, _describe
 from tiletune.tuning_db import Device
 
 if TYPE_CHECKING:
     from tiletune.search.task import TaskSpec
 
-COMPILE_ENV = {"TRITON_INTERPRET": "0"}
-INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 # Starting a Ray worker process (and importing torch and Triton in it) is not charged to a
 # task's time limit: a task's deadline counts from submission plus this allowance.
 START_ALLOWANCE_S = 120.0

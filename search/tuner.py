@@ -20,11 +20,9 @@ from tiletune.search.features import featurize
 from tiletune.search.measure import Measurer, Outcome, compile_batch, verify_step
 from tiletune.search.strategies import History, make_strategy
 from tiletune.search.task import Task, TaskSpec
-from tiletune.search.workers import Executor, WorkerPool
+from tiletune.search.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool  # noqa: F401 (re-exported)
 from tiletune.tuning_db import Record, TuningDB
 
-COMPILE_ENV = {"TRITON_INTERPRET": "0"}
-INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 
 
 @dataclass

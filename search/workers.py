@@ -37,7 +37,12 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence, runtime_chec
 
 from tiletune.errors import UsageError
 
-__all__ = ["Executor", "TaskResult", "WorkerPool", "STATUSES"]
+__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskResult", "WorkerPool", "STATUSES"]
+
+# Worker environments: ahead-of-time compiles need a compiling process, CPU checks an
+# interpreting one (Triton fixes the mode per process).
+COMPILE_ENV = {"TRITON_INTERPRET": "0"}
+INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 
 STATUSES = ("ok", "error", "timeout", "crash")
 

@@ -11,20 +11,8 @@ from typing import Callable, Mapping, Sequence
 from tiletune.errors import UsageError
 from tiletune.tensorexpr.operator import Operator
 
-DEVICES = ("auto", "cuda", "sim-h100")
 # More compile workers than this only queue for the same cores (and each holds torch in memory).
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
-
-
-def resolve_device(device: str) -> str:
-    """`auto` becomes `cuda` where a GPU is visible, else the simulated H100."""
-    if device not in DEVICES:
-        raise UsageError(f"unknown device '{device}'; expected one of {', '.join(DEVICES)}")
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "sim-h100"
 
 
 def operator_ref(op: str | Operator) -> str:
