@@ -141,10 +141,12 @@ class Sweep:
 
     def lookup(self, spec: TaskSpec, config: Config) -> SweepEntry | None:
         """The recorded outcome of `config` on `spec`, or None."""
-        entries = self._entries.get(spec, {})
-        if config not in entries and spec in self._spaces:
-            return entries.get(self._spaces[spec].expand(config))
-        return entries.get(config)
+        if spec not in self._entries:
+            return None
+        # space() keys the entries in full (knobs added since they were recorded), so a config
+        # finds its entry whichever form either was recorded or asked in
+        full = self.space(spec).expand(config)  # first: it re-keys the entries
+        return self._entries[spec].get(full)
 
     def best(self, spec: TaskSpec) -> SweepEntry | None:
         """The fastest ok entry of `spec` (None if it has none)."""
@@ -438,7 +440,9 @@ def record_sweep(
     try:
         for spec in specs:
             configs = sweep_configs(spec, sample, seed)
-            todo = [c for c in configs if (spec, c) not in done]
+            space = spec.build().space  # entries recorded before a knob existed leave it out
+            recorded = {space.expand(c) for s, c in done if s == spec}
+            todo = [c for c in configs if space.expand(c) not in recorded]
             for start in range(0, len(todo), chunk):
                 if time_limit is not None and time.monotonic() - started >= time_limit:
                     break

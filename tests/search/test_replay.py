@@ -250,3 +250,16 @@ def test_replay_search_stops_when_the_sweep_is_exhausted(sweep_file):
     run = replay_search(make_strategy("random", sweep.tile_facts(SPEC), 0), sweep, SPEC, 0.5, batch=8)
     assert not run.found and run.trials == 40
     assert run.best_us == sweep.best(SPEC).latency_us
+
+
+def test_a_config_in_full_finds_an_entry_recorded_before_its_knobs_existed():
+    """The committed sweep predates the Hopper knobs: its configs leave them out. A lookup
+    of the full form must find the entry before anything else built the sweep's space."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "data" / "sweep-sim-h100.jsonl"
+    spec = next(s for s in Sweep.load(path).specs() if s.op == "matmul")
+    short = next(iter(Sweep.load(path).entries(spec)))
+    assert "PERSISTENT" not in short.as_dict()
+    full = spec.build().space.expand(short)
+    assert Sweep.load(path).lookup(spec, full) is not None
