@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import subprocess
 import tempfile
@@ -22,17 +21,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-# Triton 3.9 warns that this default changes in 3.10; fixing it here keeps the generated code
-# (fused multiply-adds or not) from shifting under us with the Triton version.
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+import triton
+import triton.backends.nvidia
+from triton.backends.compiler import GPUTarget
+from triton.runtime.errors import OutOfResources, PTXASError
+from triton.runtime.jit import JITFunction
 
-import triton  # noqa: E402  (must follow the environment default above)
-import triton.backends.nvidia  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.runtime.errors import OutOfResources, PTXASError  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
-
-from tiletune.errors import CompileError, UsageError  # noqa: E402
+from tiletune.errors import CompileError, UsageError
+from tiletune.kernels import process_mode
+from tiletune.kernels.target import H100
 
 __all__ = [
     "MAX_SHARED_PER_BLOCK",
@@ -51,7 +48,7 @@ MAX_SHARED_PER_BLOCK: Mapping[int, int] = {
     86: 101_376,  # GA10x: 99 KiB
     87: 166_912,
     89: 101_376,  # Ada: 99 KiB
-    90: 232_448,  # H100/H200: 227 KiB
+    90: H100.max_smem_per_block,  # H100/H200: 227 KiB
     100: 232_448,
     120: 101_376,
 }
@@ -159,6 +156,7 @@ def aot_compile(
     rejects the kernel or it cannot fit the target (shared memory, threads); `UsageError`
     when the arguments do not match `fn`.
     """
+    process_mode.select()  # fixes Triton's fused multiply-add default before compiling
     if not compiler_mode():
         raise UsageError("aot_compile: this process runs Triton's interpreter (TRITON_INTERPRET was set "
                          "when Triton was first imported), which cannot compile; run it in a worker "

@@ -57,6 +57,14 @@ REDUCE_IDENTITY = {"sum": "0.0", "max": 'float("-inf")', "min": 'float("inf")'}
 REDUCE_FN = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}
 
 
+def int_identity(op: str, dtype: str) -> str:
+    """The identity of an integer reduction or scan (`sum`, `prod`, `max`, `min`) in its own
+    type: a float identity (0.0, -inf) would turn the tile into floats, which integer `//` and
+    `%` then refuse."""
+    bits = 8 * dt.itemsize(dtype)
+    return {"sum": "0", "prod": "1", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
+
+
 class CodeBuilder:
     """Lines of Python at an indentation, with fresh variable names."""
 

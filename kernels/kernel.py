@@ -1,22 +1,27 @@
 """What every kernel shape shares: the `KernelSource` it produces, argument names, shape
 rendering, the output store, the source header and the `launch()` wrapper.
 
-Each kernel shape (`row_kernel`, `contraction_kernel`) builds its body on a `KernelContext` and
-calls `finish`; `lower` picks the shape from the operator's op class.
+Each kernel family (`tiletune.kernels.families`) builds its body on a `KernelContext` and
+calls `finish`; `lower` asks the operator's family for its source.
 """
 from __future__ import annotations
 
 import keyword
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES, CodeBuilder, Dim, TensorArg, TileEmitter, Value, converted, ident
 from tiletune.schedules.schedule import ResolvedSchedule
-from tiletune.tensorexpr.analysis import Pattern, strip_casts
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.analysis import strip_casts
 from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
+
+if TYPE_CHECKING:
+    from tiletune.kernels.families.pattern import Pattern
 
 RESERVED = {"tl", "triton", "pid", "acc", "launch", "grid", "kernel", "out", "float", "range", "min", "max"}
 
@@ -59,7 +64,7 @@ class Names:
 
 
 class KernelContext:
-    """State shared by both kernel shapes: argument names and shape rendering."""
+    """State shared by every kernel shape: argument names and shape rendering."""
 
     def __init__(self, graph: Graph, schedule: ResolvedSchedule, pattern: Pattern) -> None:
         self.graph, self.schedule, self.pattern = graph, schedule, pattern
@@ -287,19 +292,20 @@ def index_text(e: Expr) -> str:
     return describe(e)
 
 
-# Float types that hold every value of a narrower one exactly.
-_WIDER = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
-          "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
+def narrowing_cast(e: Expr) -> Cast | None:
+    """The outermost cast on the way down to the read that rounds (to a narrower or other
+    type), or None when every cast there is exact (to a wider float type)."""
+    while isinstance(e, Cast):
+        if e.dtype != e.x.dtype and not dt.widens_exactly(e.x.dtype, e.dtype):
+            return e
+        e = e.x
+    return None
 
 
 def widening_only(e: Expr) -> bool:
     """True when every cast down to the read is exact (to a wider float type), so that skipping
     them changes no value; a narrowing cast (an fp32 operand rounded to fp16) must stay."""
-    while isinstance(e, Cast):
-        if e.dtype != e.x.dtype and e.dtype not in _WIDER.get(e.x.dtype, ()):
-            return False
-        e = e.x
-    return True
+    return narrowing_cast(e) is None
 
 
 def paren_code(code: str) -> str:

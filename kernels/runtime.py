@@ -6,7 +6,7 @@ file. Files are named by the hash of their text and written atomically, so concu
 never see half a file. A file found on disk is checked against the hash in its name the first
 time a process uses it, and rewritten if it changed: the cache is a copy of code tiletune
 generates, never a source of code in its own right. Whether kernels are interpreted is fixed per process (see
-`tiletune.kernels`): CPU tensors need an interpreting process, CUDA tensors a compiling one.
+`kernels.process_mode`): CPU tensors need an interpreting process, CUDA tensors a compiling one.
 """
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from types import ModuleType
 from typing import Callable, Mapping, Sequence
 
 import torch
-import triton
 
 from tiletune.errors import UsageError
-from tiletune.kernels import interpreter_rounding
-from tiletune.kernels.lower import KernelSource
+from tiletune.kernels import process_mode
+from tiletune.kernels.kernel import KernelSource
 
 # Imported modules by file; an explicit cache owned by this module.
 _MODULES: dict[str, ModuleType] = {}
@@ -32,12 +31,8 @@ _VERIFIED: set[Path] = set()
 
 
 def interpreting() -> bool:
-    """True when this process runs kernels through Triton's interpreter."""
-    return bool(triton.knobs.runtime.interpret)
-
-
-if interpreting():
-    interpreter_rounding.install()  # round float32 -> bfloat16 as the GPU does
+    """True when this process runs kernels through Triton's interpreter (chosen on first use)."""
+    return process_mode.select()
 
 
 def cache_dir() -> Path:
@@ -74,6 +69,7 @@ def source_file(src: KernelSource) -> Path:
 
 def load_module(src: KernelSource) -> ModuleType:
     """The imported module of `src` (interpreted or compiled, as this process runs kernels)."""
+    process_mode.select()  # before the module's `import triton` fixes the mode
     path = source_file(src)
     if str(path) in _MODULES:
         return _MODULES[str(path)]

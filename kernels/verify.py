@@ -17,19 +17,15 @@ from typing import Mapping
 
 import torch
 
-from tiletune.errors import LoweringError
 from tiletune.kernels import runtime
-from tiletune.kernels.lower import KernelSource
+from tiletune.kernels.families import Pattern, family_for
+from tiletune.kernels.kernel import KernelSource
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, row_layout, scan_layout
-from tiletune.tensorexpr.expr import DimVar, Read, walk
+from tiletune.tensorexpr.expr import Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
-from tiletune.tensorexpr.reduce_layout import reduce_layout
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 
-# What an inner (not outermost) fused row dim shrinks to in a verification run.
-INNER_ROW_DIM = 5
 RTOL = {"float32": 1e-4, "float64": 1e-7, "float16": 1e-2, "bfloat16": 4e-2, "float8_e4m3fn": 1.25e-1}
 
 
@@ -165,143 +161,13 @@ def unwritten_fill(dtype: str) -> float | int:
     return float("nan") if dt.is_float(dtype) else torch.iinfo(torch_dtype(dtype)).min
 
 
-ALIGN_ELEMENTS = 16  # elements: 16-byte aligned rows for any item size of one byte or more
-
-
 def verification_dims(
     graph: Graph, dims: Mapping[str, int], schedule: ResolvedSchedule, pattern: Pattern | None = None
 ) -> dict[str, int]:
-    """Smaller dims at which to check a candidate cheaply in the interpreter: each dim that
-    sizes a tiled axis shrinks to just over two tiles and an odd remainder (so masks are
-    exercised), except the reduced axis of a row reduction, which one block holds whole."""
-    pattern = pattern or analyse(graph)
-    if pattern.op_class is OpClass.WINDOW:
-        return _window_verification_dims(graph, dims)
-    if pattern.op_class is OpClass.REDUCTION and "red" in schedule.tiles:
-        return _reduction_verification_dims(graph, dims, schedule, pattern)
-    tiles: dict[str, int] = {}
-    inner: set[str] = set()
-    if pattern.op_class is OpClass.CONTRACTION:
-        c = pattern.contraction
-        for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
-            if isinstance(axis.extent, DimVar):
-                tiles.setdefault(axis.extent.name, schedule.tile(role))
-    elif pattern.op_class is OpClass.ATTENTION:
-        return _attention_verification_dims(pattern, dims, schedule)
-    elif pattern.op_class is OpClass.SCAN:
-        # a scanned axis just over two chunks runs the carry across chunks and a masked tail
-        layout = scan_layout(graph, pattern)
-        for axis in layout.rows:
-            if isinstance(axis.extent, DimVar):
-                tiles.setdefault(axis.extent.name, schedule.tile("rows"))
-        if isinstance(layout.scan.extent, DimVar):
-            tiles[layout.scan.extent.name] = schedule.tile("scan")
-    elif pattern.op_class is OpClass.REDUCTION and not _has_row_layout(graph, pattern):
-        # a looped reduction over several axes (a loss, a sum to a scalar): rows shrink to
-        # just over two row tiles, the reduced extents stay as the schedule sized its chunks
-        fused = [a for a in reduce_layout(graph, pattern).rows if isinstance(a.extent, DimVar)]
-        if fused:
-            tiles[fused[0].extent.name] = schedule.tile("rows")
-        inner.update(a.extent.name for a in fused[1:] if a.extent.name not in tiles)
-    else:
-        layout = row_layout(graph, pattern)
-        # the row axes are fused, so only their product meets the tile's mask: the outermost
-        # spans tiles, the inner ones need only a few values to exercise the unflattening (each
-        # shrunk to two tiles would make a rank-4 check cubic in the tile size)
-        for n, axis in enumerate(a for a in layout.rows if isinstance(a.extent, DimVar)):
-            if n == 0:
-                tiles.setdefault(axis.extent.name, schedule.tile("rows"))
-            elif axis.extent.name not in tiles:
-                inner.add(axis.extent.name)
-        if pattern.op_class is OpClass.INJECTIVE and isinstance(layout.lane_extent, DimVar):
-            tiles.setdefault(layout.lane_extent.name, schedule.tile("lane"))
-        if pattern.op_class is OpClass.REDUCTION and isinstance(layout.lane_extent, DimVar):
-            tiles[layout.lane_extent.name] = 0  # keep: the kernel holds the whole row
-    # tensor descriptors need 16-byte aligned rows: a shrunk dim keeps its residue mod 16, so
-    # a TMA candidate legal at the tuned shape stays legal (and aligned) at the check's shape
-    keep_alignment = schedule.load == "tma"
-    small = {}
-    for name, value in dims.items():
-        tile = tiles.get(name)
-        if tile is None and name in inner:
-            small[name] = min(value, INNER_ROW_DIM)
-        elif not tile:
-            small[name] = value
-        elif keep_alignment:
-            target = min(value, 2 * tile + 3)
-            small[name] = target + (value - target) % ALIGN_ELEMENTS
-        else:
-            small[name] = min(value, 2 * tile + 3)
-    return small
-
-
-def _reduction_verification_dims(graph: Graph, dims: Mapping[str, int], schedule: ResolvedSchedule,
-                                 pattern: Pattern) -> dict[str, int]:
-    """Check dims of the looped reduction kernel: tiled row or lane axes just over two tiles,
-    other outer axes a few values, and a single reduced dim just over two chunks (of every
-    split) so that the loop, its masked tail and the combine all run."""
-    layout = reduce_layout(graph, pattern)
-    small = dict(dims)
-
-    def shrink(axis, tile: int) -> None:
-        if isinstance(axis.extent, DimVar):
-            name = axis.extent.name
-            small[name] = min(small[name], 2 * tile + 3) if tile else min(small[name], INNER_ROW_DIM)
-
-    tiled = schedule.tile("rows") if layout.inner else 0
-    for n, axis in enumerate(layout.rows):
-        shrink(axis, tiled if n == 0 else 0)
-    if layout.lane is not None:
-        shrink(layout.lane, schedule.tile("lane"))
-    reduced = [e for e in layout.slots if isinstance(e, DimVar)]
-    if len(reduced) == 1 and len(layout.slots) == 1:
-        name = reduced[0].name
-        small[name] = min(dims[name], 2 * schedule.tile("red") * schedule.splits.get("red", 1) + 3)
-    else:
-        for e in reduced:  # several reduced axes fuse into one index: keep the rows whole
-            small[e.name] = dims[e.name]
-    return small
-def _has_row_layout(graph: Graph, pattern: Pattern) -> bool:
-    try:
-        row_layout(graph, pattern)
-    except LoweringError:
-        return False
-    return True
-
-
-def _attention_verification_dims(pattern: Pattern, dims: Mapping[str, int],
-                                 schedule: ResolvedSchedule) -> dict[str, int]:
-    """Sequence lengths shrink to just over two of the larger block (so masks and, for causal,
-    the diagonal are exercised); dims that size only batch axes shrink to 2; head dims stay."""
-    a = pattern.attention
-
-    def dim_names(axes) -> set[str]:
-        return {x.extent.name for x in axes if isinstance(x.extent, DimVar)}
-
-    heads, sequences = dim_names((a.d, a.e)), dim_names((a.i, a.j))
-    tile = max(schedule.tile("m"), schedule.tile("n"))
-    small = dict(dims)
-    for name in sequences - heads:
-        small[name] = min(dims[name], 2 * tile + 3)
-    for name in dim_names(a.batch) - heads - sequences:
-        small[name] = min(dims[name], 2)
-    return small
-
-
-# Each dim of a windowed operator is cut to this at verification: the window kernel's masks
-# (tile tails, padding at both edges) show at any size past a few windows.
-WINDOW_VERIFY_DIM = 7
-
-
-def _window_verification_dims(graph: Graph, dims: Mapping[str, int]) -> dict[str, int]:
-    """Every dim cut to WINDOW_VERIFY_DIM where the operator's shapes stay valid (a window
-    larger than that keeps its input's full size)."""
-    small = dict(dims)
-    for name, value in dims.items():
-        trial = {**small, name: min(value, WINDOW_VERIFY_DIM)}
-        if all(s >= 1 for t in (*graph.inputs, *graph.stages) for s in graph.shape_of(t, trial)):
-            small = trial
-    return small
+    """Smaller dims at which to check a candidate cheaply in the interpreter, as the operator's
+    family chooses them: each dim that sizes a tiled axis shrinks to just over two tiles and an
+    odd remainder, so masks and loop tails are exercised (see each `Family.verification_dims`)."""
+    return family_for(graph, pattern).verification_dims(dims, schedule)
 
 
 def check_candidate(graph: Graph, src: KernelSource, dims: Mapping[str, int], schedule: ResolvedSchedule,

@@ -1,18 +1,15 @@
 """A schedule: a recorded sequence of primitives over an operator, replayable with knob values.
 
-Primitives name the axes of the kernel's loop nest by *role*, which the op class fixes:
-
-- contraction: `m`, `n` (output tile axes), `k` (the reduction loop), `batch` (program axis);
-- injective and reduction operators: `rows` (the output's outer axes fused) and `lane` (the
-  contiguous axis, which is also the reduced axis of row reductions);
-- windowed reductions: `rows` and `lane` over the output, and `window` (the loops over the
-  window axes).
+Primitives name the axes of the kernel's loop nest by *role*. The roles are the kernel
+family's (`tiletune.kernels.families`): `m`, `n`, `k` and `batch` for a contraction; `rows` and
+`lane` (and `red`, `window`, `scan`) for the row-shaped kernels; the family tells the schedule
+its role names and which role each axis of the operator plays (`AxisRoles`).
 
 An axis of the operator (`IterVar`) is accepted wherever a role name is. A primitive's argument
 may be a `Knob`; the knobs of all primitives make the schedule's `ConfigSpace`, and
 `resolve(config)` replays the record with the config's values into a `ResolvedSchedule`.
 
-    s = Schedule(graph)
+    s = schedule_for(graph)   # tiletune.kernels.families: a Schedule with the graph's roles
     s.tile("m", PowerOfTwo("BLOCK_M", 16, 256)).tile("n", PowerOfTwo("BLOCK_N", 16, 256))
     s.tile("k", PowerOfTwo("BLOCK_K", 16, 128)).pipeline("k", Choice("num_stages", (2, 3, 4)))
     s.swizzle("m", Choice("GROUP_M", (1, 8))).num_warps(Choice("num_warps", (4, 8)))
@@ -20,13 +17,13 @@ may be a `Knob`; the knobs of all primitives make the schedule's `ConfigSpace`, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping, Protocol, Union
 
 from tiletune.errors import ScheduleError
 from tiletune.schedules.config import Config
 from tiletune.schedules.knobs import Knob, KnobValue
 from tiletune.schedules.space import ConfigSpace, Constraint
-from tiletune.tensorexpr.analysis import OpClass, Pattern, analyse, scan_layout
+from tiletune.tensorexpr.analysis import OpClass
 from tiletune.tensorexpr.expr import IterVar
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
@@ -34,20 +31,24 @@ from tiletune.tensorexpr.tensor import Tensor
 AxisRef = Union[str, IterVar]
 Arg = Union[KnobValue, Knob]
 
-ROLES = {
-    OpClass.CONTRACTION: ("batch", "m", "n", "k"),
-    OpClass.REDUCTION: ("rows", "lane", "red"),
-    OpClass.INJECTIVE: ("rows", "lane"),
-    OpClass.SCAN: ("rows", "scan"),
-    # attention: query tiles `m`, the key/value loop `n`, head dims `d` (scores) and `e` (values)
-    OpClass.ATTENTION: ("batch", "m", "n", "d", "e"),
-    OpClass.WINDOW: ("rows", "lane", "window"),
-}
 BIND_TARGETS = ("block.x", "block.y", "block.z")
 LOAD_PATHS = ("pointer", "tma")
 # Primitives added after configs were first recorded: a config that leaves their knob out means
 # this value, the behaviour from before the primitive existed.
 LATER_PRIMITIVES: Mapping[str, KnobValue] = {"persistent": False, "load_via": "pointer", "warp_specialize": False}
+
+
+class AxisRoles(Protocol):
+    """What a schedule needs to know of the kernel it schedules: the kernel's op class, its
+    role names, and the role each axis of the operator plays (None: the axis is not in its
+    loop nest). Kernel families implement it."""
+
+    op_class: OpClass
+    roles: tuple[str, ...]
+
+    def role_of(self, axis: IterVar) -> str | None:
+        """The role of `axis` in the kernel's loop nest, or None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +102,10 @@ class ResolvedSchedule:
 class Schedule:
     """A recorded, replayable sequence of primitives over one operator graph."""
 
-    def __init__(self, graph: Graph, pattern: Pattern | None = None) -> None:
+    def __init__(self, graph: Graph, roles: AxisRoles) -> None:
         self.graph = graph
-        self.pattern = pattern or analyse(graph)
-        self.roles = ROLES[self.pattern.op_class]
+        self.kernel = roles
+        self.roles = roles.roles
         self.primitives: list[Primitive] = []
         self.constraints: list[Constraint] = []
 
@@ -118,37 +119,14 @@ class Schedule:
         if isinstance(axis, str):
             if axis not in self.roles:
                 raise ScheduleError(
-                    f"{self.graph.name}: no axis '{axis}' in a {self.pattern.op_class.value} schedule; "
+                    f"{self.graph.name}: no axis '{axis}' in a {self.kernel.op_class.value} schedule; "
                     f"axes are {', '.join(self.roles)}"
                 )
             return axis
-        c = self.pattern.contraction
-        if self.pattern.op_class is OpClass.SCAN:
-            layout = scan_layout(self.graph, self.pattern)
-            if axis is layout.scan or axis is layout.stage.scan.axis:
-                return "scan"
-            if axis in layout.rows or axis in layout.stage.op.axes:
-                return "rows"
-        att = self.pattern.attention
-        if att is not None:
-            for name, role in (("i", "m"), ("j", "n"), ("d", "d"), ("e", "e")):
-                if getattr(att, name) is axis:
-                    return role
-            if axis in att.batch:
-                return "batch"
-        elif c is not None:
-            for name in ("m", "n", "k"):
-                if getattr(c, name) is axis:
-                    return name
-            if axis in c.batch:
-                return "batch"
-        elif axis.kind == "reduce" and self.pattern.op_class is OpClass.WINDOW:
-            return "window"
-        elif axis.kind == "reduce" or (self.graph.output.op.axes and axis is self.graph.output.op.axes[-1]):
-            return "lane"
-        elif axis in self.graph.output.op.axes:
-            return "rows"
-        raise ScheduleError(f"{self.graph.name}: axis '{axis.name}' is not an axis of the kernel's loop nest")
+        role = self.kernel.role_of(axis)
+        if role is None:
+            raise ScheduleError(f"{self.graph.name}: axis '{axis.name}' is not an axis of the kernel's loop nest")
+        return role
 
     def _stage(self, stage: Tensor | str) -> str:
         name = stage if isinstance(stage, str) else stage.name
@@ -272,7 +250,6 @@ class Schedule:
         unroll: dict[str, int] = {}
         stages: dict[str, int] = {}
         vectorized: set[str] = set()
-        splits: dict[str, int] = {}
         inlined: set[str] = set()
         epilogue: set[str] = set()
         splits: dict[str, int] = {}
@@ -312,7 +289,7 @@ class Schedule:
             elif p.op == "warp_specialize" and v:
                 specialized.add(p.target)
         return ResolvedSchedule(
-            self.pattern.op_class, space.shorten(config), tiles, bindings, swizzle, frozenset(vectorized), unroll,
+            self.kernel.op_class, space.shorten(config), tiles, bindings, swizzle, frozenset(vectorized), unroll,
             stages, order, warps, frozenset(inlined), frozenset(epilogue), splits,
             persistent, load, frozenset(specialized),
         )

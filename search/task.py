@@ -11,14 +11,15 @@ from functools import cached_property
 from typing import Mapping
 
 from tiletune.errors import ScheduleError, UsageError
-from tiletune.kernels.facts import TileFacts, tile_facts
+from tiletune.kernels.facts import TileFacts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import resolve_operator
 from tiletune.kernels.lower import KernelSource, lower
 from tiletune.schedules.config import Config
-from tiletune.schedules.rules import default_schedule
+from tiletune.kernels.families import default_schedule
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.schedules.space import ConfigSpace
-from tiletune.tensorexpr.analysis import Pattern, analyse
+from tiletune.kernels.families import Pattern, analyse
 from tiletune.tensorexpr.operator import Graph, Operator, evaluate_extent
 from tiletune.tuning_db import Workload
 

@@ -14,17 +14,17 @@ Lowering and space generation dispatch on these classes, never on operator names
   them, recognised by `tensorexpr.attention.find_attention`, one flash-style kernel;
 - *window*: a reduction over small constant-extent window axes that slide with the output's
   axes in affine indices (`x[n, c, h * s + r * d - p]`): pooling, depthwise convolution.
+
+These are facts about the computation. Which combinations one kernel can hold, and how a class
+maps onto tiles, is the backend's business (`tiletune.kernels.families`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
-from tiletune.errors import LoweringError
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.attention import Attention, find_attention
 from tiletune.tensorexpr.expr import Binary, Cast, Const, Expr, IterVar, Read, axes_of, binary, substitute, walk
-from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import Tensor
 
 
@@ -68,26 +68,6 @@ class FusedRoles:
     k_axes: tuple[IterVar, ...]
     n_axis: IterVar
     group: IterVar | None = None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Pattern:
-    """What one operator is, as the backend sees it: its class and its anchor stages.
-
-    Anchors are stages the kernel materializes (a contraction's accumulator, the values of row
-    reductions); every other computed stage is injective and is inlined into its consumers.
-    """
-
-    op_class: OpClass
-    output: Tensor
-    anchors: tuple[Tensor, ...]
-    contraction: Contraction | None = None
-    attention: Attention | None = None
-
-    @property
-    def reductions(self) -> tuple[Tensor, ...]:
-        """The reduction stages of a reduction operator, in order."""
-        return self.anchors if self.op_class is OpClass.REDUCTION else ()
 
 
 def inline_injective(e: Expr, keep: frozenset[Tensor] = frozenset()) -> Expr:
@@ -258,180 +238,3 @@ def _group_read(factor: Expr, axis: IterVar) -> tuple[Expr, Expr, Expr] | None:
         if isinstance(count, Const):
             return node, count, binary("floordiv", axis.extent, count)
     return None
-
-
-def analyse(graph: Graph) -> Pattern:
-    """Classify the operator by its stages; refuse combinations one kernel cannot hold."""
-    scan = scan_pattern(graph)
-    if scan is not None:
-        return scan
-    contractions = []
-    reductions = []
-    windows = []
-    for s in graph.stages:
-        cls = stage_class(s)
-        if cls is OpClass.CONTRACTION:
-            contractions.append(s)
-        elif cls is OpClass.REDUCTION:
-            reductions.append(s)
-        elif cls is OpClass.WINDOW:
-            windows.append(s)
-    if windows:
-        return _window_pattern(graph, tuple(windows), contractions + reductions)
-    if contractions and (len(contractions) > 1 or reductions):
-        attention = find_attention(graph)
-        if attention is not None:
-            # every stage lives in the one kernel's registers: all of them are anchors
-            return Pattern(OpClass.ATTENTION, graph.output, graph.stages, attention=attention)
-        names = ", ".join(t.name for t in contractions + reductions)
-        raise LoweringError(
-            f"{graph.name}: stages {names} are a contraction together with other reductions; "
-            "one kernel holds one contraction (with injective prologue and epilogue) or row "
-            "reductions: split the operator in two"
-        )
-    if contractions:
-        (c,) = contractions
-        return Pattern(OpClass.CONTRACTION, graph.output, (c,), find_any_contraction(c))
-    if reductions:
-        return Pattern(OpClass.REDUCTION, graph.output, tuple(reductions))
-    return Pattern(OpClass.INJECTIVE, graph.output, ())
-
-
-def _window_pattern(graph: Graph, windows: tuple[Tensor, ...], others: list[Tensor]) -> Pattern:
-    if others:
-        raise LoweringError(
-            f"{graph.name}: windowed reduction {', '.join(t.name for t in windows)} together with "
-            f"{'contraction' if find_contraction(others[0]) else 'row reduction'} "
-            f"{', '.join(t.name for t in others)}; one kernel holds windowed reductions over the "
-            "output's tile or other reductions, not both: split the operator in two"
-        )
-    if not graph.output.op.axes:
-        raise LoweringError(f"{graph.name}: a windowed reduction needs an output with at least one axis to tile")
-    return Pattern(OpClass.WINDOW, graph.output, windows)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class RowLayout:
-    """How an injective or reduction operator maps onto a 2-D tile of `rows` x `lane`.
-
-    `lane` is the output axis that runs along the tile's contiguous dimension (for row
-    reductions: the axis the reductions run over, or None if the output has no such axis, as
-    for a row sum); `rows` are the other output axes, fused into one.
-    """
-
-    rows: tuple[IterVar, ...]
-    lane: IterVar | None
-    lane_extent: Expr | None
-    reduce_axes: tuple[IterVar, ...]  # one per reduction stage, all of extent lane_extent
-
-
-def row_layout(graph: Graph, pattern: Pattern) -> RowLayout:
-    """The rows/lane layout of an injective or reduction operator."""
-    out_axes = graph.output.op.axes
-    if pattern.op_class is OpClass.INJECTIVE:
-        if not out_axes:
-            return RowLayout((), None, None, ())
-        return RowLayout(out_axes[:-1], out_axes[-1], out_axes[-1].extent, ())
-    if pattern.op_class is not OpClass.REDUCTION:
-        raise LoweringError(f"{graph.name}: a {pattern.op_class.value} operator has no row layout")
-    reduce_axes = []
-    for stage in pattern.reductions:
-        red = stage.reduction
-        if len(red.axes) != 1:
-            raise LoweringError(
-                f"{graph.name}: stage '{stage.name}' reduces over {len(red.axes)} axes; "
-                "this backend reduces over one axis per stage (reshape the input to merge them)"
-            )
-        reduce_axes.append(red.axes[0])
-    extent = reduce_axes[0].extent
-    for stage, axis in zip(pattern.reductions, reduce_axes):
-        if axis.extent != extent:
-            raise LoweringError(
-                f"{graph.name}: stage '{stage.name}' reduces over an axis of extent {axis.extent!r} "
-                f"but '{pattern.reductions[0].name}' over {extent!r}; one kernel reduces rows of one length"
-            )
-    lane = _lane_axis(graph, pattern, tuple(reduce_axes))
-    rows = tuple(a for a in out_axes if a is not lane)
-    return RowLayout(rows, lane, extent, tuple(reduce_axes))
-
-
-def window_layout(graph: Graph, pattern: Pattern) -> RowLayout:
-    """The rows/lane layout of a windowed operator: its output tiled like an injective one
-    (the last output axis along the lane), the window axes looped over inside the tile."""
-    if pattern.op_class is not OpClass.WINDOW:
-        raise LoweringError(f"{graph.name}: a {pattern.op_class.value} operator has no window layout")
-    out_axes = graph.output.op.axes
-    return RowLayout(out_axes[:-1], out_axes[-1], out_axes[-1].extent, ())
-
-
-def _lane_axis(graph: Graph, pattern: Pattern, reduce_axes: tuple[IterVar, ...]) -> IterVar | None:
-    """The output axis that runs along the reduced axis: the one that indexes the same input
-    dimension as a reduce axis does (x[i, j] in the output, x[i, k] in the reduction); else
-    the last output axis of the same extent; else None."""
-    out = graph.output
-    if out.reduction is not None:
-        return None
-    keep = frozenset(pattern.reductions)
-    out_reads = [n for n in walk(inline_injective(out.op.body, keep)) if isinstance(n, Read)]
-    for stage, k in zip(pattern.reductions, reduce_axes):
-        for r in walk(inline_injective(stage.reduction.body, keep)):
-            if not isinstance(r, Read) or k not in r.indices:
-                continue
-            pos = r.indices.index(k)
-            for o in out_reads:
-                if o.tensor is not r.tensor:
-                    continue
-                index = o.indices[pos]
-                # the lane axis shares the reduce axis's offsets and mask, so it needs its extent
-                # too: an output over a slice of the row (x[i, j], j < E < D) is not along it
-                if isinstance(index, IterVar) and index in out.op.axes and index.extent == k.extent:
-                    return index
-    same = [a for a in out.op.axes if a.extent == reduce_axes[0].extent]
-    return same[-1] if same else None
-
-
-# ---------------------------------------------------------------------------------------------
-# scans
-
-
-def scan_pattern(graph: Graph) -> Pattern | None:
-    """The pattern of an operator with a scan stage (None without one): one scan, with
-    injective producers and consumers only, since one kernel scans rows of one axis."""
-    scans = [s for s in graph.stages if s.scan is not None]
-    if not scans:
-        return None
-    others = [s.name for s in graph.stages if s.scan is None and stage_class(s) is not OpClass.INJECTIVE]
-    if len(scans) > 1 or others:
-        names = ", ".join([s.name for s in scans] + others)
-        raise LoweringError(
-            f"{graph.name}: stages {names} are a scan together with other scans or reductions; "
-            "one kernel holds one scan (with elementwise producers and consumers): split the operator"
-        )
-    return Pattern(OpClass.SCAN, graph.output, (scans[0],))
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class ScanLayout:
-    """How a scan operator maps onto a tile: the output axis the scan runs along (`scan`,
-    at position `position`) and the other output axes (`rows`, fused into one)."""
-
-    stage: Tensor
-    scan: IterVar
-    position: int
-    rows: tuple[IterVar, ...]
-
-
-def scan_layout(graph: Graph, pattern: Pattern) -> ScanLayout:
-    """The rows/scan layout of a scan operator. The output must have the scan stage's shape
-    (it is the scan, or an elementwise consumer of it), so that its axis at the scanned position
-    runs along the scan."""
-    (stage,) = pattern.anchors
-    out = graph.output
-    position = next(n for n, a in enumerate(stage.op.axes) if a is stage.scan.axis)
-    if out is not stage and tuple(out.shape) != tuple(stage.shape):
-        raise LoweringError(
-            f"{graph.name}: the output '{out.name}' has a different shape from the scan stage "
-            f"'{stage.name}'; a scan's consumers must be elementwise over its whole shape"
-        )
-    axes = out.op.axes
-    return ScanLayout(stage, axes[position], position, axes[:position] + axes[position + 1:])

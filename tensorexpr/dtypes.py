@@ -65,6 +65,16 @@ def itemsize(dtype: str) -> int:
             "int8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1}[strong(dtype)]
 
 
+# Float types that hold every value of a narrower one exactly.
+EXACT_WIDENINGS = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
+                   "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
+
+
+def widens_exactly(src: str, dst: str) -> bool:
+    """True when every value of float type `src` is exact in `dst` (a cast that loses nothing)."""
+    return dst in EXACT_WIDENINGS.get(src, ())
+
+
 def promote(a: str, b: str, where: str) -> str:
     """The dtype of a binary operation on values of dtypes `a` and `b`.
 

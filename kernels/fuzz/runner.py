@@ -74,7 +74,7 @@ def draw_config(space: ConfigSpace, seed: int) -> str:
 def config_of(program: fp.Program, seed: int) -> str | None:
     """The config `run_pair(program, None, seed)` checks, or None if the program is refused
     before it has a space."""
-    from tiletune.schedules.rules import default_schedule
+    from tiletune.kernels.families import default_schedule
 
     try:
         graph = fp.graph(program)
@@ -92,8 +92,8 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
     """Check one pair (`config` None: one drawn from the space with `seed`)."""
     from tiletune.kernels.lower import lower
     from tiletune.kernels.verify import check
-    from tiletune.schedules.rules import default_schedule
-    from tiletune.tensorexpr.analysis import analyse
+    from tiletune.kernels.families import default_schedule
+    from tiletune.kernels.families import analyse
 
     start = time.perf_counter()
     text = fp.dumps(program)

@@ -81,7 +81,7 @@ def _candidates(program: fp.Program, config: str | None) -> Iterator[tuple[fp.Pr
 
 
 def _simpler_configs(program: fp.Program, config: str) -> Iterator[str]:
-    from tiletune.schedules.rules import default_schedule
+    from tiletune.kernels.families import default_schedule
 
     try:
         graph = fp.graph(program)

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from tiletune.cli import main
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import check
-from tiletune.schedules import default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

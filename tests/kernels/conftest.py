@@ -16,11 +16,11 @@ from typing import Callable, Mapping, Sequence  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import tiletune.kernels  # noqa: E402,F401 - keeps the interpreter choice if Triton was not imported yet
 from tiletune.kernels import runtime  # noqa: E402
 from tiletune.kernels.lower import KernelSource, lower  # noqa: E402
 from tiletune.kernels.verify import Verdict, check, unwritten_fill  # noqa: E402
-from tiletune.schedules import Config, ConfigSpace, default_schedule  # noqa: E402
+from tiletune.schedules import Config, ConfigSpace  # noqa: E402
+from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.operator import Graph  # noqa: E402
 from tiletune.tensorexpr.reference import torch_dtype  # noqa: E402
 

@@ -10,7 +10,8 @@ from tiletune.kernels.fuzz import program as fp
 from tiletune.kernels.fuzz.programs import TEMPLATES, generate
 from tiletune.kernels.fuzz.runner import PairResult, config_of, pair_seed, tolerance_dtype
 from tiletune.kernels.fuzz.shrink import shrink
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import canonical_text
 
 SEEDS = range(400)

@@ -11,8 +11,8 @@ from tiletune.kernels.fuzz import program as fp
 from tiletune.kernels.fuzz.programs import generate
 from tiletune.kernels.fuzz.runner import run_pair
 from tiletune.kernels.lower import lower
-from tiletune.schedules.rules import default_schedule
-from tiletune.tensorexpr.analysis import analyse
+from tiletune.kernels.families import default_schedule
+from tiletune.kernels.families import analyse
 
 
 @pytest.mark.parametrize("seed", [1000073, 1000179])

@@ -17,9 +17,10 @@ import pytest
 
 from tiletune.kernels.library import BUILTINS, resolve_operator
 from tiletune.kernels.lower import lower
-from tiletune.schedules import default_schedule
+from tiletune.kernels.families import default_schedule
 from tiletune.schedules.config import Config
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from tiletune.errors import IllegalConfig
-from tiletune.kernels.facts import tile_facts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import bmm, matmul, matmul_a_bt, matmul_bias_relu
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import check, check_candidate, verification_dims
 from tiletune.schedules import Config
-from tiletune.schedules.rules import MAX_SHARED_BYTES, default_schedule
+from tiletune.kernels.target import MAX_SHARED_BYTES
+from tiletune.kernels.families import default_schedule
 from tiletune.search.simulator import KernelFacts, simulate
 
 # K and N rows of 16-bit elements that are multiples of 16 bytes (descriptors need that), with

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tiletune.kernels.library import BUILTINS
-from tiletune.schedules import Config, ConfigSpace, default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.schedules import Config, ConfigSpace
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 
 DTYPES = ("float32", "float16", "bfloat16")
 

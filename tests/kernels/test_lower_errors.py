@@ -8,7 +8,8 @@ from tiletune import tensorexpr as te
 from tiletune.errors import LoweringError, TiletuneError
 from tiletune.kernels.lower import lower
 from tiletune.kernels.library import softmax
-from tiletune.schedules import Choice, Config, PowerOfTwo, Schedule, default_schedule
+from tiletune.schedules import Choice, Config, PowerOfTwo
+from tiletune.kernels.families import default_schedule, schedule_for
 
 
 def lower_default(graph, dims):
@@ -169,7 +170,7 @@ def test_epilogue_reading_the_accumulator_transposed_is_a_transposed_store():
 
 def test_schedule_without_compute_inline():
     graph = scaled_add.graph()
-    s = Schedule(graph)
+    s = schedule_for(graph)
     s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=64)).tile("rows", 1)
     s.bind("rows", "block.x").vectorize("lane").num_warps(Choice("num_warps", (4,)))
     with pytest.raises(LoweringError, match=r"scaled_add: stage 'sx' is neither inlined nor fused.*"

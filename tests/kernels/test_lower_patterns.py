@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tiletune import tensorexpr as te
-from tiletune.tensorexpr.analysis import OpClass, analyse, row_layout
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
+from tiletune.kernels.families.rows import row_layout
 
 FLOATS = ("float32", "float16", "bfloat16")
 TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -7,6 +7,7 @@ from tiletune.errors import LoweringError
 from tiletune.kernels.library import matmul
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import check
+from tiletune.kernels.families import schedule_for
 from tiletune.schedules import Config, Schedule
 
 DIMS = {"M": 67, "N": 45, "K": 93}
@@ -14,7 +15,7 @@ DIMS = {"M": 67, "N": 45, "K": 93}
 
 def matmul_schedule(order=("m", "n"), unroll=1, bind_batch="block.y") -> Schedule:
     graph = matmul.graph("float16")
-    s = Schedule(graph)
+    s = schedule_for(graph)
     s.tile("m", 32).tile("n", 16).tile("k", 16).reorder(*order).swizzle(order[0], 2)
     s.bind("batch", bind_batch).pipeline("k", 2).num_warps(4)
     if unroll > 1:

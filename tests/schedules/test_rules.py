@@ -6,8 +6,9 @@ import pytest
 from tiletune import tensorexpr as te
 from tiletune.errors import IllegalConfig, LoweringError, ScheduleError
 from tiletune.kernels.library import add, matmul, rmsnorm, softmax
-from tiletune.schedules import Choice, Config, PowerOfTwo, Schedule, default_schedule
-from tiletune.schedules.rules import MAX_SHARED_BYTES
+from tiletune.schedules import Choice, Config, PowerOfTwo
+from tiletune.kernels.families import default_schedule, schedule_for
+from tiletune.kernels.target import MAX_SHARED_BYTES
 from tiletune.tensorexpr.analysis import OpClass
 
 MM = {"M": 512, "N": 512, "K": 512}
@@ -72,7 +73,7 @@ def test_resolve_replays_the_primitives_with_the_config():
 def test_a_hand_written_schedule_with_knobs_of_its_own():
     graph = matmul.graph("float16")
     i, j = graph.output.op.axes
-    s = Schedule(graph)
+    s = schedule_for(graph)
     s.tile(i, PowerOfTwo("TM", 32, 64)).tile(j, 64).tile("k", 32)
     s.pipeline("k", Choice("STAGES", (2, 3))).num_warps(4).swizzle("m", 8)
     s.constrain("square-ish", lambda c: None if c["TM"] >= 32 else "too thin")
@@ -85,7 +86,7 @@ def test_a_hand_written_schedule_with_knobs_of_its_own():
 
 def test_schedule_primitives_refuse_what_does_not_exist():
     graph = rmsnorm.graph()
-    s = Schedule(graph)
+    s = schedule_for(graph)
     with pytest.raises(ScheduleError, match="no axis 'm'"):
         s.tile("m", 16)
     with pytest.raises(ScheduleError, match="'ms' is a reduction"):
@@ -105,7 +106,7 @@ def test_a_stage_left_out_of_the_schedule_is_refused_at_lowering():
         y = te.compute((N,), lambda i: x[i] * 2.0, name="y")
         return [x], te.compute((N,), lambda i: y[i] + 1.0, name="z")
 
-    s = Schedule(twice.graph())
+    s = schedule_for(twice.graph())
     s.tile("rows", 1).tile("lane", 128)
     with pytest.raises(LoweringError, match="'y' is neither inlined nor fused"):
         lower(twice.graph(), s.resolve(Config.of()))

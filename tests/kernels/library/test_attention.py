@@ -13,8 +13,10 @@ from tiletune.errors import LoweringError
 from tiletune.kernels.library import FAMILIES
 from tiletune.kernels.library.attention import attention, causal_attention, cross_attention
 from tiletune.kernels.verify import make_inputs
-from tiletune.schedules import Config, ConfigSpace, default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.schedules import Config, ConfigSpace
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 
 

@@ -14,12 +14,14 @@ import pytest
 
 import tiletune as tt
 from tiletune.errors import LoweringError
-from tiletune.kernels.facts import tile_facts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import BUILTINS, contractions
-from tiletune.schedules import Config, ConfigSpace, default_schedule
-from tiletune.schedules.rules import dot_dtype
+from tiletune.schedules import Config, ConfigSpace
+from tiletune.kernels.families import default_schedule
+from tiletune.kernels.families.contraction import dot_dtype
 from tiletune import tensorexpr as te
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 
 DTYPES = ("float32", "float16", "bfloat16")  # bf16 dots are widened for the interpreter

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 import tiletune as tt
 from tiletune.errors import DSLError, LoweringError, UsageError
-from tiletune.kernels.facts import tile_facts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import builtin
 from tiletune.kernels.library.convolution import conv1d, conv1d_op, conv2d, conv2d_op, pointwise_conv2d
-from tiletune.schedules import default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 
 # (operator, dims): prime spatial sizes, C_in=3, C_out just above a 16-wide tile, stride 2,
 # dilation 2, padding 1, groups 2 and 3, and everything at 1

@@ -13,7 +13,8 @@ from tiletune import tensorexpr as te
 from tiletune.errors import DSLError
 from tiletune.kernels.library import activations, elementwise, resolve_operator
 from tiletune.kernels.verify import verification_dims
-from tiletune.schedules import Config, ConfigSpace, default_schedule
+from tiletune.schedules import Config, ConfigSpace
+from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.operator import operator
 from tiletune.tensorexpr.reference import torch_dtype
 

@@ -19,11 +19,11 @@ from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES
 from tiletune.kernels.library import contractions
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import make_inputs
-from tiletune.schedules import default_schedule
-from tiletune.schedules.rules import dot_dtype
+from tiletune.kernels.families import default_schedule
+from tiletune.kernels.families.contraction import dot_dtype
 from tiletune import tensorexpr as te
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import analyse
+from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 

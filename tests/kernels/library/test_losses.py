@@ -131,7 +131,7 @@ def test_a_total_over_rows_with_a_non_scalar_output_is_refused():
     from tiletune import tensorexpr as te
     from tiletune.errors import LoweringError
     from tiletune.kernels.lower import lower
-    from tiletune.schedules import default_schedule
+    from tiletune.kernels.families import default_schedule
 
     @te.operator
     def centred_by_total(N, D):
@@ -155,7 +155,7 @@ from tiletune.kernels.compile import aot_compile
 from tiletune.kernels.library import FAMILIES
 from tiletune.kernels.lower import lower
 from tiletune.kernels.runtime import load_module
-from tiletune.schedules import default_schedule
+from tiletune.kernels.families import default_schedule
 out = {}
 for name, dims in json.loads(sys.argv[1]).items():
     graph = getattr(FAMILIES["losses"], name).graph("float16")

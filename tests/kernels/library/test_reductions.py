@@ -13,7 +13,7 @@ import torch
 import tiletune
 from tiletune.errors import LoweringError
 from tiletune.kernels.library import BUILTINS, FAMILIES
-from tiletune.schedules import default_schedule
+from tiletune.kernels.families import default_schedule
 from tiletune.kernels.lower import lower
 
 D4 = dict(A=2, B=3, C=5, D=7)
@@ -141,7 +141,7 @@ from tiletune.kernels.compile import aot_compile
 from tiletune.kernels.library import FAMILIES
 from tiletune.kernels.lower import lower
 from tiletune.kernels.runtime import load_module
-from tiletune.schedules import default_schedule
+from tiletune.kernels.families import default_schedule
 out = {}
 for name, dims in json.loads(sys.argv[1]).items():
     graph = getattr(FAMILIES["reductions"], name, None) or getattr(FAMILIES["normalizations"], name)

@@ -7,13 +7,14 @@ import torch
 
 from tiletune import tensorexpr as te
 from tiletune.errors import DSLError, LoweringError
-from tiletune.kernels.facts import tile_facts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import FAMILIES, builtin, scans
 from tiletune.kernels.library.scans import cumulative
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import verification_dims
-from tiletune.schedules import default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.reference import evaluate
 
 # (built-in, dims): odd lengths, a 1-element row, a row just above the default chunk

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from tiletune import tensorexpr as te
 from tiletune.errors import DSLError, LoweringError
-from tiletune.kernels.facts import tile_facts
+from tiletune.kernels.families import tile_facts
 from tiletune.kernels.library import windows
-from tiletune.schedules import default_schedule
-from tiletune.tensorexpr.analysis import OpClass, analyse
+from tiletune.kernels.families import default_schedule
+from tiletune.tensorexpr.analysis import OpClass
+from tiletune.kernels.families import analyse
 
 NAMES_2D = ("max_pool2d", "avg_pool2d", "depthwise_conv2d")
 NAMES_1D = ("max_pool1d", "avg_pool1d")

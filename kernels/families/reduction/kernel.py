@@ -1,7 +1,6 @@
 """The reduction kernel: reductions over any axes, looped over chunks of the reduce index.
 
-The tile is `rows x red` (inner form) or `red x lane` (outer form, see
-`tensorexpr.reduce_layout`). Each reduction stage is one loop over chunks of `BLOCK_RED`
+The tile is `rows x red` (inner form) or `red x lane` (outer form, see `reduction.layout`). Each reduction stage is one loop over chunks of `BLOCK_RED`
 elements of the fused reduce index, keeping one running value per row; a max followed by a sum
 of `exp(e - max)` (softmax, log-softmax) is one loop with the online rewrite (running max,
 rescaled running sum). An output that runs along the reduced axes (a normalisation) is written
@@ -13,26 +12,22 @@ second kernel launched from the same `launch()` combines them and applies the ep
 pass rather than atomics: deterministic, it serves max/min/argmax as well as sum, and the output
 may be any dtype (fp16) because only the combining kernel writes it.
 
-Scalar totals over the rows of the row reductions (a loss) are `total_kernel`'s.
+Scalar totals over the rows of the row reductions (a loss) are `reduction.total`'s.
 """
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident
+from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident, int_identity
+from tiletune.kernels.families.reduction.layout import ReduceLayout
+from tiletune.kernels.families.reduction.total import lower_totals
+from tiletune.kernels.grid import Grid
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
-from tiletune.kernels.total_kernel import lower_totals
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
-from tiletune.tensorexpr.reduce_layout import ReduceLayout, reduce_layout
 from tiletune.tensorexpr.tensor import Tensor
 
 _INT_MAX = "2147483647"
-
-
-def _int_identity(op: str, dtype: str) -> str:
-    bits = 8 * dt.itemsize(dtype)
-    return {"sum": "0", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
 
 
 def online_pairs(pattern_reductions: tuple[Tensor, ...], keep: frozenset[Tensor]) -> dict[Tensor, Tensor]:
@@ -172,7 +167,7 @@ class _Reduction:
             b.line(f"{name} = tl.full({shape}, {REDUCE_IDENTITY[op]}, tl.float32)")
         else:
             tl_type = "tl." + dt.strong(s.dtype)
-            b.line(f"{name} = tl.full({shape}, {_int_identity(op, s.dtype)}, {tl_type})")
+            b.line(f"{name} = tl.full({shape}, {int_identity(op, s.dtype)}, {tl_type})")
 
     def value_type(self, s: Tensor) -> str:
         op = s.reduction.op
@@ -199,7 +194,7 @@ class _Reduction:
             b.line(f"{name} = tl.where({best} {better} {name}_best, {pos}, {name})")
             b.line(f"{name}_best = tl.where({best} {better} {name}_best, {best}, {name}_best)")
             return
-        identity = REDUCE_IDENTITY[op] if floating else _int_identity(op, s.dtype)
+        identity = REDUCE_IDENTITY[op] if floating else int_identity(op, s.dtype)
         x = b.assign(f"{name}_in", f"tl.where({mask}, {vf.code}, {identity})")
         part = f"{REDUCE_FN[op]}({x}, axis={rd}, keep_dims=True)"
         if paired_max is not None:
@@ -253,11 +248,11 @@ class _Reduction:
             k.store(em, em.value(inline_injective(out.op.body, self.keep)))
 
 
-def lower_reduction(k: KernelContext) -> KernelSource:
-    """The looped reduction kernel of a reduction operator (see the module docstring)."""
-    graph, s, pattern = k.graph, k.schedule, k.pattern
+def lower_reduction(k: KernelContext, layout: ReduceLayout, grid: Grid) -> KernelSource:
+    """The looped reduction kernel of a reduction operator (see the module docstring), whose
+    main kernel launches over `grid`."""
+    graph, s = k.graph, k.schedule
     k.check_fusion()
-    layout = reduce_layout(graph, pattern)
     if layout.inner:
         check_bindings(graph.name, s, {"rows": "block.x"})
         k.constexprs.update(BLOCK_ROWS=s.tile("rows"), BLOCK_RED=s.tile("red"))
@@ -274,11 +269,7 @@ def lower_reduction(k: KernelContext) -> KernelSource:
     r.emit_rows()
     r.reduce_all("0", "n_red")
     r.write_output()
-    if layout.inner:
-        grid = [f"triton.cdiv({py_extent(k, layout.rows)}, {s.tile('rows')})"]
-    else:
-        grid = [f"{py_extent(k, layout.rows)} * triton.cdiv({k.extent(layout.lane.extent)}, {s.tile('lane')})"]
-    return k.finish(f"{ident(graph.name)}_kernel", grid)
+    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
 
 
 def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSource:

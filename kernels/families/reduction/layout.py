@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from tiletune.errors import LoweringError
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import OpClass, Pattern, inline_injective
+from tiletune.kernels.families.pattern import Pattern
+from tiletune.tensorexpr.analysis import OpClass, inline_injective
 from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.tensor import Tensor

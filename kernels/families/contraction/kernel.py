@@ -5,9 +5,11 @@ the injective consumers applied to the fp32 accumulator before the store.
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels import hopper
 from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
-from tiletune.kernels.implicit_gemm import fused_axes, unflatten
+from tiletune.kernels.families.contraction import hopper
+from tiletune.kernels.families.contraction.implicit_gemm import fused_axes, unflatten
+from tiletune.kernels.families.contraction.operands import dot_dtype
+from tiletune.kernels.grid import Grid
 from tiletune.kernels.kernel import (
     KernelContext,
     KernelSource,
@@ -16,14 +18,13 @@ from tiletune.kernels.kernel import (
     is_plain_load,
     widening_only,
 )
-from tiletune.schedules.rules import dot_dtype
-from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import Cast, Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph
 
 
-def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
+def lower_contraction(k: KernelContext, grid: Grid, for_interpreter: bool) -> KernelSource:
+    """The contraction kernel of the operator under `k`'s schedule, launched over `grid`."""
     graph, s, pattern = k.graph, k.schedule, k.pattern
     k.check_fusion()
     c = pattern.contraction
@@ -122,17 +123,13 @@ def lower_contraction(k: KernelContext, for_interpreter: bool) -> KernelSource:
     precision = ', input_precision="ieee"' if operand == "float32" else ""
     b.line(f"acc = tl.dot({factors[0].code}, {factors[1].code}, acc{precision})")
     b.indent -= 1
-    grid = [f"triton.cdiv({M}, {bm}) * triton.cdiv({N}, {bn})", batch]
     if s.persistent:
-        item = dt.itemsize(operand)
-        per_sm = hopper.programs_per_sm(bm, bn, bk, s.num_stages, s.num_warps, item)
-        grid = [hopper.persistent_grid(k, grid[0], batch, per_sm)]
-        k.imports_torch = True
+        k.imports_torch = True  # the launcher asks torch for the device's SM count
     if split > 1:
         b.line(f"tl.store({_workspace_tile(ws_ptr, 'pid_k', M, N)}, acc, mask=mask_m[:, None] & mask_n[None, :])")
-        return _finish_split_k(k, grid, ws)
+        return _finish_split_k(k, grid.code(k), ws)
     _epilogue(k, batch_values, Value("acc", frozenset({0, 1}), "float32"), m_index)
-    return k.finish(f"{ident(graph.name)}_kernel", grid)
+    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
 
 
 def _batch_indices(k: KernelContext, c, source: str = "tl.program_id(1)") -> dict[IterVar, Value]:
@@ -229,7 +226,7 @@ def _finish_split_k(k: KernelContext, grid: list[str], ws: str) -> KernelSource:
         k.launch_signature(),
         f'    """Run {name} over {split} splits of K, then {reduce_name} (inputs in call order, then the output)."""',
         *k.launch_lines,
-        f"    grid = ({', '.join(grid)}, {split},)",
+        f"    grid = ({', '.join(grid)},)",
         f"    {ws} = torch.empty(({split}, {grid[1]}, {M}, {N}), dtype=torch.float32, device={out_name}.device)",
         f"    {name}[grid](",
         *(f"        {a}," for a in k.call_args() + consts),

@@ -1,30 +1,32 @@
-"""Hopper knobs of the contraction space: persistent programs, TMA tensor-descriptor loads and
-warp specialization, with the legality rules that decide where each applies.
+"""The Hopper knobs of the contraction family: persistent programs, TMA tensor-descriptor loads
+and warp specialization. Here are the legality rules that decide where each applies, and the
+code paths of the contraction kernel that each one turns on.
 
 Each knob defaults to the behaviour from before it existed (one program per tile, pointer
 loads, no specialization), and a config that leaves it out means that default, so recorded
-configs, tuning DBs and sweeps stay valid.
+configs, tuning DBs and sweeps stay valid; with every knob at its default the generated source
+is exactly what it was before they existed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Mapping
 
+from tiletune.kernels.emit import TL_DTYPES, Value
+from tiletune.kernels.families.contraction.operands import TENSOR_CORE_DTYPES
+from tiletune.kernels.families.pattern import Pattern
+from tiletune.kernels.kernel import KernelContext, narrowing_cast
+from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.schedules.knobs import Boolean, Choice
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import Pattern
-from tiletune.tensorexpr.expr import Cast, IterVar, Read
+from tiletune.tensorexpr.analysis import strip_casts
+from tiletune.tensorexpr.expr import IterVar, Read
 from tiletune.tensorexpr.operator import evaluate_extent
 
 # A TMA box's global strides must be multiples of 16 bytes, and so must its base address.
 TMA_ALIGN_BYTES = 16
 TMA_DTYPES = ("float16", "bfloat16", "float32", "float8_e4m3fn")
-# Operand types `tl.dot` feeds to the tensor cores as they are (fp8 needs sm_89 or later).
-TENSOR_CORE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn")
-# Widening casts that keep every value exact: skipping them when loading changes nothing.
-_EXACT = {"float16": ("float32", "float64"), "bfloat16": ("float32", "float64"), "float32": ("float64",),
-          "float8_e4m3fn": ("float16", "bfloat16", "float32", "float64")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +47,10 @@ def tma_operand(pattern: Pattern, factor: str, dims: Mapping[str, int] | None) -
         return None, "an implicit GEMM gathers its tiles through index arithmetic"
     if c.batch:
         return None, "batched contractions keep pointer loads"
-    while isinstance(expr, Cast):
-        if expr.dtype != expr.x.dtype and expr.dtype not in _EXACT.get(expr.x.dtype, ()):
-            return None, f"factor {factor} narrows to {expr.dtype} after loading"
-        expr = expr.x
+    narrowing = narrowing_cast(expr)
+    if narrowing is not None:
+        return None, f"factor {factor} narrows to {narrowing.dtype} after loading"
+    expr = strip_casts(expr)
     if not (isinstance(expr, Read) and expr.tensor.is_placeholder):
         return None, f"factor {factor} is computed, not a plain read of an input"
     t = expr.tensor
@@ -129,3 +131,95 @@ def extra_shared_bytes(cfg) -> int:
     if cfg["WARP_SPECIALIZE"]:
         extra += 17 * 1024
     return extra
+
+
+def programs_per_sm(bm: int, bn: int, bk: int, stages: int, warps: int, item: int) -> int:
+    """Blocks of this tile config one SM of the kernel target holds at once, estimated before
+    any compile: the pipeline's shared memory, and the fp32 accumulator plus ~64 registers of
+    addresses and loop state per thread. The persistent grid launches this many per SM."""
+    registers = bm * bn // (32 * warps) + 64
+    return KERNEL_TARGET.blocks_per_sm(registers, stages * (bm + bn) * bk * item, warps)
+
+
+def open_persistent_loop(k: KernelContext, tiles: str, batch: str) -> None:
+    """Start the loop of a persistent program over tile ids (batch folded in, outermost) and
+    leave `pid` as the tile's index within its batch entry; the body is indented under it."""
+    b = k.body
+    b.line(f"num_tiles = {tiles} * {batch}")
+    b.line("# persistent: this program walks tiles pid0, pid0 + programs, ... in the grouped order below;")
+    b.line("# flatten lets the pipeliner run the next tile's first loads under this tile's last dots")
+    b.line("for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):")
+    b.indent += 1
+    b.line(f"pid = tile_id % ({tiles})")
+
+
+def tma_operands(k: KernelContext) -> dict[str, TmaOperand]:
+    """The factors ("a", "b") this kernel loads through tensor descriptors."""
+    found = {}
+    for factor in ("a", "b"):
+        op, _ = tma_operand(k.pattern, factor, None)
+        if op is not None:
+            found[factor] = op
+    return found
+
+
+def make_descriptors(k: KernelContext, operands: dict[str, TmaOperand], blocks: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Emit one device-side descriptor per operand (before any tile loop: made once per
+    program) and return their names. `blocks` gives each factor's (rows, cols) tile names in
+    the kernel's orientation; a transposed operand's box is the other way round."""
+    names = {}
+    for factor, op in operands.items():
+        arg = k.args[op.read.tensor]
+        shape = [k.extent(axis.extent) for axis in op.read.indices]
+        box = blocks[factor][::-1] if op.transposed else blocks[factor]
+        # the launcher checked the last stride is 1: a descriptor's innermost dim is contiguous
+        names[factor] = k.body.assign(
+            f"{factor}_desc",
+            f"tl.make_tensor_descriptor({arg.ptr}, shape=[{', '.join(shape)}], strides=[{arg.strides[0]}, 1], "
+            f"block_shape=[{', '.join(box)}])",
+        )
+    return names
+
+
+def descriptor_tile(k: KernelContext, factor: str, op: TmaOperand, desc: str, offsets: tuple[str, str]) -> Value:
+    """Load one tile through `desc` at (row, col) `offsets` in the kernel's orientation; the
+    copy engine fills out-of-bounds elements with zeros, so no mask is needed."""
+    at = offsets[::-1] if op.transposed else offsets
+    code = f"{desc}.load([{', '.join(at)}])"
+    if op.transposed:
+        code = f"tl.trans({code})"
+    return Value(k.body.assign(f"{factor}_tile", code), frozenset({0, 1}), op.read.tensor.dtype)
+
+
+def launcher_checks(k: KernelContext, operands: dict[str, TmaOperand]) -> list[str]:
+    """Launcher lines that refuse tensors a descriptor cannot address, and give Triton the
+    scratch allocator that device-side descriptors are built in on a GPU."""
+    lines = []
+    for op in operands.values():
+        t = op.read.tensor
+        name = k.args[t].ptr[: -len("_ptr")]
+        item = dt.itemsize(t.dtype)
+        lines += [
+            f"    if {name}.stride(1) != 1 or ({name}.stride(0) * {item}) % 16 or {name}.data_ptr() % 16:",
+            "        from tiletune.errors import UsageError",
+            f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned rows and base for "
+            f"LOAD='tma'; got strides {{{name}.stride()}}: pass a contiguous tensor or use LOAD='pointer'\")",
+        ]
+    out = k.args[k.graph.output].ptr[: -len("_ptr")]
+    lines += [
+        f"    if {out}.is_cuda:",
+        "        triton.set_allocator(_descriptor_scratch)",
+    ]
+    return lines
+
+
+SCRATCH_ALLOCATOR = '''def _descriptor_scratch(size, alignment, stream):
+    """Global scratch memory for device-side tensor descriptors (one per program)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")'''
+
+
+def cast_to(value: Value, operand: str, k: KernelContext, name: str) -> Value:
+    """`value` converted to the dot's operand type (a no-op when it already is)."""
+    if value.dtype == operand:
+        return value
+    return Value(k.body.assign(f"{name}_op", f"{value.code}.to({TL_DTYPES[operand]})"), value.dims, operand)

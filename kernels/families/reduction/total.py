@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident
+from tiletune.kernels.families.reduction.layout import ReduceLayout
 from tiletune.kernels.kernel import KernelContext, KernelSource, py_extent
 from tiletune.tensorexpr.analysis import inline_injective
 from tiletune.tensorexpr.expr import Read
-from tiletune.tensorexpr.reduce_layout import ReduceLayout
 
 if TYPE_CHECKING:
-    from tiletune.kernels.reduce_kernel import _Reduction
+    from tiletune.kernels.families.reduction.kernel import _Reduction
 
 # Partial results the combining kernel reads per loop iteration.
 BLOCK_PARTS = 1024

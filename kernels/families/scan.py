@@ -1,0 +1,254 @@
+"""The scan family: inclusive scans (`te.cumsum`, `cumprod`, `cummax`, `cummin`) along one axis.
+
+Each program owns `BLOCK_ROWS` rows (the output's other axes, fused) and walks the scanned axis
+in chunks of `BLOCK_SCAN`: each chunk is scanned on the tile with `tl.cumsum`/`tl.cumprod`/
+`tl.associative_scan`, combined with the running total of the chunks before it, stored, and its
+own total folded into that running total. A row that fits one chunk runs the loop once; a longer
+one costs one pass over its elements, never a quadratic loop. Elementwise producers are inlined
+into the scanned values and elementwise consumers are computed on the scanned tile.
+
+When the scanned axis is the output's innermost one the tile is `[BLOCK_ROWS, BLOCK_SCAN]`
+(chunks are contiguous in memory); otherwise it is `[BLOCK_SCAN, BLOCK_ROWS]`, so that the
+rows, whose last axis is then the innermost one, are the contiguous dimension of the loads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from tiletune.errors import LoweringError
+from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, converted, ident, int_identity
+from tiletune.kernels.facts import TileFacts, arithmetic, unique_bytes
+from tiletune.kernels.families.family import Family, shrink
+from tiletune.kernels.families.pattern import Pattern
+from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
+from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.schedules.knobs import Choice, PowerOfTwo
+from tiletune.schedules.limits import next_pow2, no_larger_than_axis
+from tiletune.schedules.schedule import ResolvedSchedule, Schedule
+from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.analysis import OpClass, inline_injective
+from tiletune.tensorexpr.expr import DimVar, IterVar, Read, describe
+from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.tensor import Tensor
+
+# Elements of one scan chunk's tile: half a row kernel's, for the chunk and its scanned copy.
+MAX_SCAN_TILE = 32768 // 2
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScanLayout:
+    """How a scan operator maps onto a tile: the output axis the scan runs along (`scan`,
+    at position `position`) and the other output axes (`rows`, fused into one)."""
+
+    stage: Tensor
+    scan: IterVar
+    position: int
+    rows: tuple[IterVar, ...]
+
+
+def scan_layout(graph: Graph, pattern: Pattern) -> ScanLayout:
+    """The rows/scan layout of a scan operator. The output must have the scan stage's shape
+    (it is the scan, or an elementwise consumer of it), so that its axis at the scanned position
+    runs along the scan."""
+    (stage,) = pattern.anchors
+    out = graph.output
+    position = next(n for n, a in enumerate(stage.op.axes) if a is stage.scan.axis)
+    if out is not stage and tuple(out.shape) != tuple(stage.shape):
+        raise LoweringError(
+            f"{graph.name}: the output '{out.name}' has a different shape from the scan stage "
+            f"'{stage.name}'; a scan's consumers must be elementwise over its whole shape"
+        )
+    axes = out.op.axes
+    return ScanLayout(stage, axes[position], position, axes[:position] + axes[position + 1:])
+
+
+
+class ScanFamily(Family):
+    """Inclusive scans along one axis: rows of programs walking the scanned axis in chunks."""
+
+    name = "scan"
+    serves = frozenset({OpClass.SCAN})
+    roles = ("rows", "scan")
+
+    def __init__(self, graph: Graph, pattern: Pattern) -> None:
+        super().__init__(graph, pattern)
+        self.layout = scan_layout(graph, pattern)
+
+    def role_of(self, axis: IterVar) -> str | None:
+        layout = self.layout
+        if axis is layout.scan or axis is layout.stage.scan.axis:
+            return "scan"
+        if axis in layout.rows or axis in layout.stage.op.axes:
+            return "rows"
+        return super().role_of(axis)
+
+    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+        # Each program scans BLOCK_ROWS rows in chunks of BLOCK_SCAN, carrying the running total
+        # from chunk to chunk: one chunk when the row fits, a loop otherwise (never quadratic).
+        layout = self.layout
+        length = evaluate_extent(layout.scan.extent, dims)
+        rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+        block_scan = min(1024, max(16, next_pow2(length)))
+        s.tile("scan", PowerOfTwo("BLOCK_SCAN", 16, 4096, default=block_scan))
+        s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 2048 // block_scan, next_pow2(rows)))))
+        s.constrain(*no_larger_than_axis("BLOCK_SCAN", length, floor=16))
+        s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+        s.constrain(
+            "tile fits registers",
+            lambda cfg: None
+            if cfg["BLOCK_ROWS"] * cfg["BLOCK_SCAN"] <= MAX_SCAN_TILE
+            else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_SCAN']} elements per chunk, over {MAX_SCAN_TILE}",
+        )
+        s.bind("rows", "block.x")
+        s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+
+    def grid(self, schedule: ResolvedSchedule) -> Grid:
+        return Grid((Tiles(Extent(tuple(a.extent for a in self.layout.rows)), schedule.tile("rows")),))
+
+    def emit(self, kernel: KernelContext, for_interpreter: bool) -> KernelSource:
+        return lower_scan(kernel, self.grid(kernel.schedule))
+
+    def facts(self, schedule: ResolvedSchedule, dims: Mapping[str, int]) -> TileFacts:
+        """A scan program walks its BLOCK_ROWS rows in chunks of BLOCK_SCAN (`k_iterations` of
+        them): per element the fused elementwise work, plus about log2(BLOCK_SCAN) combines for
+        the tree scan and two for the carry and the chunk's total."""
+        layout = self.layout
+        rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
+        length = evaluate_extent(layout.scan.extent, dims)
+        br, bs = schedule.tile("rows"), schedule.tile("scan")
+        chunks = cdiv(length, bs)
+        programs = self.grid(schedule).programs(dims, None)
+        padded = programs * br * chunks * bs
+        keep = frozenset(self.pattern.anchors)
+        ops = arithmetic(inline_injective(self.graph.output.op.body, keep))
+        ops += arithmetic(inline_injective(layout.stage.scan.body, keep))
+        per_element = ops + max(1, bs.bit_length() - 1) + 2
+        total_unique = unique_bytes(self.graph, dims)
+        return TileFacts(
+            programs=programs,
+            flops_per_program=float(per_element * br * bs * chunks),
+            bytes_per_program=total_unique / programs * (padded / max(rows * length, 1)),
+            unique_bytes=total_unique,
+            tile_m=br, tile_n=bs, tile_k=0, k_iterations=chunks,
+            uses_tensor_cores=False,
+            dot_dtype="none",
+            tail_fraction=1.0 - (rows * length) / padded,
+        )
+
+    def verification_dims(self, dims: Mapping[str, int], schedule: ResolvedSchedule) -> dict[str, int]:
+        """Rows just over two row tiles, and a scanned axis just over two chunks: the carry
+        across chunks and a masked tail run."""
+        tiles: dict[str, int] = {}
+        for axis in self.layout.rows:
+            if isinstance(axis.extent, DimVar):
+                tiles.setdefault(axis.extent.name, schedule.tile("rows"))
+        if isinstance(self.layout.scan.extent, DimVar):
+            tiles[self.layout.scan.extent.name] = schedule.tile("scan")
+        return shrink(dims, tiles)
+
+
+_SCAN = {
+    "sum": "tl.cumsum({x}, axis={axis})",
+    "prod": "tl.cumprod({x}, axis={axis})",
+    "max": "tl.associative_scan({x}, {axis}, _scan_max)",
+    "min": "tl.associative_scan({x}, {axis}, _scan_min)",
+}
+_TOTAL = {
+    "sum": "tl.sum({x}, axis={axis}, keep_dims=True)",
+    "prod": "tl.reduce({x}, {axis}, _scan_mul, keep_dims=True)",
+    "max": "tl.max({x}, axis={axis}, keep_dims=True)",
+    "min": "tl.min({x}, axis={axis}, keep_dims=True)",
+}
+_COMBINE = {"sum": "{a} + {b}", "prod": "{a} * {b}", "max": "tl.maximum({a}, {b})", "min": "tl.minimum({a}, {b})"}
+_HELPERS = {
+    "max": "@triton.jit\ndef _scan_max(a, b):\n    return tl.maximum(a, b)",
+    "min": "@triton.jit\ndef _scan_min(a, b):\n    return tl.minimum(a, b)",
+    "prod": "@triton.jit\ndef _scan_mul(a, b):\n    return a * b",
+}
+_FLOAT_IDENTITY = {"sum": "0.0", "prod": "1.0", "max": 'float("-inf")', "min": 'float("inf")'}
+
+
+def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
+    """The scan kernel of the operator under `k`'s schedule, launched over `grid`."""
+    graph, s, pattern = k.graph, k.schedule, k.pattern
+    k.check_fusion()
+    check_bindings(graph.name, s, {"rows": "block.x"})
+    layout = scan_layout(graph, pattern)
+    stage, scan = layout.stage, layout.stage.scan
+    out = graph.output
+    block_rows, block_scan = s.tile("rows"), s.tile("scan")
+    k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_SCAN=block_scan)
+    if scan.op in _HELPERS:
+        k.helpers.append(_HELPERS[scan.op])
+    floating = dt.is_float(scan.dtype)
+    # fp32 accumulation for every float type (the reference scans in float64)
+    acc_dtype = "float32" if floating else ("int64" if scan.dtype == "int64" else "int32")
+    identity = _FLOAT_IDENTITY[scan.op] if floating else int_identity(scan.op, acc_dtype)
+    scan_dim = 1 if layout.position == len(out.op.axes) - 1 else 0
+    rows_dim = 1 - scan_dim
+
+    b = k.body
+    b.reserve("BLOCK_SCAN", "start", "carry", "offs_scan", "mask_scan")
+    b.line(f"n_rows = {py_extent(k, layout.rows)}")
+    b.line(f"n_scan = {k.extent(layout.scan.extent)}")
+    b.line("pid_rows = tl.program_id(0)")
+    b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
+    b.line("mask_rows = offs_rows < n_rows")
+    dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("scan", "offs_scan", "mask_scan")]
+    if scan_dim == 0:
+        dims.reverse()
+    em = TileEmitter(b, dims, {}, k.args, k.extent)
+    # the fused rows unflatten into the output's other axes (last one fastest)
+    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
+        em.axes[axis] = Value(em.expand(name, rows_dim), frozenset({rows_dim}), "int32")
+    em.axes[layout.scan] = Value(em.expand("offs_scan", scan_dim), frozenset({scan_dim}), "int32")
+    # the scan stage's axes run with the output's, position by position
+    for own, outer in zip(stage.op.axes, out.op.axes):
+        em.axes[own] = em.axes[outer]
+
+    carry_shape = "(BLOCK_ROWS, 1)" if scan_dim == 1 else "(1, BLOCK_ROWS)"
+    b.line(f"# the running {scan.op} of the chunks already stored, per row")
+    b.line(f"carry = tl.full({carry_shape}, {identity}, {TL_DTYPES[acc_dtype]})")
+    b.line("for start in range(0, n_scan, BLOCK_SCAN):")
+    b.indent += 1
+    b.line("offs_scan = start + tl.arange(0, BLOCK_SCAN)")
+    b.line("mask_scan = offs_scan < n_scan")
+
+    scanned: list[Value] = []
+
+    def resolve(read: Read, emitter: TileEmitter) -> Value | None:
+        if read.tensor is not stage:
+            return None
+        for own, index in zip(stage.op.axes, read.indices):
+            if emitter.value(index) != emitter.axes[own]:
+                raise LoweringError(
+                    f"{graph.name}: stage '{stage.name}' is read as {describe(read)}; a scan's consumers must "
+                    "read it at the element they compute (no shifted, reversed or broadcast reads)"
+                )
+        if scanned:
+            return scanned[0]
+        v = emitter.value(inline_injective(scan.body, frozenset({stage})))
+        if floating:
+            v = emitter.as_float32(v)
+        elif v.dtype != acc_dtype:
+            v = Value(converted(v.code, v.dims, TL_DTYPES[acc_dtype]), v.dims, acc_dtype)
+        name = ident(stage.name)
+        # positions past the row's end and rows past the last hold the identity, so that they
+        # change neither the scan nor the chunk's total
+        chunk = b.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
+        local = b.assign(f"{name}_chunk", _SCAN[scan.op].format(x=chunk, axis=scan_dim))
+        value = b.assign(name, _COMBINE[scan.op].format(a="carry", b=local))
+        b.line("carry = " + _COMBINE[scan.op].format(a="carry", b=_TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
+        scanned.append(Value(value, frozenset({0, 1}), acc_dtype))
+        return scanned[0]
+
+    em.resolve = resolve
+    if out is stage:
+        value = resolve(Read(out, out.op.axes, out.dtype), em)
+    else:
+        value = em.value(inline_injective(out.op.body, frozenset({stage})))
+    k.store(em, value)
+    b.indent -= 1
+    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
