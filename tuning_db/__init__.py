@@ -8,11 +8,16 @@ code from the file. Imports neither torch nor Triton.
     with TuningDB(default_db_path()) as db:
         db.add_workload(w); db.add_device(d); db.add_records(batch)
         db.best(w.key, d.key)
+
+Modules: `keys` (stable keys and the strict JSON reader), `records` (the stored values and
+their rows), `schema` (the tables and their versions), `db` (the file, its transactions and
+queries), `exchange` (export, import, merge).
 """
 from __future__ import annotations
 
-from tiletune.tuning_db.db import BUSY_TIMEOUT_S, Device, Record, TuningDB, Workload, default_db_path
+from tiletune.tuning_db.db import BUSY_TIMEOUT_S, TuningDB, default_db_path
 from tiletune.tuning_db.keys import ConfigValue, config_key, config_problem, device_key, workload_key
+from tiletune.tuning_db.records import Device, Record, Workload
 from tiletune.tuning_db.schema import SCHEMA_VERSION, STATUSES
 
 __all__ = [

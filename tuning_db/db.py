@@ -1,38 +1,44 @@
-"""The tuning DB: workloads, devices and measurement records in one SQLite file.
+"""The tuning DB file: opening it, refusing what is not one, transactions and queries.
 
-Writes go through sqlite-utils inside `BEGIN IMMEDIATE` transactions; reads parse stored JSON
-with `json.loads` only and skip (with one warning per DB object) any row that is not plain,
-valid data, so a damaged or hostile file can cost records but never run code.
+`TuningDB` owns the SQLite connection. Opening refuses a file that is not SQLite, is
+truncated or corrupt, holds views or triggers, or is not a tiletune DB of a schema version
+this tiletune reads (`schema`), and leaves a refused file untouched. Writes go through
+sqlite-utils inside `BEGIN IMMEDIATE` transactions; reads turn rows into values through
+`records` and skip (with one warning per DB object) any row that is not plain, valid data,
+so a damaged or hostile file can cost records but never run code.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import socket
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import sqlite_utils
 
 from tiletune.errors import TuningDBError
-from tiletune.tuning_db.keys import (
-    ConfigValue,
-    config_key,
-    config_problem,
-    device_key,
-    loads_data,
-    workload_key,
+from tiletune.tuning_db.records import (
+    Device,
+    Record,
+    Workload,
+    device_from_row,
+    device_row,
+    key_problem,
+    record_from_row,
+    record_problem,
+    record_row,
+    this_host,
+    workload_from_row,
+    workload_row,
 )
 from tiletune.tuning_db.schema import SCHEMA_VERSION, STATUSES, create_schema, migrate, read_schema_version
 
-__all__ = ["BUSY_TIMEOUT_S", "Device", "Record", "TuningDB", "Workload", "default_db_path"]
+__all__ = ["BUSY_TIMEOUT_S", "TuningDB", "default_db_path"]
 
 BUSY_TIMEOUT_S = 10.0
 """How long a reader or writer waits for another process's write lock before giving up."""
@@ -45,215 +51,6 @@ def default_db_path() -> Path:
     """`$TILETUNE_DB` when set, else `tiletune.db` in the working directory."""
     env = os.environ.get("TILETUNE_DB")
     return Path(env).expanduser() if env else Path("tiletune.db")
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """An operator at given shapes and dtypes; `key` is `workload_key(op_hash, dims, dtypes)`."""
-
-    key: str
-    op_name: str
-    op_hash: str
-    dims: dict[str, int]
-    dtypes: tuple[str, ...]
-
-    # dims is a dict, so the generated field-wise hash would fail; the key already identifies
-    # the workload, and equal workloads have equal keys.
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    @classmethod
-    def make(cls, op_name: str, op_hash: str, dims: Mapping[str, int], dtypes: Sequence[str]) -> Workload:
-        """Build a workload, computing its key."""
-        return cls(workload_key(op_hash, dims, dtypes), op_name, op_hash, dict(sorted(dims.items())), tuple(dtypes))
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A device as tuning sees it; `key` is `device_key(name, capability, triton_version)`."""
-
-    key: str
-    name: str
-    capability: str
-    triton_version: str
-
-    @classmethod
-    def make(cls, name: str, capability: str, triton_version: str) -> Device:
-        """Build a device, computing its key."""
-        return cls(device_key(name, capability, triton_version), name, capability, triton_version)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One measurement of one config on one workload and device.
-
-    `latency_us` is the median over `repeats`, `latency_spread` a relative spread such as
-    (p80 - p20) / median; both are None for a failed candidate, whose `reason` says why.
-    `facts` holds static compile facts (registers, spill bytes, shared memory, ...).
-    `created` 0.0 means "stamp the time of writing".
-    """
-
-    workload_key: str
-    device_key: str
-    config: dict[str, ConfigValue]
-    status: str
-    reason: str = ""
-    latency_us: float | None = None
-    latency_min_us: float | None = None
-    latency_spread: float | None = None
-    repeats: int = 0
-    measurer: str = ""
-    facts: dict[str, object] = field(default_factory=dict)
-    triton_version: str = ""
-    tiletune_version: str = ""
-    created: float = 0.0
-    host: str = ""
-
-    # A record's identity in the DB; equal records share it, so hashing on it is consistent.
-    def __hash__(self) -> int:
-        return hash((self.workload_key, self.device_key, self.measurer, self.config_key, self.host))
-
-    @property
-    def config_key(self) -> str:
-        """The canonical JSON of `config`."""
-        return config_key(self.config)
-
-
-def _is_real(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    # an int too large for a float (a hostile file's 10**400) is no measurement either
-    return -1e300 < value < 1e300 if isinstance(value, int) else math.isfinite(value)
-
-
-def _record_problem(record: Record) -> str | None:
-    """Why `record` cannot be written, or None."""
-    if not isinstance(record, Record):
-        return f"expected a Record, got {type(record).__name__}"
-    if record.status not in STATUSES:
-        return f"status {record.status!r} is not one of {', '.join(STATUSES)}"
-    problem = config_problem(record.config)
-    if problem is not None:
-        return problem
-    for name in ("latency_us", "latency_min_us", "latency_spread"):
-        value = getattr(record, name)
-        if value is not None and not _is_real(value):
-            return f"{name}={value!r} is not a finite number or None"
-    # best() ranks ok records by latency: an ok record without one is a bug in its measurer.
-    if record.status == "ok" and record.latency_us is None:
-        return "status 'ok' needs a latency_us"
-    if isinstance(record.repeats, bool) or not isinstance(record.repeats, int) or record.repeats < 0:
-        return f"repeats={record.repeats!r} is not a non-negative int"
-    if not _is_real(record.created):
-        return f"created={record.created!r} is not a finite number"
-    for name in ("workload_key", "device_key", "reason", "measurer", "triton_version", "tiletune_version", "host"):
-        if not isinstance(getattr(record, name), str):
-            return f"{name}={getattr(record, name)!r} is not a string"
-    if not isinstance(record.facts, dict):
-        return f"facts must be a dict, got {type(record.facts).__name__}"
-    try:
-        json.dumps(record.facts, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return f"facts are not plain JSON data ({exc})"
-    return None
-
-
-def this_host() -> str:
-    """The name records written here carry as their `host`."""
-    return socket.gethostname() or "unknown"
-
-
-def _record_row(record: Record, now: float, host: str) -> dict[str, object]:
-    key = record.config_key
-    return {
-        "workload_key": record.workload_key,
-        "device_key": record.device_key,
-        # The canonical JSON is both the stored config and its key: one spelling per config.
-        "config": key,
-        "config_key": key,
-        "status": record.status,
-        "reason": record.reason,
-        "latency_us": None if record.latency_us is None else float(record.latency_us),
-        "latency_min_us": None if record.latency_min_us is None else float(record.latency_min_us),
-        "latency_spread": None if record.latency_spread is None else float(record.latency_spread),
-        "repeats": record.repeats,
-        "measurer": record.measurer,
-        "facts": json.dumps(record.facts, sort_keys=True, separators=(",", ":"), allow_nan=False),
-        "triton_version": record.triton_version,
-        "tiletune_version": record.tiletune_version,
-        "created": float(record.created) if record.created else now,
-        "host": record.host or host,
-    }
-
-
-def _parse_json(text: object, what: str) -> object:
-    """Stored JSON text as data; raises ValueError naming `what` when it is not."""
-    if not isinstance(text, str):
-        raise ValueError(f"{what} is a {type(text).__name__}, not JSON text")
-    try:
-        return loads_data(text)
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"{what} is not valid JSON data ({exc})") from None
-
-
-def _record_from_row(row: sqlite3.Row) -> Record:
-    """A Record from a `records` row; raises ValueError saying what is wrong with the row.
-
-    Every field is checked as a write would check it: a file made by another program (or by
-    hand) may hold any type in any column, and readers must not second-guess a Record.
-    """
-    config = _parse_json(row["config"], "config")
-    problem = config_problem(config)
-    if problem is not None:
-        raise ValueError(problem)
-    assert isinstance(config, dict)
-    if config_key(config) != row["config_key"]:
-        raise ValueError("config_key column does not match its config")
-    if row["status"] not in STATUSES:
-        raise ValueError(f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
-    facts = _parse_json(row["facts"], "facts")
-    if not isinstance(facts, dict):
-        raise ValueError(f"facts must be a JSON object, got {type(facts).__name__}")
-    for name in ("latency_us", "latency_min_us", "latency_spread"):
-        if row[name] is not None and not _is_real(row[name]):
-            raise ValueError(f"{name}={row[name]!r} is not a finite number")
-    record = Record(
-        workload_key=row["workload_key"],
-        device_key=row["device_key"],
-        config=config,
-        status=row["status"],
-        reason=row["reason"],
-        latency_us=row["latency_us"],
-        latency_min_us=row["latency_min_us"],
-        latency_spread=row["latency_spread"],
-        repeats=row["repeats"],
-        measurer=row["measurer"],
-        facts=facts,
-        triton_version=row["triton_version"],
-        tiletune_version=row["tiletune_version"],
-        created=row["created"],
-        host=row["host"] if "host" in row.keys() else "",  # version 1 files have no host column
-    )
-    problem = _record_problem(record)
-    if problem is not None:
-        raise ValueError(problem)
-    return record
-
-
-def _workload_from_row(row: sqlite3.Row) -> Workload:
-    """A Workload from a `workloads` row; raises ValueError saying what is wrong with the row."""
-    dims = _parse_json(row["dims"], "dims")
-    if not isinstance(dims, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in dims.values()
-    ):
-        raise ValueError("dims must be a JSON object of integers")
-    dtypes = _parse_json(row["dtypes"], "dtypes")
-    if not isinstance(dtypes, list) or not all(isinstance(d, str) for d in dtypes):
-        raise ValueError("dtypes must be a JSON list of strings")
-    for name in ("key", "op_name", "op_hash"):
-        if not isinstance(row[name], str) or not row[name]:
-            raise ValueError(f"{name} must be a non-empty string, got {row[name]!r:.60}")
-    return Workload(row["key"], row["op_name"], row["op_hash"], dims, tuple(dtypes))
 
 
 def _check_file_header(path: Path) -> None:
@@ -435,90 +232,64 @@ class TuningDB:
             stacklevel=stacklevel,
         )
 
-    def _parsed(self, rows: Iterable[sqlite3.Row], parse, label) -> list:
-        """Rows parsed by `parse`; unreadable ones skipped (and warned about once)."""
+    def _parsed(self, rows: Iterable[sqlite3.Row], parse, label, *, first: bool = False, stacklevel: int = 4) -> list:
+        """Rows parsed by `parse` (only the first readable one when `first`, reading no further);
+        unreadable ones skipped (and warned about once)."""
         items, skipped = [], []
         for row in rows:
             try:
                 items.append(parse(row))
             except ValueError as exc:
                 skipped.append((label(row), str(exc)))
-        self._warn_skipped(skipped)
+                continue
+            if first:
+                break
+        self._warn_skipped(skipped, stacklevel)
         return items
 
-    def _records_from(self, rows: Iterable[sqlite3.Row]) -> list[Record]:
-        return self._parsed(rows, _record_from_row, lambda row: f"record id {row['id']}")
+    def _records_from(self, rows: Iterable[sqlite3.Row], *, first: bool = False, stacklevel: int = 4) -> list[Record]:
+        return self._parsed(rows, record_from_row, lambda row: f"record id {row['id']}", first=first,
+                            stacklevel=stacklevel)
 
     # -- writes ---------------------------------------------------------------------------
 
     def add_workload(self, workload: Workload) -> None:
         """Store a workload; adding it again updates its name and keeps its creation time."""
-        self._check_workload(workload)
-        with self._writing():
-            self._insert_workload(workload)
-
-    @staticmethod
-    def _check_workload(workload: Workload) -> None:
-        expected = workload_key(workload.op_hash, workload.dims, workload.dtypes)
-        if workload.key != expected:
-            raise TuningDBError(f"workload key {workload.key!r} does not match its contents (expected {expected!r})")
-
-    def _insert_workload(self, workload: Workload) -> None:
-        row = {
-            "key": workload.key,
-            "op_name": workload.op_name,
-            "op_hash": workload.op_hash,
-            "dims": json.dumps(dict(sorted(workload.dims.items())), separators=(",", ":")),
-            "dtypes": json.dumps(list(workload.dtypes), separators=(",", ":")),
-        }
-        # Insert-or-ignore then update, rather than one upsert, so `created` keeps the
-        # first time this workload was seen.
-        self._db["workloads"].insert({**row, "created": time.time()}, pk="key", ignore=True)
-        self._db["workloads"].update(workload.key, {"op_name": workload.op_name})
+        self.add_all([workload], [], [])
 
     def add_device(self, device: Device) -> None:
         """Store a device; adding it again changes nothing."""
-        self._check_device(device)
-        with self._writing():
-            self._insert_device(device)
-
-    @staticmethod
-    def _check_device(device: Device) -> None:
-        expected = device_key(device.name, device.capability, device.triton_version)
-        if device.key != expected:
-            raise TuningDBError(f"device key {device.key!r} does not match its contents (expected {expected!r})")
-
-    def _insert_device(self, device: Device) -> None:
-        row = {"key": device.key, "name": device.name, "capability": device.capability,
-               "triton_version": device.triton_version}
-        self._db["devices"].upsert(row, pk="key")
+        self.add_all([], [device], [])
 
     def add_all(self, workloads: Sequence[Workload], devices: Sequence[Device], records: Sequence[Record]) -> int:
         """Store workloads, devices and records in one transaction (all or nothing), keeping
         each record's `host` and `created` as given (records made elsewhere: an import or a
         merge); return how many records were new."""
-        for workload in workloads:
-            self._check_workload(workload)
-        for device in devices:
-            self._check_device(device)
+        for item in [*workloads, *devices]:
+            problem = key_problem(item)
+            if problem is not None:
+                raise TuningDBError(problem)
         rows = self._record_rows(records, stamp=False)
         with self._writing():
             for workload in workloads:
-                self._insert_workload(workload)
+                # Insert-or-ignore then update, rather than one upsert, so `created` keeps the
+                # first time this workload was seen.
+                self._db["workloads"].insert({**workload_row(workload), "created": time.time()}, pk="key", ignore=True)
+                self._db["workloads"].update(workload.key, {"op_name": workload.op_name})
             for device in devices:
-                self._insert_device(device)
+                self._db["devices"].upsert(device_row(device), pk="key")
             return self._insert_records(rows)
 
     def _record_rows(self, records: Sequence[Record], *, stamp: bool) -> list[dict[str, object]]:
         now, host = time.time(), this_host()
         rows = []
         for i, record in enumerate(records):
-            problem = _record_problem(record)
+            problem = record_problem(record)
             if problem is None and not stamp and not record.created:
                 problem = "created is 0: a record made elsewhere must carry its time"
             if problem is not None:
                 raise TuningDBError(f"record {i} of the batch is refused: {problem}; nothing was written")
-            row = _record_row(record, now, host)
+            row = record_row(record, now, host)
             if not stamp:
                 row["host"] = record.host  # '' stays '': unknown, never this machine
             rows.append(row)
@@ -557,7 +328,9 @@ class TuningDB:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def records(self, workload_key: str, device_key: str | None = None, *, status: str | None = None) -> list[Record]:
+    def records(
+        self, workload_key: str, device_key: str | None = None, *, status: str | None = None
+    ) -> list[Record]:
         """The readable records of a workload, optionally of one device and one status, oldest first."""
         sql, params = "select * from records where workload_key = ?", [workload_key]
         if device_key is not None:
@@ -575,24 +348,16 @@ class TuningDB:
         params: list[object] = [workload_key, device_key]
         if measurer is not None:
             sql, params = sql + " and measurer = ?", [*params, measurer]
-        skipped = []
         with self._translated():
             cursor = self._conn.execute(sql + " order by latency_us, id", params)
             cursor.row_factory = sqlite3.Row
             try:
-                # Walk in latency order so that an unreadable fastest row falls back to the next.
-                for row in cursor:
-                    try:
-                        found = _record_from_row(row)
-                    except ValueError as exc:
-                        skipped.append((f"record id {row['id']}", str(exc)))
-                        continue
-                    self._warn_skipped(skipped, stacklevel=3)
-                    return found
+                # Walk in latency order so that an unreadable fastest row falls back to the next;
+                # the warning points at best()'s caller.
+                found = self._records_from(cursor, first=True, stacklevel=5)
             finally:
                 cursor.close()
-        self._warn_skipped(skipped, stacklevel=3)
-        return None
+        return found[0] if found else None
 
     def best_per_device(self, workload_key: str) -> dict[str, Record]:
         """The best ok record of a workload on each device that has one, keyed by device key."""
@@ -636,9 +401,8 @@ class TuningDB:
         return found[0] if found else None
 
     def _workloads_from(self, rows: Iterable[sqlite3.Row]) -> list[Workload]:
-        return self._parsed(rows, _workload_from_row, lambda row: f"workload {row['key']}")
+        return self._parsed(rows, workload_from_row, lambda row: f"workload {row['key']}")
 
     def devices(self) -> list[Device]:
         """Stored devices, ordered by key."""
-        return [Device(r["key"], r["name"], r["capability"], r["triton_version"])
-                for r in self._query("select * from devices order by key")]
+        return [device_from_row(row) for row in self._query("select * from devices order by key")]

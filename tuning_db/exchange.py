@@ -27,8 +27,9 @@ from pathlib import Path
 
 from tiletune._version import __version__
 from tiletune.errors import TuningDBError
-from tiletune.tuning_db.db import Device, Record, TuningDB, Workload, _record_problem, this_host
+from tiletune.tuning_db.db import TuningDB
 from tiletune.tuning_db.keys import loads_data
+from tiletune.tuning_db.records import Device, Record, Workload, record_problem, this_host
 
 __all__ = ["FORMAT", "VERSION", "Validator", "export_records", "import_records", "merge_db", "read_records", "stats"]
 
@@ -130,7 +131,7 @@ def _parse_line(text: str) -> tuple[Workload, Device, Record]:
         raise ValueError(f"workload dims {w['dims']} must be positive 64-bit integers")
     device = Device.make(d["name"], d["capability"], d["triton_version"])
     record = Record(workload.key, device.key, **r)
-    problem = _record_problem(record)
+    problem = record_problem(record)
     if problem is None and not record.created > 0:
         problem = f"created={record.created!r} is not a time"
     if problem is not None:
