@@ -121,7 +121,7 @@ def merge(other, db_path) -> None:
 @warnings_as_lines
 def stats(db_path) -> None:
     """Summarise the DB: workloads, records by status and device, best latency per workload."""
-    from tiletune.tuning_db import STATUSES
+    from tiletune.tuning_db import Status
     from tiletune.tuning_db.exchange import stats as summarise
 
     with _open(db_path, readonly=True) as database:
@@ -129,7 +129,7 @@ def stats(db_path) -> None:
         path = database.path
     click.echo(f"{path}: {summary['workloads']} workloads, {summary['records']} records")
     if summary["by_device"]:
-        used = [s for s in STATUSES if any(s in c for c in summary["by_device"].values())]
+        used = [s.value for s in Status if any(s in c for c in summary["by_device"].values())]
         width = max(len(k) for k in summary["by_device"])
         click.echo(f"  {'device':{width}s} " + " ".join(f"{s:>13s}" for s in used))
         for device_key, counts in sorted(summary["by_device"].items()):

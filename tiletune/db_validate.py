@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from tiletune.errors import TiletuneError
 from tiletune.search.task import Task, TaskSpec
-from tiletune.tuning_db import Record, TuningDB, Workload
+from tiletune.tuning_db import Record, Status, TuningDB, Workload
 
 __all__ = ["RecordValidator", "best_usable", "skipped_message", "task_for"]
 
@@ -54,7 +54,7 @@ def best_usable(task: Task, records: Iterable[Record]) -> tuple[dict[str, Record
     for each faster record passed over because its config is not."""
     best: dict[str, Record] = {}
     skipped: list[str] = []
-    ok = [r for r in records if r.status == "ok" and r.latency_us is not None]
+    ok = [r for r in records if r.status is Status.OK and r.latency_us is not None]
     for record in sorted(ok, key=lambda r: r.latency_us):
         if record.device_key in best:
             continue

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from os import PathLike
 
-from tiletune.tuning_db import Record
+from tiletune.tuning_db import Record, Status
 
 __all__ = ["CurvePoint", "failure_summary", "improvements", "plot_curves", "sparkline", "tuning_curve"]
 
@@ -29,7 +29,7 @@ def tuning_curve(records: Sequence[Record]) -> list[CurvePoint]:
     curve: list[CurvePoint] = []
     best: float | None = None
     for trial, record in enumerate(records, start=1):
-        if record.status == "ok" and record.latency_us is not None and (best is None or record.latency_us < best):
+        if record.status is Status.OK and record.latency_us is not None and (best is None or record.latency_us < best):
             best = record.latency_us
         if best is not None:
             curve.append((trial, best))
@@ -54,7 +54,7 @@ def failure_summary(records: Sequence[Record], width: int = 120) -> dict[str, li
     """
     by_status: dict[str, Counter[str]] = {}
     for record in records:
-        if record.status == "ok":
+        if record.status is Status.OK:
             continue
         lines = record.reason.strip().splitlines()
         reason = lines[0].strip() if lines else ""

@@ -25,6 +25,7 @@ from tiletune.errors import TuningDBError
 from tiletune.tuning_db.records import (
     Device,
     Record,
+    Status,
     Workload,
     device_from_row,
     device_row,
@@ -36,7 +37,7 @@ from tiletune.tuning_db.records import (
     workload_from_row,
     workload_row,
 )
-from tiletune.tuning_db.schema import SCHEMA_VERSION, STATUSES, create_schema, migrate, read_schema_version
+from tiletune.tuning_db.schema import SCHEMA_VERSION, create_schema, migrate, read_schema_version
 
 __all__ = ["BUSY_TIMEOUT_S", "TuningDB", "default_db_path"]
 
@@ -329,23 +330,25 @@ class TuningDB:
     # -- reads ----------------------------------------------------------------------------
 
     def records(
-        self, workload_key: str, device_key: str | None = None, *, status: str | None = None
+        self, workload_key: str, device_key: str | None = None, *, status: Status | str | None = None
     ) -> list[Record]:
         """The readable records of a workload, optionally of one device and one status, oldest first."""
         sql, params = "select * from records where workload_key = ?", [workload_key]
         if device_key is not None:
             sql, params = sql + " and device_key = ?", [*params, device_key]
         if status is not None:
-            if status not in STATUSES:
-                raise TuningDBError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-            sql, params = sql + " and status = ?", [*params, status]
+            try:
+                status = Status.parse(status)
+            except ValueError as exc:
+                raise TuningDBError(str(exc)) from None
+            sql, params = sql + " and status = ?", [*params, status.value]
         return self._records_from(self._query(sql + " order by id", params))
 
     def best(self, workload_key: str, device_key: str, *, measurer: str | None = None) -> Record | None:
         """The ok record with the lowest latency_us (oldest on a tie), or None when none is ok."""
-        sql = ("select * from records where workload_key = ? and device_key = ? and status = 'ok'"
+        sql = ("select * from records where workload_key = ? and device_key = ? and status = ?"
                " and latency_us is not null")
-        params: list[object] = [workload_key, device_key]
+        params: list[object] = [workload_key, device_key, Status.OK.value]
         if measurer is not None:
             sql, params = sql + " and measurer = ?", [*params, measurer]
         with self._translated():
@@ -362,9 +365,9 @@ class TuningDB:
     def best_per_device(self, workload_key: str) -> dict[str, Record]:
         """The best ok record of a workload on each device that has one, keyed by device key."""
         rows = self._query(
-            "select * from records where workload_key = ? and status = 'ok' and latency_us is not null"
+            "select * from records where workload_key = ? and status = ? and latency_us is not null"
             " order by device_key, latency_us, id",
-            [workload_key],
+            [workload_key, Status.OK.value],
         )
         best: dict[str, Record] = {}
         for record in self._records_from(rows):
@@ -379,8 +382,9 @@ class TuningDB:
         return {row["config_key"] for row in self._query(sql, params)}
 
     def status_counts(self, workload_key: str, device_key: str) -> dict[str, int]:
-        """How many records of each status a workload has on a device; every status is present, 0 if none."""
-        counts = dict.fromkeys(STATUSES, 0)
+        """How many records of each status a workload has on a device, keyed by Status; every status is
+        present, 0 if none (a stored status that is none of them is counted under its own spelling)."""
+        counts: dict[str, int] = dict.fromkeys(Status, 0)
         for row in self._query(
             "select status, count(*) as n from records where workload_key = ? and device_key = ? group by status",
             [workload_key, device_key],

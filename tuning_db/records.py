@@ -1,6 +1,7 @@
-"""What the tuning DB stores: workloads, devices and records, as values.
+"""What the tuning DB stores: workloads, devices, records and their status, as values.
 
-`Workload`, `Device` and `Record` are frozen dataclasses. This module owns their validation (`key_problem`, `record_problem`) and
+`Workload`, `Device` and `Record` are frozen dataclasses; `Status` says what became of a
+measured candidate. This module owns their validation (`key_problem`, `record_problem`) and
 their conversion to the rows of the DB's tables and back (`*_row`, `*_from_row`). Reading a
 row parses stored JSON with `loads_data` only and checks every field as a write would, so a
 damaged or hostile row raises ValueError naming what is wrong; it never runs code. No SQL
@@ -8,6 +9,8 @@ here: `db.TuningDB` runs the queries.
 """
 from __future__ import annotations
 
+import contextlib
+import enum
 import json
 import math
 import socket
@@ -16,11 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tiletune.tuning_db.keys import ConfigValue, config_key, config_problem, device_key, loads_data, workload_key
-from tiletune.tuning_db.schema import STATUSES
 
 __all__ = [
+    "STATUSES",
     "Device",
     "Record",
+    "Status",
     "Workload",
     "device_from_row",
     "device_row",
@@ -32,6 +36,50 @@ __all__ = [
     "workload_from_row",
     "workload_row",
 ]
+
+
+class Status(str, enum.Enum):
+    """What became of one candidate config; the value is what the DB and exports store.
+
+    - `OK`: it compiled, gave the reference evaluator's answer and was timed; only ok records
+      have a meaningful latency.
+    - `COMPILE_ERROR`: lowering or the Triton compile failed, or the compiled kernel does not fit
+      the device (registers, shared memory).
+    - `RUNTIME_ERROR`: it compiled but crashed, ran out of memory or took its worker down while
+      being verified or timed.
+    - `TIMEOUT`: compiling, verifying or timing it exceeded its time limit.
+    - `WRONG_RESULT`: it ran, but its output differs from the reference evaluator's.
+    - `ILLEGAL`: it was refused before any compile (for a replay: a config the recorded sweep
+      has no measurement of).
+    """
+
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    WRONG_RESULT = "wrong_result"
+    ILLEGAL = "illegal"
+
+    # The plain value, as in the DB: f"{status}" and str(status) say "ok" on every Python
+    # (3.11 changed what str() and format() of a mixed-in enum give).
+    def __str__(self) -> str:
+        return self.value
+
+    # Pasteable, so a Record's repr stays code.
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
+    @classmethod
+    def parse(cls, value: object) -> Status:
+        """The status spelled `value` (a member or its string); ValueError naming every status otherwise."""
+        try:
+            return cls(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"status {value!r} is not one of {', '.join(s.value for s in cls)}") from None
+
+
+STATUSES = tuple(s.value for s in Status)
+"""The values of `Status`, for the readers that still list them as strings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +122,16 @@ class Device:
 class Record:
     """One measurement of one config on one workload and device.
 
-    `latency_us` is the median over `repeats`, `latency_spread` a relative spread such as
-    (p80 - p20) / median; both are None for a failed candidate, whose `reason` says why.
-    `facts` holds static compile facts (registers, spill bytes, shared memory, ...).
-    `created` 0.0 means "stamp the time of writing".
+    `status` is a `Status` (a known status's string is converted). `latency_us` is the median
+    over `repeats`, `latency_spread` a relative spread such as (p80 - p20) / median; both are
+    None for a failed candidate, whose `reason` says why. `facts` holds static compile facts
+    (registers, spill bytes, shared memory, ...). `created` 0.0 means "stamp the time of writing".
     """
 
     workload_key: str
     device_key: str
     config: dict[str, ConfigValue]
-    status: str
+    status: Status
     reason: str = ""
     latency_us: float | None = None
     latency_min_us: float | None = None
@@ -95,6 +143,13 @@ class Record:
     tiletune_version: str = ""
     created: float = 0.0
     host: str = ""
+
+    def __post_init__(self) -> None:
+        # A status that is none of Status is kept as given, so that writing the record is
+        # refused saying why (record_problem), as for every other field.
+        if isinstance(self.status, str) and not isinstance(self.status, Status):
+            with contextlib.suppress(ValueError):
+                object.__setattr__(self, "status", Status(self.status))
 
     # A record's identity in the DB; equal records share it, so hashing on it is consistent.
     def __hash__(self) -> int:
@@ -133,8 +188,10 @@ def record_problem(record: Record) -> str | None:
     """Why `record` cannot be written, or None."""
     if not isinstance(record, Record):
         return f"expected a Record, got {type(record).__name__}"
-    if record.status not in STATUSES:
-        return f"status {record.status!r} is not one of {', '.join(STATUSES)}"
+    try:
+        Status.parse(record.status)
+    except ValueError as exc:
+        return str(exc)
     problem = config_problem(record.config)
     if problem is not None:
         return problem
@@ -143,7 +200,7 @@ def record_problem(record: Record) -> str | None:
         if value is not None and not _is_real(value):
             return f"{name}={value!r} is not a finite number or None"
     # best() ranks ok records by latency: an ok record without one is a bug in its measurer.
-    if record.status == "ok" and record.latency_us is None:
+    if record.status is Status.OK and record.latency_us is None:
         return "status 'ok' needs a latency_us"
     if isinstance(record.repeats, bool) or not isinstance(record.repeats, int) or record.repeats < 0:
         return f"repeats={record.repeats!r} is not a non-negative int"
@@ -170,7 +227,7 @@ def record_row(record: Record, now: float, host: str) -> dict[str, object]:
         # The canonical JSON is both the stored config and its key: one spelling per config.
         "config": key,
         "config_key": key,
-        "status": record.status,
+        "status": record.status.value,
         "reason": record.reason,
         "latency_us": None if record.latency_us is None else float(record.latency_us),
         "latency_min_us": None if record.latency_min_us is None else float(record.latency_min_us),
@@ -225,8 +282,7 @@ def record_from_row(row: sqlite3.Row) -> Record:
     assert isinstance(config, dict)
     if config_key(config) != row["config_key"]:
         raise ValueError("config_key column does not match its config")
-    if row["status"] not in STATUSES:
-        raise ValueError(f"status {row['status']!r} is not one of {', '.join(STATUSES)}")
+    status = Status.parse(row["status"])
     facts = _parse_json(row["facts"], "facts")
     if not isinstance(facts, dict):
         raise ValueError(f"facts must be a JSON object, got {type(facts).__name__}")
@@ -237,7 +293,7 @@ def record_from_row(row: sqlite3.Row) -> Record:
         workload_key=row["workload_key"],
         device_key=row["device_key"],
         config=config,
-        status=row["status"],
+        status=status,
         reason=row["reason"],
         latency_us=row["latency_us"],
         latency_min_us=row["latency_min_us"],

@@ -7,7 +7,8 @@ Tables:
 - `devices(key, name, capability, triton_version)`.
 - `records(id, workload_key, device_key, config, config_key, status, reason, latency_us,
   latency_min_us, latency_spread, repeats, measurer, facts, triton_version, tiletune_version,
-  created, host)`: one row per measured (workload, device, measurer, config, host).
+  created, host)`: one row per measured (workload, device, measurer, config, host); `status`
+  holds the value of a `records.Status`.
 
 Version 2 added `records.host` (the machine that measured; '' for records of version 1) and
 put it in the identity index, so DBs of two machines merge without losing either's records.
@@ -23,7 +24,7 @@ import sqlite_utils
 
 from tiletune.errors import TuningDBError
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "create_schema", "migrate", "read_schema_version"]
+__all__ = ["SCHEMA_VERSION", "create_schema", "migrate", "read_schema_version"]
 
 SCHEMA_VERSION = 2
 """The version of the tables this tiletune writes; stored in `meta.schema_version`."""
@@ -32,9 +33,6 @@ READABLE_VERSIONS = (1, 2)
 """Versions this tiletune reads; a file of an older one is migrated when opened for writing."""
 
 _IDENTITY = ["workload_key", "device_key", "measurer", "config_key", "host"]
-
-STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "wrong_result", "illegal")
-"""Every status a record may carry; only `ok` records have a meaningful latency."""
 
 CREATED_BY = "tiletune"
 

@@ -5,7 +5,7 @@ import sqlite_utils
 import pytest
 
 from tiletune.errors import TuningDBError
-from tiletune.tuning_db import STATUSES, Record, TuningDB, Workload, default_db_path
+from tiletune.tuning_db import Record, Status, TuningDB, Workload, default_db_path
 
 
 def rec(workload, device, config, status="ok", latency=None, **fields) -> Record:
@@ -144,7 +144,7 @@ def test_best_picks_the_lowest_ok_latency_and_ignores_failures(db, workload, dev
         other_device.key: {"B": 6},
     }
     assert db.status_counts(workload.key, device.key) == {
-        **dict.fromkeys(STATUSES, 0), "ok": 3, "wrong_result": 1, "runtime_error": 1,
+        **dict.fromkeys(Status, 0), "ok": 3, "wrong_result": 1, "runtime_error": 1,
     }
     assert [r.config for r in db.records(workload.key, device.key, status="ok")] == [{"B": 1}, {"B": 2}, {"B": 3}]
 
