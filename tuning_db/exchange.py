@@ -130,7 +130,7 @@ def _parse_line(text: str) -> tuple[Workload, Device, Record]:
     if any(size < 1 or size >= 2**63 for size in workload.dims.values()):
         raise ValueError(f"workload dims {w['dims']} must be positive 64-bit integers")
     device = Device.make(d["name"], d["capability"], d["triton_version"])
-    record = Record(workload.key, device.key, **r)
+    record = Record(workload_key=workload.key, device_key=device.key, **r)
     problem = record_problem(record)
     if problem is None and not record.created > 0:
         problem = f"created={record.created!r} is not a time"

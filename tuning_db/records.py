@@ -118,9 +118,9 @@ class Device:
         return cls(device_key(name, capability, triton_version), name, capability, triton_version)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
-    """One measurement of one config on one workload and device.
+    """One measurement of one config on one workload and device, built by keyword.
 
     `status` is a `Status` (a known status's string is converted). `latency_us` is the median
     over `repeats`, `latency_spread` a relative spread such as (p80 - p20) / median; both are

@@ -29,11 +29,12 @@ def make_db(path: Path, host: str, latencies: list[float], device: Device = H100
     with TuningDB(path) as db:
         db.add_workload(TASK.workload)
         db.add_device(device)
-        db.add_records([Record(TASK.workload.key, device.key, c, "ok", latency_us=t, measurer="sim-h100",
-                               created=1_700_000_000.0 + i, host=host)
+        db.add_records([Record(workload_key=TASK.workload.key, device_key=device.key, config=c, status="ok",
+                               latency_us=t, measurer="sim-h100", created=1_700_000_000.0 + i, host=host)
                         for i, (c, t) in enumerate(zip(CONFIGS[:-1], latencies))]
-                       + [Record(TASK.workload.key, device.key, CONFIGS[-1], "compile_error",
-                                 reason="out of resources", measurer="sim-h100", created=1_700_000_100.0, host=host)])
+                       + [Record(workload_key=TASK.workload.key, device_key=device.key, config=CONFIGS[-1],
+                                 status="compile_error", reason="out of resources", measurer="sim-h100",
+                                 created=1_700_000_100.0, host=host)])
     return path
 
 
@@ -75,7 +76,8 @@ def test_export_then_import_twice_keeps_every_record_once_with_its_provenance(bo
 def test_export_filters_by_operator_and_device(box_a, tmp_path):
     with TuningDB(box_a) as db:
         db.add_device(H200)
-        db.add_records([Record(TASK.workload.key, H200.key, CONFIGS[0], "ok", latency_us=5.0, measurer="cuda")])
+        db.add_records([Record(workload_key=TASK.workload.key, device_key=H200.key, config=CONFIGS[0], status="ok",
+                               latency_us=5.0, measurer="cuda")])
     out = tmp_path / "h200.jsonl"
     assert invoke("db", "export", str(out), "--db", str(box_a), "--device", "NVIDIA H200").exit_code == 0
     (line,) = out.read_text().splitlines()[1:]
@@ -166,7 +168,8 @@ def test_a_file_that_is_not_a_records_file_is_refused(text, reason, tmp_path, mo
 def test_merge_refuses_another_db_with_a_bad_record_and_changes_nothing(box_a, tmp_path):
     box_b = make_db(tmp_path / "b.db", "box-b", [25.0])
     with TuningDB(box_b) as db:  # readable, but not a config of matmul at this shape
-        db.add_records([Record(TASK.workload.key, H100.key, {**CONFIGS[0], "BLOCK_M": 3}, "ok", latency_us=0.1)])
+        db.add_records([Record(workload_key=TASK.workload.key, device_key=H100.key, config={**CONFIGS[0], "BLOCK_M": 3},
+                               status="ok", latency_us=0.1)])
     before = content(box_a)
     result = invoke("db", "merge", str(box_b), "--db", str(box_a))
     assert result.exit_code == 2, result.output

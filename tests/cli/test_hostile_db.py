@@ -56,8 +56,8 @@ def good(tmp_path_factory) -> tuple[Path, dict]:
     with TuningDB(path) as db:
         db.add_workload(task.workload)
         db.add_device(device)
-        db.add_records([Record(task.workload.key, device.key, c, "ok", latency_us=10.0 * (i + 1),
-                               measurer="sim-h100") for i, c in enumerate(configs)])
+        db.add_records([Record(workload_key=task.workload.key, device_key=device.key, config=c, status="ok",
+                               latency_us=10.0 * (i + 1), measurer="sim-h100") for i, c in enumerate(configs)])
     return path, configs[0]
 
 

@@ -21,7 +21,8 @@ TRIALS = 6
 
 def record(status: str, latency_us: float | None = None, reason: str = "", *, block: int = 0,
            workload_key: str = "w", device_key: str = "d") -> Record:
-    return Record(workload_key, device_key, {"BLOCK": 16 << block}, status, reason, latency_us)
+    return Record(workload_key=workload_key, device_key=device_key, config={"BLOCK": 16 << block}, status=status,
+                  reason=reason, latency_us=latency_us)
 
 
 def ok(latency_us: float, **kw) -> Record:

@@ -14,7 +14,8 @@ from tiletune.tuning_db import db as db_module
 
 
 def fill(db, workload, device, n: int) -> None:
-    db.add_records([Record(workload.key, device.key, {"B": i}, "ok", latency_us=float(i + 1)) for i in range(n)])
+    db.add_records([Record(workload_key=workload.key, device_key=device.key, config={"B": i}, status="ok",
+                           latency_us=float(i + 1)) for i in range(n)])
 
 
 def test_a_text_file_is_not_a_sqlite_database(tmp_path):

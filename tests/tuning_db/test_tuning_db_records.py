@@ -11,7 +11,8 @@ from tiletune.tuning_db import Record, Status, TuningDB, Workload, default_db_pa
 def rec(workload, device, config, status="ok", latency=None, **fields) -> Record:
     if status == "ok" and latency is None:
         latency = 10.0
-    return Record(workload.key, device.key, config, status, latency_us=latency, **fields)
+    return Record(workload_key=workload.key, device_key=device.key, config=config, status=status, latency_us=latency,
+                  **fields)
 
 
 def test_workloads_and_devices_round_trip(db, workload, device, other_device, tmp_path):

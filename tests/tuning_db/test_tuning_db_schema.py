@@ -10,6 +10,11 @@ from tiletune.errors import TuningDBError
 from tiletune.tuning_db import SCHEMA_VERSION, Record, TuningDB
 
 
+def ok(workload, device, b: int, latency_us: float, **fields) -> Record:
+    return Record(workload_key=workload.key, device_key=device.key, config={"B": b}, status="ok",
+                  latency_us=latency_us, **fields)
+
+
 def make_version_1(path) -> None:
     """Turn a fresh DB file into what tiletune's schema version 1 wrote: no host column, and
     the identity index over (workload, device, measurer, config)."""
@@ -38,7 +43,7 @@ def meta_version(path) -> str:
 
 @pytest.fixture
 def v1_path(db, workload, device):
-    db.add_records([Record(workload.key, device.key, {"B": i}, "ok", latency_us=float(i + 1)) for i in range(3)])
+    db.add_records([ok(workload, device, i, float(i + 1)) for i in range(3)])
     db.close()
     make_version_1(db.path)
     assert "host" not in columns(db.path)
@@ -63,10 +68,10 @@ def test_a_version_1_file_reads_read_only_without_being_changed(v1_path, workloa
 def test_a_version_1_file_is_migrated_in_place_when_opened_for_writing(v1_path, workload, device):
     with TuningDB(v1_path) as db:
         assert [r.host for r in db.records(workload.key)] == ["", "", ""]
-        assert db.add_records([Record(workload.key, device.key, {"B": 9}, "ok", latency_us=0.5)]) == 1
+        assert db.add_records([ok(workload, device, 9, 0.5)]) == 1
         # the identity now includes the host: the same config measured here is a new record
-        assert db.add_records([Record(workload.key, device.key, {"B": 0}, "ok", latency_us=0.7)]) == 1
-        assert db.add_records([Record(workload.key, device.key, {"B": 0}, "ok", latency_us=0.7)]) == 0
+        assert db.add_records([ok(workload, device, 0, 0.7)]) == 1
+        assert db.add_records([ok(workload, device, 0, 0.7)]) == 0
         assert db.best(workload.key, device.key).config == {"B": 9}
     assert meta_version(v1_path) == "2"
     assert columns(v1_path)[-1] == "host"
@@ -93,8 +98,8 @@ def test_a_failed_migration_leaves_the_version_1_file_as_it_was(v1_path, monkeyp
 
 
 def test_two_hosts_measuring_one_config_are_two_records_and_best_spans_them(db, workload, device):
-    mine = Record(workload.key, device.key, {"B": 1}, "ok", latency_us=5.0, host="box-a")
-    theirs = Record(workload.key, device.key, {"B": 1}, "ok", latency_us=4.0, host="box-b")
+    mine = ok(workload, device, 1, 5.0, host="box-a")
+    theirs = ok(workload, device, 1, 4.0, host="box-b")
     assert db.add_records([mine, theirs]) == 2
     assert db.add_records([mine, theirs]) == 0
     assert db.best(workload.key, device.key).host == "box-b"
@@ -104,4 +109,4 @@ def test_two_hosts_measuring_one_config_are_two_records_and_best_spans_them(db, 
 
 def test_a_record_whose_host_is_not_text_is_refused(db, workload, device):
     with pytest.raises(TuningDBError, match="host=3 is not a string"):
-        db.add_records([Record(workload.key, device.key, {"B": 1}, "ok", latency_us=1.0, host=3)])
+        db.add_records([ok(workload, device, 1, 1.0, host=3)])

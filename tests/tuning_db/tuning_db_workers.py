@@ -12,8 +12,8 @@ def write_batches(path: str, workload_key: str, device_key: str, first: int, bat
     with TuningDB(path) as db:
         for b in range(batches):
             start = first + b * size
-            batch = [Record(workload_key, device_key, {"B": i}, "ok", latency_us=float(1000 - i % 1000))
-                     for i in range(start, start + size)]
+            batch = [Record(workload_key=workload_key, device_key=device_key, config={"B": i}, status="ok",
+                            latency_us=float(1000 - i % 1000)) for i in range(start, start + size)]
             written += db.add_records(batch)
             time.sleep(0.005)
     return written
