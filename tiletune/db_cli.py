@@ -93,12 +93,9 @@ def export(out, ops, devices, db_path) -> None:
 @_friendly
 def import_(source, db_path) -> None:
     """Add the records of an exported SOURCE file; a file with any bad record adds nothing."""
-    from tiletune.db_validate import RecordValidator
     from tiletune.tuning_db.exchange import import_records
 
-    with _open(db_path) as database:
-        done = import_records(database, source, RecordValidator(database))
-    click.echo(f"imported {done.added} new records from {source} ({done.present} were already in {database.path})")
+    _add_from(source, db_path, import_records, "imported")
 
 
 @db.command()
@@ -107,12 +104,18 @@ def import_(source, db_path) -> None:
 @_friendly
 def merge(other, db_path) -> None:
     """Add every record of the DB file OTHER (only read); best configs follow from all records."""
-    from tiletune.db_validate import RecordValidator
     from tiletune.tuning_db.exchange import merge_db
 
+    _add_from(other, db_path, merge_db, "merged")
+
+
+def _add_from(source, db_path, add, done_verb: str) -> None:
+    """Run an import or merge `add(db, source, validator)` into the DB and say what it added."""
+    from tiletune.db_validate import RecordValidator
+
     with _open(db_path) as database:
-        done = merge_db(database, other, RecordValidator(database))
-    click.echo(f"merged {done.added} new records from {other} ({done.present} were already in {database.path})")
+        done = add(database, source, RecordValidator(database))
+    click.echo(f"{done_verb} {done.added} new records from {source} ({done.present} were already in {database.path})")
 
 
 @db.command()
