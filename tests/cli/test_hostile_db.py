@@ -113,6 +113,19 @@ def matmul_inputs() -> list[torch.Tensor]:
     return [torch.randn(DIMS["M"], DIMS["K"], generator=gen), torch.randn(DIMS["K"], DIMS["N"], generator=gen)]
 
 
+def load_and_call(path: Path, calls: int) -> tuple[object, list[warnings.WarningMessage]]:
+    """Load matmul from the DB at `path`, select its config and call it `calls` times on the same
+    inputs, checking the answer; return the selection and every warning raised."""
+    op = tt.load("matmul", db=path)
+    inputs = matmul_inputs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        selection = op.selection(*inputs)
+        outs = [op(*inputs) for _ in range(calls)]
+    torch.testing.assert_close(outs[0], inputs[0] @ inputs[1], rtol=1e-4, atol=1e-4)
+    return selection, caught
+
+
 def nothing_executed(tmp_path: Path, path: Path) -> None:
     assert not (tmp_path / "PWNED").exists()
     with sqlite3.connect(path) as conn:  # the SQL string stayed a string
@@ -127,15 +140,8 @@ def nothing_executed(tmp_path: Path, path: Path) -> None:
 def test_load_skips_a_bad_record_reports_it_once_and_runs_the_best_good_config(bad, db_copy, tmp_path):
     path, best = db_copy
     insert_record(path, ALL_BAD[bad](best))
-    op = tt.load("matmul", db=path)
-    inputs = matmul_inputs()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        selection = op.selection(*inputs)
-        out = op(*inputs)
-        op(*inputs)
+    selection, caught = load_and_call(path, calls=2)
     assert (selection.origin, selection.config.as_dict()) == ("tuned", best)
-    torch.testing.assert_close(out, inputs[0] @ inputs[1], rtol=1e-4, atol=1e-4)
     assert len(caught) == 1, [str(w.message) for w in caught]
     assert "skipped" in str(caught[0].message) and str(path) in str(caught[0].message)
     nothing_executed(tmp_path, path)
@@ -290,14 +296,8 @@ def broken(request, db_copy) -> tuple[Path, str, bytes]:
 
 def test_load_of_a_broken_db_warns_once_and_runs_the_default(broken, tmp_path):
     path, words, before = broken
-    op = tt.load("matmul", db=path)
-    inputs = matmul_inputs()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        selection = op.selection(*inputs)
-        out = op(*inputs)
+    selection, caught = load_and_call(path, calls=1)
     assert selection.origin == "default"
-    torch.testing.assert_close(out, inputs[0] @ inputs[1], rtol=1e-4, atol=1e-4)
     assert len(caught) == 1 and words in str(caught[0].message), [str(w.message) for w in caught]
     assert path.read_bytes() == before
 
