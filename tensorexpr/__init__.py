@@ -10,14 +10,17 @@ from __future__ import annotations
 from tiletune.tensorexpr.bounds import in_bounds, pad_read
 from tiletune.tensorexpr.dtypes import DTYPES, canonical as canonical_dtype
 from tiletune.tensorexpr.expr import (
+    BinaryOp,
+    CompareOp,
+    DimVar,
     Expr,
     ExprLike,
     IterVar,
-    DimVar,
+    UnaryOp,
+    binary,
     compare,
     select,
     unary,
-    binary,
 )
 from tiletune.tensorexpr import nn
 from tiletune.tensorexpr.broadcast import broadcast, broadcast_shape, elementwise
@@ -39,62 +42,62 @@ def where(cond: ExprLike, a: ExprLike, b: ExprLike) -> Expr:
 
 def equal(a: ExprLike, b: ExprLike) -> Expr:
     """`a == b` as a DSL bool (Python's `==` compares expressions structurally)."""
-    return compare("eq", a, b)
+    return compare(CompareOp.EQ, a, b)
 
 
 def not_equal(a: ExprLike, b: ExprLike) -> Expr:
     """`a != b` as a DSL bool."""
-    return compare("ne", a, b)
+    return compare(CompareOp.NE, a, b)
 
 
 def maximum(a: ExprLike, b: ExprLike) -> Expr:
     """Elementwise maximum."""
-    return binary("maximum", a, b)
+    return binary(BinaryOp.MAXIMUM, a, b)
 
 
 def minimum(a: ExprLike, b: ExprLike) -> Expr:
     """Elementwise minimum."""
-    return binary("minimum", a, b)
+    return binary(BinaryOp.MINIMUM, a, b)
 
 
 def exp(x: ExprLike) -> Expr:
     """e to the power x."""
-    return unary("exp", x)
+    return unary(UnaryOp.EXP, x)
 
 
 def log(x: ExprLike) -> Expr:
     """Natural logarithm."""
-    return unary("log", x)
+    return unary(UnaryOp.LOG, x)
 
 
 def sqrt(x: ExprLike) -> Expr:
     """Square root."""
-    return unary("sqrt", x)
+    return unary(UnaryOp.SQRT, x)
 
 
 def rsqrt(x: ExprLike) -> Expr:
     """1 / sqrt(x)."""
-    return unary("rsqrt", x)
+    return unary(UnaryOp.RSQRT, x)
 
 
 def tanh(x: ExprLike) -> Expr:
     """Hyperbolic tangent."""
-    return unary("tanh", x)
+    return unary(UnaryOp.TANH, x)
 
 
 def sigmoid(x: ExprLike) -> Expr:
     """1 / (1 + exp(-x))."""
-    return unary("sigmoid", x)
+    return unary(UnaryOp.SIGMOID, x)
 
 
 def erf(x: ExprLike) -> Expr:
     """The error function."""
-    return unary("erf", x)
+    return unary(UnaryOp.ERF, x)
 
 
 def abs(x: ExprLike) -> Expr:  # noqa: A001 - the DSL's name
     """Absolute value."""
-    return unary("abs", x)
+    return unary(UnaryOp.ABS, x)
 
 
 __all__ = [

@@ -11,23 +11,16 @@ from typing import TYPE_CHECKING, Union
 
 from tiletune.errors import DSLError
 from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.ops import (  # noqa: F401 - re-exported: the operators are the IR's vocabulary
+    ARG_REDUCE_OPS, FLOAT_ONLY_UNARY, OP_ENUMS, REDUCE_OPS, SCAN_OPS, BinaryOp, CompareOp, IROp, LogicalOp, ReduceOp,
+    ScanOp, UnaryOp, op_of,
+)
 
 if TYPE_CHECKING:
     from tiletune.tensorexpr.tensor import Tensor
 
 Scalar = Union[int, float, bool]
 ExprLike = Union["Expr", int, float, bool]
-
-BINARY_OPS = ("add", "sub", "mul", "truediv", "floordiv", "mod", "maximum", "minimum")
-UNARY_OPS = ("neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf", "abs", "not")
-COMPARE_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
-LOGICAL_OPS = ("and", "or")
-REDUCE_OPS = ("sum", "max", "min")
-SCAN_OPS = ("sum", "prod", "max", "min")  # associative combines of an inclusive scan
-# Reductions to the (flattened, row-major over the reduce axes) position of the extreme value;
-# the first position wins on ties, as in torch.
-ARG_REDUCE_OPS = ("argmax", "argmin")
-FLOAT_ONLY_UNARY = ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf")
 
 
 class Expr:
@@ -38,82 +31,82 @@ class Expr:
 
     # arithmetic
     def __add__(self, other: ExprLike) -> Expr:
-        return binary("add", self, other)
+        return binary(BinaryOp.ADD, self, other)
 
     def __radd__(self, other: ExprLike) -> Expr:
-        return binary("add", other, self)
+        return binary(BinaryOp.ADD, other, self)
 
     def __sub__(self, other: ExprLike) -> Expr:
-        return binary("sub", self, other)
+        return binary(BinaryOp.SUB, self, other)
 
     def __rsub__(self, other: ExprLike) -> Expr:
-        return binary("sub", other, self)
+        return binary(BinaryOp.SUB, other, self)
 
     def __mul__(self, other: ExprLike) -> Expr:
-        return binary("mul", self, other)
+        return binary(BinaryOp.MUL, self, other)
 
     def __rmul__(self, other: ExprLike) -> Expr:
-        return binary("mul", other, self)
+        return binary(BinaryOp.MUL, other, self)
 
     def __truediv__(self, other: ExprLike) -> Expr:
-        return binary("truediv", self, other)
+        return binary(BinaryOp.TRUEDIV, self, other)
 
     def __rtruediv__(self, other: ExprLike) -> Expr:
-        return binary("truediv", other, self)
+        return binary(BinaryOp.TRUEDIV, other, self)
 
     def __floordiv__(self, other: ExprLike) -> Expr:
-        return binary("floordiv", self, other)
+        return binary(BinaryOp.FLOORDIV, self, other)
 
     def __rfloordiv__(self, other: ExprLike) -> Expr:
-        return binary("floordiv", other, self)
+        return binary(BinaryOp.FLOORDIV, other, self)
 
     def __mod__(self, other: ExprLike) -> Expr:
-        return binary("mod", self, other)
+        return binary(BinaryOp.MOD, self, other)
 
     def __rmod__(self, other: ExprLike) -> Expr:
-        return binary("mod", other, self)
+        return binary(BinaryOp.MOD, other, self)
 
     def __neg__(self) -> Expr:
-        return unary("neg", self)
+        return unary(UnaryOp.NEG, self)
 
     def __pos__(self) -> Expr:
         return self
 
     def __abs__(self) -> Expr:
-        return unary("abs", self)
+        return unary(UnaryOp.ABS, self)
 
     def __pow__(self, other: object) -> Expr:
         if other == 2:
-            return binary("mul", self, self)
+            return binary(BinaryOp.MUL, self, self)
         raise DSLError(f"`**` supports only the exponent 2, got {other!r}; use te.exp/te.log or repeated products")
 
     # comparisons and logic
     def __lt__(self, other: ExprLike) -> Expr:
-        return compare("lt", self, other)
+        return compare(CompareOp.LT, self, other)
 
     def __le__(self, other: ExprLike) -> Expr:
-        return compare("le", self, other)
+        return compare(CompareOp.LE, self, other)
 
     def __gt__(self, other: ExprLike) -> Expr:
-        return compare("gt", self, other)
+        return compare(CompareOp.GT, self, other)
 
     def __ge__(self, other: ExprLike) -> Expr:
-        return compare("ge", self, other)
+        return compare(CompareOp.GE, self, other)
 
     def __and__(self, other: ExprLike) -> Expr:
-        return logical("and", self, other)
+        return logical(LogicalOp.AND, self, other)
 
     def __rand__(self, other: ExprLike) -> Expr:
-        return logical("and", other, self)
+        return logical(LogicalOp.AND, other, self)
 
     def __or__(self, other: ExprLike) -> Expr:
-        return logical("or", self, other)
+        return logical(LogicalOp.OR, self, other)
 
     def __ror__(self, other: ExprLike) -> Expr:
-        return logical("or", other, self)
+        return logical(LogicalOp.OR, other, self)
 
     def __invert__(self) -> Expr:
-        return unary("not", self)
+        return unary(UnaryOp.NOT, self)
 
     def __bool__(self) -> bool:
         raise DSLError(
@@ -174,39 +167,51 @@ class Read(Expr):
 class Binary(Expr):
     """An arithmetic operation or `maximum`/`minimum` of two values."""
 
-    op: str
+    op: BinaryOp
     a: Expr
     b: Expr
     dtype: str
+
+    def __post_init__(self) -> None:
+        _hold_member(self, BinaryOp)
 
 
 @dataclass(frozen=True, slots=True)
 class Unary(Expr):
     """A one-argument math function or negation."""
 
-    op: str
+    op: UnaryOp
     x: Expr
     dtype: str
+
+    def __post_init__(self) -> None:
+        _hold_member(self, UnaryOp)
 
 
 @dataclass(frozen=True, slots=True)
 class Compare(Expr):
     """A comparison; its value is a bool."""
 
-    op: str
+    op: CompareOp
     a: Expr
     b: Expr
     dtype: str = "bool"
+
+    def __post_init__(self) -> None:
+        _hold_member(self, CompareOp)
 
 
 @dataclass(frozen=True, slots=True)
 class Logical(Expr):
     """`&` or `|` of two bools."""
 
-    op: str
+    op: LogicalOp
     a: Expr
     b: Expr
     dtype: str = "bool"
+
+    def __post_init__(self) -> None:
+        _hold_member(self, LogicalOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +236,13 @@ class Cast(Expr):
 class Reduce(Expr):
     """`te.sum/max/min/argmax/argmin(body, axis=...)` over one or more reduction axes."""
 
-    op: str
+    op: ReduceOp
     body: Expr
     axes: tuple[IterVar, ...]
     dtype: str = field(default="")
+
+    def __post_init__(self) -> None:
+        _hold_member(self, ReduceOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +250,19 @@ class Scan(Expr):
     """`te.cumsum/cumprod/cummax/cummin(body, axis=j)`: the inclusive scan of `body` along the
     stage's own spatial axis `j` (the element at j combines the body at 0..j)."""
 
-    op: str
+    op: ScanOp
     body: Expr
     axis: IterVar
     dtype: str = field(default="")
+
+    def __post_init__(self) -> None:
+        _hold_member(self, ScanOp)
+
+
+def _hold_member(node: Expr, kind: type[IROp]) -> None:
+    # a node built with its operator's name (`Reduce("sum", ...)`) holds the enum member
+    if type(node.op) is not kind:
+        object.__setattr__(node, "op", op_of(kind, node.op))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,25 +288,27 @@ def as_expr(value: ExprLike, what: str = "operand") -> Expr:
     raise DSLError(f"{what}: expected a DSL expression or a Python number, got {type(value).__name__}")
 
 
-def binary(op: str, a: ExprLike, b: ExprLike) -> Expr:
+def binary(op: BinaryOp | str, a: ExprLike, b: ExprLike) -> Expr:
     """`a <op> b` with the promoted dtype; `/` of integers is true division (a float)."""
-    ea, eb = as_expr(a, op), as_expr(b, op)
+    op = op_of(BinaryOp, op)
+    ea, eb = as_expr(a, op.value), as_expr(b, op.value)
     where = f"{_describe(ea)} {op} {_describe(eb)}"
     if "bool" in (ea.dtype, eb.dtype) and not dt.is_weak(ea.dtype) and not dt.is_weak(eb.dtype):
         raise DSLError(f"{where}: arithmetic on a bool; use te.where(cond, a, b), or & and | to combine conditions")
     dtype = dt.promote(ea.dtype, eb.dtype, where)
-    if op == "truediv" and dt.is_int(dtype):
+    if op is BinaryOp.TRUEDIV and dt.is_int(dtype):
         dtype = dt.WEAK_FLOAT if dt.is_weak(dtype) else "float32"
-    if op in ("floordiv", "mod") and not dt.is_int(dtype):
+    if op in (BinaryOp.FLOORDIV, BinaryOp.MOD) and not dt.is_int(dtype):
         raise DSLError(f"{where}: `//` and `%` need integer operands, got {dtype}")
     return Binary(op, ea, eb, dtype)
 
 
-def unary(op: str, x: ExprLike) -> Expr:
+def unary(op: UnaryOp | str, x: ExprLike) -> Expr:
     """A math function of one value; transcendental functions of integers give float32."""
-    ex = as_expr(x, op)
+    op = op_of(UnaryOp, op)
+    ex = as_expr(x, op.value)
     dtype = ex.dtype
-    if op == "not":
+    if op is UnaryOp.NOT:
         if dtype != "bool":
             raise DSLError(f"~{_describe(ex)}: `~` needs a bool (a comparison), got {dtype}")
         return Unary(op, ex, "bool")
@@ -300,9 +319,10 @@ def unary(op: str, x: ExprLike) -> Expr:
     return Unary(op, ex, dtype)
 
 
-def compare(op: str, a: ExprLike, b: ExprLike) -> Expr:
+def compare(op: CompareOp | str, a: ExprLike, b: ExprLike) -> Expr:
     """A comparison of two numbers of compatible dtypes."""
-    ea, eb = as_expr(a, op), as_expr(b, op)
+    op = op_of(CompareOp, op)
+    ea, eb = as_expr(a, op.value), as_expr(b, op.value)
     dt.promote(ea.dtype, eb.dtype, f"{_describe(ea)} {op} {_describe(eb)}")
     return Compare(op, ea, eb)
 
@@ -317,15 +337,20 @@ def _refuse_python_bool(value: object, what: str) -> None:
         )
 
 
-def logical(op: str, a: ExprLike, b: ExprLike) -> Expr:
+def logical(op: LogicalOp | str, a: ExprLike, b: ExprLike) -> Expr:
     """`&` / `|` of two bools."""
+    op = op_of(LogicalOp, op)
+    symbol = _LOGICAL_SYMBOL[op]
     for v in (a, b):
-        _refuse_python_bool(v, f"`{'&' if op == 'and' else '|'}`")
-    ea, eb = as_expr(a, op), as_expr(b, op)
+        _refuse_python_bool(v, f"`{symbol}`")
+    ea, eb = as_expr(a, op.value), as_expr(b, op.value)
     for e in (ea, eb):
         if e.dtype != "bool":
-            raise DSLError(f"`{'&' if op == 'and' else '|'}` needs bools (comparisons), got {e.dtype} in {_describe(e)}")
+            raise DSLError(f"`{symbol}` needs bools (comparisons), got {e.dtype} in {_describe(e)}")
     return Logical(op, ea, eb)
+
+
+_LOGICAL_SYMBOL = {LogicalOp.AND: "&", LogicalOp.OR: "|"}
 
 
 def select(cond: ExprLike, a: ExprLike, b: ExprLike) -> Expr:
@@ -362,15 +387,11 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return e.indices
     if isinstance(e, (Binary, Compare, Logical)):
         return (e.a, e.b)
-    if isinstance(e, (Unary,)):
-        return (e.x,)
-    if isinstance(e, Cast):
+    if isinstance(e, (Unary, Cast)):
         return (e.x,)
     if isinstance(e, Select):
         return (e.cond, e.a, e.b)
-    if isinstance(e, Reduce):
-        return (e.body,)
-    if isinstance(e, Scan):
+    if isinstance(e, (Reduce, Scan)):
         return (e.body,)
     return ()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from tiletune.errors import DSLError
-from tiletune.tensorexpr.expr import Expr, ExprLike, as_expr, binary, compare, select, unary
+from tiletune.tensorexpr.expr import BinaryOp, CompareOp, Expr, ExprLike, UnaryOp, as_expr, binary, compare, select, unary
 
 # torch.nn.functional.selu's constants
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -20,23 +20,23 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _abs(x: Expr) -> Expr:
-    return unary("abs", x)
+    return unary(UnaryOp.ABS, x)
 
 
 def _exp(x: ExprLike) -> Expr:
-    return unary("exp", x)
+    return unary(UnaryOp.EXP, x)
 
 
 def _log(x: ExprLike) -> Expr:
-    return unary("log", x)
+    return unary(UnaryOp.LOG, x)
 
 
 def _max(a: ExprLike, b: ExprLike) -> Expr:
-    return binary("maximum", a, b)
+    return binary(BinaryOp.MAXIMUM, a, b)
 
 
 def _min(a: ExprLike, b: ExprLike) -> Expr:
-    return binary("minimum", a, b)
+    return binary(BinaryOp.MINIMUM, a, b)
 
 
 def _number(value: ExprLike, what: str) -> ExprLike:
@@ -65,7 +65,7 @@ def expm1(x: ExprLike) -> Expr:
     """exp(x) - 1, accurate near 0 where `exp(x) - 1` would cancel."""
     x = as_expr(x, "te.nn.expm1")
     near_zero = x * _horner(x, _EXPM1_SERIES)
-    return select(compare("gt", _abs(x), 0.5), _exp(x) - 1, near_zero)
+    return select(compare(CompareOp.GT, _abs(x), 0.5), _exp(x) - 1, near_zero)
 
 
 def log1p(x: ExprLike) -> Expr:
@@ -74,7 +74,7 @@ def log1p(x: ExprLike) -> Expr:
     # log(1 + x) = 2 atanh(s) with s = x / (2 + x), |s| <= 1/3 here
     s = x / (2 + x)
     near_zero = 2 * s * _horner(s * s, _ATANH_SERIES)
-    return select(compare("gt", _abs(x), 0.5), _log(1 + x), near_zero)
+    return select(compare(CompareOp.GT, _abs(x), 0.5), _log(1 + x), near_zero)
 
 
 def relu(x: ExprLike) -> Expr:
@@ -86,7 +86,7 @@ def leaky_relu(x: ExprLike, negative_slope: ExprLike = 0.01) -> Expr:
     """x where x > 0, else negative_slope * x."""
     x = as_expr(x, "te.nn.leaky_relu")
     slope = _number(negative_slope, "te.nn.leaky_relu: negative_slope")
-    return select(compare("gt", x, 0), x, x * slope)
+    return select(compare(CompareOp.GT, x, 0), x, x * slope)
 
 
 def gelu(x: ExprLike, approximate: str = "none") -> Expr:
@@ -94,10 +94,10 @@ def gelu(x: ExprLike, approximate: str = "none") -> Expr:
     (`approximate="tanh"`)."""
     x = as_expr(x, "te.nn.gelu")
     if approximate == "none":
-        return 0.5 * x * (1 + unary("erf", x * math.sqrt(0.5)))
+        return 0.5 * x * (1 + unary(UnaryOp.ERF, x * math.sqrt(0.5)))
     if approximate == "tanh":
         inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1 + unary("tanh", inner))
+        return 0.5 * x * (1 + unary(UnaryOp.TANH, inner))
     raise DSLError(f"te.nn.gelu: approximate must be 'none' or 'tanh' (as in torch), got {approximate!r}")
 
 
@@ -106,7 +106,7 @@ def sigmoid(x: ExprLike) -> Expr:
     results keep their precision."""
     x = as_expr(x, "te.nn.sigmoid")
     e = _exp(-_abs(x))
-    return select(compare("ge", x, 0), 1 / (1 + e), e / (1 + e))
+    return select(compare(CompareOp.GE, x, 0), 1 / (1 + e), e / (1 + e))
 
 
 def silu(x: ExprLike) -> Expr:
@@ -124,7 +124,7 @@ def tanh(x: ExprLike) -> Expr:
     x = as_expr(x, "te.nn.tanh")
     e = expm1(-2 * _abs(x))  # in (-1, 0]: tanh(|x|) = -e / (2 + e), with no cancellation
     t = -e / (2 + e)
-    return select(compare("lt", x, 0), -t, t)
+    return select(compare(CompareOp.LT, x, 0), -t, t)
 
 
 def softplus(x: ExprLike, beta: ExprLike = 1.0, threshold: ExprLike = 20.0) -> Expr:
@@ -138,7 +138,7 @@ def softplus(x: ExprLike, beta: ExprLike = 1.0, threshold: ExprLike = 20.0) -> E
     smooth = _max(z, 0) + log1p(_exp(-_abs(z)))
     if not unit:
         smooth = smooth / beta
-    return select(compare("gt", z, threshold), x, smooth)
+    return select(compare(CompareOp.GT, z, threshold), x, smooth)
 
 
 def softsign(x: ExprLike) -> Expr:
@@ -152,7 +152,7 @@ def elu(x: ExprLike, alpha: ExprLike = 1.0) -> Expr:
     x = as_expr(x, "te.nn.elu")
     alpha = _number(alpha, "te.nn.elu: alpha")
     # the negative branch sees min(x, 0), so exp never overflows on the branch not taken
-    return select(compare("gt", x, 0), x, alpha * expm1(_min(x, 0)))
+    return select(compare(CompareOp.GT, x, 0), x, alpha * expm1(_min(x, 0)))
 
 
 def selu(x: ExprLike) -> Expr:

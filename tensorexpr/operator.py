@@ -165,7 +165,9 @@ class Graph:
 
 
 def canonical_text(graph: Graph) -> str:
-    """A canonical rendering of the graph: tensors and axes numbered by position."""
+    """A canonical rendering of the graph: tensors and axes numbered by position, operators by
+    their DSL names (the enum members' values: the text, and so the hash that keys the tuning
+    DB, is what it was when operators were strings)."""
     names: dict[object, str] = {}
     for n, t in enumerate(graph.inputs):
         names[t] = f"in{n}"
@@ -184,18 +186,18 @@ def canonical_text(graph: Graph) -> str:
         if isinstance(e, Read):
             return f"{names[e.tensor]}[{','.join(expr_text(i, axes) for i in e.indices)}]"
         if isinstance(e, (Binary, Compare, Logical)):
-            return f"{e.op}({expr_text(e.a, axes)},{expr_text(e.b, axes)}):{e.dtype}"
+            return f"{e.op.value}({expr_text(e.a, axes)},{expr_text(e.b, axes)}):{e.dtype}"
         if isinstance(e, Unary):
-            return f"{e.op}({expr_text(e.x, axes)}):{e.dtype}"
+            return f"{e.op.value}({expr_text(e.x, axes)}):{e.dtype}"
         if isinstance(e, Cast):
             return f"cast({expr_text(e.x, axes)}):{e.dtype}"
         if isinstance(e, Select):
             return f"where({expr_text(e.cond, axes)},{expr_text(e.a, axes)},{expr_text(e.b, axes)}):{e.dtype}"
         if isinstance(e, Reduce):
             ax = ",".join(expr_text(a, axes) for a in e.axes)
-            return f"{e.op}[{ax}]({expr_text(e.body, axes)}):{e.dtype}"
+            return f"{e.op.value}[{ax}]({expr_text(e.body, axes)}):{e.dtype}"
         if isinstance(e, Scan):
-            return f"scan_{e.op}[{expr_text(e.axis, axes)}]({expr_text(e.body, axes)}):{e.dtype}"
+            return f"scan_{e.op.value}[{expr_text(e.axis, axes)}]({expr_text(e.body, axes)}):{e.dtype}"
         raise TypeError(type(e))
 
     lines = [f"dims {','.join(graph.dim_names)}"]

@@ -4,6 +4,7 @@ recorded result. The operator below uses every operator of the IR once."""
 from __future__ import annotations
 
 from tiletune import tensorexpr as te
+from tiletune.tensorexpr.expr import OP_ENUMS, walk
 from tiletune.tensorexpr.operator import canonical_text
 
 
@@ -78,3 +79,12 @@ def test_canonical_text_of_every_operator_is_pinned():
 
 def test_structural_hash_of_every_operator_is_pinned():
     assert every_operator.graph().structural_hash() == EXPECTED_HASH
+
+
+def test_the_pinned_operator_uses_every_member_of_every_operator_enum():
+    graph = every_operator.graph()
+    # (kind, name) pairs: ReduceOp.SUM and ScanOp.SUM are equal as names, not as members
+    used = {(type(n.op), n.op.value) for t in graph.stages for n in walk(t.op.body) if hasattr(n, "op")}
+    for kind in OP_ENUMS:
+        missing = [m.value for m in kind if (kind, m.value) not in used]
+        assert not missing, f"{kind.__name__}: {missing}"
