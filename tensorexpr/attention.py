@@ -22,16 +22,20 @@ from dataclasses import dataclass, fields
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
     Binary,
+    BinaryOp,
     Cast,
     Compare,
+    CompareOp,
     Const,
     DimVar,
     Expr,
     IterVar,
     Read,
     Reduce,
+    ReduceOp,
     Select,
     Unary,
+    UnaryOp,
     axes_of,
     children,
     rebuild,
@@ -67,21 +71,21 @@ class Attention:
 def find_attention(graph: Graph) -> Attention | None:
     """The attention roles of `graph`, or None if its output is not attention."""
     out = graph.output
-    if out.reduction is not None and out.reduction.op != "sum":
+    if out.reduction is not None and out.reduction.op is not ReduceOp.SUM:
         return None
     body = _strip(_inline_all(out.op.body))
     parts = _split_output(body)
     if parts is None:
         return None
     j, p, v, rowsum = parts
-    if not (isinstance(rowsum, Reduce) and rowsum.op == "sum" and len(rowsum.axes) == 1):
+    if not (isinstance(rowsum, Reduce) and rowsum.op is ReduceOp.SUM and len(rowsum.axes) == 1):
         return None
     if not _alpha_eq(rowsum.body, p, {rowsum.axes[0]: j}):
         return None  # divided by something else than the sum of the probabilities
-    if not (isinstance(p, Unary) and p.op == "exp" and isinstance(p.x, Binary) and p.x.op == "sub"):
+    if not (isinstance(p, Unary) and p.op is UnaryOp.EXP and isinstance(p.x, Binary) and p.x.op is BinaryOp.SUB):
         return None
     score, row_max = p.x.a, p.x.b
-    if not (isinstance(row_max, Reduce) and row_max.op == "max" and len(row_max.axes) == 1):
+    if not (isinstance(row_max, Reduce) and row_max.op is ReduceOp.MAX and len(row_max.axes) == 1):
         return None
     if not _alpha_eq(row_max.body, score, {row_max.axes[0]: j}):
         return None
@@ -90,14 +94,14 @@ def find_attention(graph: Graph) -> Attention | None:
         if _is_neg_inf(score.b):
             mask, score = score.cond, score.a
         elif _is_neg_inf(score.a):
-            mask, score = Unary("not", score.cond, "bool"), score.b
+            mask, score = Unary(UnaryOp.NOT, score.cond, "bool"), score.b
         else:
             return None
     scale_factors, reduces = _factors(score)
     if len(reduces) != 1:
         return None
     (qk,) = reduces
-    if qk.op != "sum" or len(qk.axes) != 1:
+    if qk.op is not ReduceOp.SUM or len(qk.axes) != 1:
         return None
     (d,) = qk.axes
     inner_scale, terms = _factors(qk.body)
@@ -116,9 +120,9 @@ def find_attention(graph: Graph) -> Attention | None:
 
 def _split_output(body: Expr) -> tuple[IterVar, Expr, Expr, Expr] | None:
     """(j, P, v, row sum) of `sum_j P * v / L` or `(sum_j P * v) / L`, else None."""
-    if isinstance(body, Binary) and body.op == "truediv" and isinstance(body.a, Reduce):
+    if isinstance(body, Binary) and body.op is BinaryOp.TRUEDIV and isinstance(body.a, Reduce):
         numerator, rowsum = body.a, body.b
-        if numerator.op != "sum" or len(numerator.axes) != 1:
+        if numerator.op is not ReduceOp.SUM or len(numerator.axes) != 1:
             return None
         scale, varying = _factors(numerator.body)
         if scale or len(varying) != 2:
@@ -126,7 +130,7 @@ def _split_output(body: Expr) -> tuple[IterVar, Expr, Expr, Expr] | None:
         j = numerator.axes[0]
         pv = _p_and_v(varying, j)
         return None if pv is None else (j, pv[0], pv[1], rowsum)
-    if isinstance(body, Reduce) and body.op == "sum" and len(body.axes) == 1:
+    if isinstance(body, Reduce) and body.op is ReduceOp.SUM and len(body.axes) == 1:
         (j,) = body.axes
         flat = _flatten(body.body)
         if flat is None:
@@ -142,7 +146,7 @@ def _split_output(body: Expr) -> tuple[IterVar, Expr, Expr, Expr] | None:
 def _p_and_v(pair: list[Expr], j: IterVar) -> tuple[Expr, Expr] | None:
     a, b = pair
     for p, v in ((a, b), (b, a)):
-        if isinstance(p, Unary) and p.op == "exp" and isinstance(v, Read):
+        if isinstance(p, Unary) and p.op is UnaryOp.EXP and isinstance(v, Read):
             return p, v
     return None
 
@@ -173,10 +177,10 @@ def _roles(graph: Graph, j: IterVar, d: IterVar, terms: list[Expr], v: Expr):
 def _is_causal(mask: Expr, i: IterVar, j: IterVar) -> bool:
     """True for `j <= i` in any of its spellings (`i >= j`, `~(j > i)`, `~(i < j)`)."""
     if isinstance(mask, Compare):
-        return (mask.op, mask.a, mask.b) in (("le", j, i), ("ge", i, j))
-    if isinstance(mask, Unary) and mask.op == "not" and isinstance(mask.x, Compare):
+        return (mask.op, mask.a, mask.b) in ((CompareOp.LE, j, i), (CompareOp.GE, i, j))
+    if isinstance(mask, Unary) and mask.op is UnaryOp.NOT and isinstance(mask.x, Compare):
         c = mask.x
-        return (c.op, c.a, c.b) in (("gt", j, i), ("lt", i, j))
+        return (c.op, c.a, c.b) in ((CompareOp.GT, j, i), (CompareOp.LT, i, j))
     return False
 
 
@@ -207,10 +211,10 @@ def _strip(e: Expr) -> Expr:
 
 def _flatten(e: Expr) -> tuple[list[Expr], list[Expr]] | None:
     """The factors of a product/quotient: (numerator factors, denominator factors)."""
-    if isinstance(e, Binary) and e.op == "mul":
+    if isinstance(e, Binary) and e.op is BinaryOp.MUL:
         a, b = _flatten(e.a), _flatten(e.b)
         return None if a is None or b is None else (a[0] + b[0], a[1] + b[1])
-    if isinstance(e, Binary) and e.op == "truediv":
+    if isinstance(e, Binary) and e.op is BinaryOp.TRUEDIV:
         a, b = _flatten(e.a), _flatten(e.b)
         return None if a is None or b is None else (a[0] + b[1], a[1] + b[0])
     return [e], []
@@ -228,7 +232,7 @@ def _factors(e: Expr) -> tuple[list[Expr], list[Expr]]:
         if _varies(f):
             varying.extend([f, f])  # never a clean match
         else:
-            scale.append(Binary("truediv", Const(1.0, dt.WEAK_FLOAT), f, dt.WEAK_FLOAT))
+            scale.append(Binary(BinaryOp.TRUEDIV, Const(1.0, dt.WEAK_FLOAT), f, dt.WEAK_FLOAT))
     return scale, varying
 
 
@@ -239,12 +243,12 @@ def _varies(e: Expr) -> bool:
 def _product(factors: list[Expr]) -> Expr:
     result: Expr = Const(1.0, dt.WEAK_FLOAT)
     for f in factors:
-        result = f if isinstance(result, Const) and result.value == 1.0 else Binary("mul", result, f, dt.WEAK_FLOAT)
+        result = f if isinstance(result, Const) and result.value == 1.0 else Binary(BinaryOp.MUL, result, f, dt.WEAK_FLOAT)
     return result
 
 
 def _is_neg_inf(e: Expr) -> bool:
-    if isinstance(e, Unary) and e.op == "neg":
+    if isinstance(e, Unary) and e.op is UnaryOp.NEG:
         return isinstance(e.x, Const) and e.x.value == math.inf
     return isinstance(e, Const) and not isinstance(e.value, bool) and e.value == -math.inf
 

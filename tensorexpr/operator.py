@@ -19,6 +19,7 @@ from tiletune.errors import DSLError
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
     Binary,
+    BinaryOp,
     Cast,
     Compare,
     Const,
@@ -31,6 +32,7 @@ from tiletune.tensorexpr.expr import (
     Scan,
     Select,
     Unary,
+    UnaryOp,
     walk,
 )
 from tiletune.tensorexpr.tensor import ComputeOp, Tensor, format_shape
@@ -44,18 +46,22 @@ def evaluate_extent(e: Expr, dims: Mapping[str, int]) -> int:
         if e.name not in dims:
             raise DSLError(f"dim {e.name} is not bound; expected a value for it")
         return int(dims[e.name])
-    if isinstance(e, Binary):
+    if isinstance(e, Binary) and SHAPE_ARITHMETIC[e.op] is not None:
         a, b = evaluate_extent(e.a, dims), evaluate_extent(e.b, dims)
-        ops = {"add": a + b, "sub": a - b, "mul": a * b}
-        if e.op in ops:
-            return ops[e.op]
-        if e.op in ("floordiv", "mod"):
-            if b == 0:
-                raise DSLError(f"shape expression divides by zero with dims {dict(dims)}")
-            return a // b if e.op == "floordiv" else a % b
-    if isinstance(e, Unary) and e.op == "neg":
+        if e.op in (BinaryOp.FLOORDIV, BinaryOp.MOD) and b == 0:
+            raise DSLError(f"shape expression divides by zero with dims {dict(dims)}")
+        return SHAPE_ARITHMETIC[e.op](a, b)
+    if isinstance(e, Unary) and e.op is UnaryOp.NEG:
         return -evaluate_extent(e.x, dims)
     raise DSLError(f"cannot evaluate shape expression of kind {type(e).__name__}")
+
+
+# Integer arithmetic a shape expression may use; None: not allowed in a shape.
+SHAPE_ARITHMETIC: dict[BinaryOp, Callable[[int, int], int] | None] = {
+    BinaryOp.ADD: int.__add__, BinaryOp.SUB: int.__sub__, BinaryOp.MUL: int.__mul__,
+    BinaryOp.FLOORDIV: int.__floordiv__, BinaryOp.MOD: int.__mod__,
+    BinaryOp.TRUEDIV: None, BinaryOp.MAXIMUM: None, BinaryOp.MINIMUM: None,
+}
 
 
 # Bounds on a workload's sizes: a dim must fit the kernels' int32 index arithmetic, and no tensor

@@ -7,25 +7,33 @@ in float64, as a fused kernel keeps them in fp32 registers rather than storing t
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from tiletune.errors import DSLError
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
+    ARG_REDUCE_OPS,
+    FLOAT_ONLY_UNARY,
     Binary,
+    BinaryOp,
     Cast,
     Compare,
+    CompareOp,
     Const,
     DimVar,
     Expr,
     IterVar,
     Logical,
+    LogicalOp,
     Read,
     Reduce,
+    ReduceOp,
+    ScanOp,
     Select,
     Unary,
+    UnaryOp,
 )
 from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import ComputeOp, Tensor
@@ -106,14 +114,6 @@ def _evaluate_stage(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str
     return out
 
 
-_SCANS = {
-    "sum": torch.cumsum,
-    "prod": torch.cumprod,
-    "max": lambda x, dim: torch.cummax(x, dim).values,
-    "min": lambda x, dim: torch.cummin(x, dim).values,
-}
-
-
 def _evaluate_scan(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str, int]) -> torch.Tensor:
     """A scan stage: its body evaluated everywhere as a stage of its own, then scanned along the
     axis with torch (in float64 for floats), then the casts around the scan applied."""
@@ -121,7 +121,7 @@ def _evaluate_scan(graph: Graph, stage: Tensor, values: dict, dims: Mapping[str,
     body_stage = Tensor(stage.name, stage.shape, scan.dtype, ComputeOp(stage.op.axes, scan.body))
     body = _evaluate_stage(graph, body_stage, values, dims)
     axis_no = next(n for n, a in enumerate(stage.op.axes) if a is scan.axis)
-    out = _SCANS[scan.op](body, dim=axis_no)
+    out = SCAN[scan.op](body, dim=axis_no)
     casts = []
     root = stage.op.body
     while isinstance(root, Cast):
@@ -177,12 +177,11 @@ class _Context:
             return self.unary(e)
         if isinstance(e, Compare):
             a, b = self.eval(e.a), self.eval(e.b)
-            fn = {"lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq, "ne": torch.ne}[e.op]
-            return fn(_to_tensor(a, e.a.dtype), _to_tensor(b, e.b.dtype))
+            return COMPARE[e.op](_to_tensor(a, e.a.dtype), _to_tensor(b, e.b.dtype))
         if isinstance(e, Logical):
             a = _to_tensor(self.eval(e.a), "bool")
             b = _to_tensor(self.eval(e.b), "bool")
-            return (a & b) if e.op == "and" else (a | b)
+            return LOGICAL[e.op](a, b)
         if isinstance(e, Select):
             c = _to_tensor(self.eval(e.cond), "bool")
             a = _to_tensor(self.guarded(c, e.a), e.dtype).to(_compute_type(e.dtype))
@@ -192,25 +191,23 @@ class _Context:
             x = _to_tensor(self.eval(e.x), e.x.dtype)
             return x.to(torch_dtype(e.dtype)).to(_compute_type(e.dtype))
         if isinstance(e, Reduce):
-            value_type = e.body.dtype if e.op in ("argmax", "argmin") else e.dtype
-            body = _to_tensor(self.eval(e.body), e.body.dtype).to(_compute_type(value_type))
-            first = self.rank - len(e.axes)
-            shape = list(torch.broadcast_shapes(body.shape, (1,) * self.rank))
-            for k in range(first, self.rank):
-                shape[k] = self.env[e.axes[k - first]].shape[k]
-            body = body.expand(shape)
-            red = tuple(range(first, self.rank))
-            if e.op in ("argmax", "argmin"):
-                # torch's argmax flattens row-major and takes the first index on ties
-                flat = body.reshape(*body.shape[:first], -1, *([1] * (len(red) - 1)))
-                fn = torch.argmax if e.op == "argmax" else torch.argmin
-                return fn(flat, dim=first, keepdim=True)
-            if e.op == "sum":
-                return body.sum(dim=red, keepdim=True)
-            if e.op == "max":
-                return body.amax(dim=red, keepdim=True)
-            return body.amin(dim=red, keepdim=True)
+            return self.reduce(e)
         raise TypeError(f"reference: unknown node {type(e).__name__}")
+
+    def reduce(self, e: Reduce):
+        value_type = e.body.dtype if e.op in ARG_REDUCE_OPS else e.dtype
+        body = _to_tensor(self.eval(e.body), e.body.dtype).to(_compute_type(value_type))
+        first = self.rank - len(e.axes)
+        shape = list(torch.broadcast_shapes(body.shape, (1,) * self.rank))
+        for k in range(first, self.rank):
+            shape[k] = self.env[e.axes[k - first]].shape[k]
+        body = body.expand(shape)
+        red = tuple(range(first, self.rank))
+        if e.op in ARG_REDUCE_OPS:
+            # torch's argmax flattens row-major and takes the first index on ties
+            flat = body.reshape(*body.shape[:first], -1, *([1] * (len(red) - 1)))
+            return REDUCE[e.op](flat, dim=first, keepdim=True)
+        return REDUCE[e.op](body, dim=red, keepdim=True)
 
     def read(self, e: Read):
         source = self.values[e.tensor]
@@ -242,32 +239,53 @@ class _Context:
             a = _to_tensor(a, e.a.dtype).to(ctype)
         elif not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
             a = torch.tensor(a, dtype=ctype)
-        if e.op == "add":
-            return a + b
-        if e.op == "sub":
-            return a - b
-        if e.op == "mul":
-            return a * b
-        if e.op == "truediv":
-            return _to_tensor(a, e.a.dtype).to(torch.float64) / b
-        if e.op == "floordiv":
-            return torch.div(_to_tensor(a, e.a.dtype), b, rounding_mode="floor")
-        if e.op == "mod":
-            return torch.remainder(_to_tensor(a, e.a.dtype), b)
-        ta = _to_tensor(a, e.dtype).to(ctype)
-        tb = _to_tensor(b, e.dtype).to(ctype)
-        return torch.maximum(ta, tb) if e.op == "maximum" else torch.minimum(ta, tb)
+        return BINARY[e.op](a, b, e)
 
     def unary(self, e: Unary):
         x = _to_tensor(self.eval(e.x), e.x.dtype)
-        if e.op == "neg":
-            return -x
-        if e.op == "not":
-            return ~x
-        if e.op == "abs":
-            return x.abs()
-        x = x.to(torch.float64)
-        return {
-            "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
-            "tanh": torch.tanh, "sigmoid": torch.sigmoid, "erf": torch.erf,
-        }[e.op](x)
+        if e.op in FLOAT_ONLY_UNARY:
+            x = x.to(torch.float64)
+        return UNARY[e.op](x)
+
+
+def _same_type(a: object, b: object, e: Binary) -> tuple[torch.Tensor, torch.Tensor]:
+    ctype = _compute_type(e.dtype)
+    return _to_tensor(a, e.dtype).to(ctype), _to_tensor(b, e.dtype).to(ctype)
+
+
+# The reference's meaning of each operator (one table per node kind, keyed by every member).
+# A binary operation gets its operands as evaluated (tensors or Python numbers) and its node.
+BINARY: dict[BinaryOp, Callable[[object, object, Binary], torch.Tensor]] = {
+    BinaryOp.ADD: lambda a, b, e: a + b,
+    BinaryOp.SUB: lambda a, b, e: a - b,
+    BinaryOp.MUL: lambda a, b, e: a * b,
+    BinaryOp.TRUEDIV: lambda a, b, e: _to_tensor(a, e.a.dtype).to(torch.float64) / b,
+    BinaryOp.FLOORDIV: lambda a, b, e: torch.div(_to_tensor(a, e.a.dtype), b, rounding_mode="floor"),
+    BinaryOp.MOD: lambda a, b, e: torch.remainder(_to_tensor(a, e.a.dtype), b),
+    BinaryOp.MAXIMUM: lambda a, b, e: torch.maximum(*_same_type(a, b, e)),
+    BinaryOp.MINIMUM: lambda a, b, e: torch.minimum(*_same_type(a, b, e)),
+}
+# float-only functions (FLOAT_ONLY_UNARY) get their argument in float64
+UNARY: dict[UnaryOp, Callable[[torch.Tensor], torch.Tensor]] = {
+    UnaryOp.NEG: torch.neg, UnaryOp.NOT: torch.bitwise_not, UnaryOp.ABS: torch.abs,
+    UnaryOp.EXP: torch.exp, UnaryOp.LOG: torch.log, UnaryOp.SQRT: torch.sqrt, UnaryOp.RSQRT: torch.rsqrt,
+    UnaryOp.TANH: torch.tanh, UnaryOp.SIGMOID: torch.sigmoid, UnaryOp.ERF: torch.erf,
+}
+COMPARE: dict[CompareOp, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    CompareOp.LT: torch.lt, CompareOp.LE: torch.le, CompareOp.GT: torch.gt,
+    CompareOp.GE: torch.ge, CompareOp.EQ: torch.eq, CompareOp.NE: torch.ne,
+}
+LOGICAL: dict[LogicalOp, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    LogicalOp.AND: torch.bitwise_and, LogicalOp.OR: torch.bitwise_or,
+}
+# over the reduce dims, kept; an arg-reduction gets the reduce dims flattened into one
+REDUCE: dict[ReduceOp, Callable[..., torch.Tensor]] = {
+    ReduceOp.SUM: torch.sum, ReduceOp.MAX: torch.amax, ReduceOp.MIN: torch.amin,
+    ReduceOp.ARGMAX: torch.argmax, ReduceOp.ARGMIN: torch.argmin,
+}
+SCAN: dict[ScanOp, Callable[..., torch.Tensor]] = {
+    ScanOp.SUM: torch.cumsum,
+    ScanOp.PROD: torch.cumprod,
+    ScanOp.MAX: lambda x, dim: torch.cummax(x, dim).values,
+    ScanOp.MIN: lambda x, dim: torch.cummin(x, dim).values,
+}

@@ -60,3 +60,27 @@ def test_an_unknown_operator_name_is_a_dsl_error():
         op_of(BinaryOp, "pow")
     with pytest.raises(DSLError, match="unknown UnaryOp"):
         te.unary("cos", 1.0)
+
+
+def _tables_of_tensorexpr():
+    from tiletune.tensorexpr import reference
+    from tiletune.tensorexpr.operator import SHAPE_ARITHMETIC
+
+    return {
+        "reference.BINARY": (reference.BINARY, BinaryOp),
+        "reference.UNARY": (reference.UNARY, UnaryOp),
+        "reference.COMPARE": (reference.COMPARE, CompareOp),
+        "reference.LOGICAL": (reference.LOGICAL, LogicalOp),
+        "reference.REDUCE": (reference.REDUCE, ReduceOp),
+        "reference.SCAN": (reference.SCAN, ScanOp),
+        "operator.SHAPE_ARITHMETIC": (SHAPE_ARITHMETIC, BinaryOp),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_tables_of_tensorexpr()))
+def test_every_operator_table_covers_every_member_of_its_enum(name):
+    """A table keyed by an operator enum says what each member means; a member missing from it
+    would fail only when an operator first uses it (a partial table maps the rest to None)."""
+    table, kind = _tables_of_tensorexpr()[name]
+    assert all(type(key) is kind for key in table), f"{name} has keys that are not {kind.__name__} members"
+    assert set(table) == set(kind), f"{name} misses {sorted(m.value for m in set(kind) - set(table))}"
