@@ -82,7 +82,7 @@ def dispatch_overhead(device: str, calls: int, db: Path) -> dict:
 
 def gpu_overhead(calls: int, db: Path) -> dict:
     """The loaded call against the raw launch of the same kernel on the GPU."""
-    from tiletune.search.timing import CudaTimer
+    from tiletune.search.measurement.timing import CudaTimer
 
     figures = {}
     small_a = torch.randn(64, 64, dtype=torch.float16, device="cuda")

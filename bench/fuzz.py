@@ -29,8 +29,9 @@ ENV = {"TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": os.environ["TRITON_D
 
 
 def _warm() -> None:
-    import tiletune.kernels.fuzz.runner  # noqa: F401 - import torch and Triton once per worker
     import triton  # noqa: F401
+
+    import tiletune.kernels.fuzz.runner  # noqa: F401 - import torch and Triton once per worker
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +65,7 @@ def fuzz(pairs: int, seed: int, workers: int, timeout: float, findings_dir: Path
     from tiletune.kernels.fuzz import program as fp
     from tiletune.kernels.fuzz.programs import generate
     from tiletune.kernels.fuzz.runner import config_of, pair_seed, run_index
-    from tiletune.search.workers import WorkerPool
+    from tiletune.search.execution.workers import WorkerPool
 
     start = time.perf_counter()
     counts: collections.Counter = collections.Counter()

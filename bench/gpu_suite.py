@@ -5,7 +5,7 @@ workload into a fresh DB, then called through `tiletune.load`), torch eager (cuB
 SDPA for attention), `torch.compile(mode="max-autotune")` of the eager code, and a reference
 Triton kernel tuned with `triton.autotune` (`bench/reference_kernels.py`; none for attention).
 Every output is checked against an fp32 reference before it is timed; every time comes from
-the same timer (`tiletune.search.timing`: events, a flushed L2, CUDA graphs for small calls).
+the same timer (`tiletune.search.measurement.timing`: events, a flushed L2, CUDA graphs for small calls).
 
 Cases: GEMM fp16 and bf16 at square 1024-8192 and LLM shapes (M in {16, 128, 4096} against
 N/K in {4096, 14336}), matmul + bias + GELU, softmax, layernorm, rmsnorm, attention. Reported:
@@ -176,9 +176,8 @@ class Tuning:
     """tiletune's side: worker pools, the GPU measurer and a DB shared by every case of a run."""
 
     def __init__(self, db: Path, workers: int) -> None:
-        from tiletune.search.measure import CudaMeasurer
-        from tiletune.search.tuner import COMPILE_ENV, Pools
-        from tiletune.search.workers import WorkerPool
+        from tiletune.search.execution.workers import COMPILE_ENV, Pools, WorkerPool
+        from tiletune.search.measurement.measurers import CudaMeasurer
 
         self.db = db
         self.gpu_pool = WorkerPool(1, env=COMPILE_ENV, name="gpu")
@@ -187,7 +186,7 @@ class Tuning:
 
     def tune(self, case: Case, seconds: float):
         """Tune `case` for `seconds` of wall time; returns the tuner's report."""
-        from tiletune.search.task import Task, TaskSpec
+        from tiletune.kernels.task import Task, TaskSpec
         from tiletune.search.tuner import Budget, Tuner
         from tiletune.tuning_db import TuningDB
 
@@ -330,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no case matches {args.cases}; --list shows them")
         return 2
 
-    from tiletune.search.timing import CudaTimer, TimingPolicy, clock_facts
+    from tiletune.search.measurement.timing import CudaTimer, TimingPolicy, clock_facts
 
     device = torch.cuda.get_device_name()
     path = args.results or results_path(device, datetime.date.today().isoformat())

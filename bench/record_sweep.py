@@ -1,7 +1,7 @@
 """Record a sweep: measure every config of some workloads' spaces and keep them as a replay file.
 
 A sweep recorded on a GPU lets search strategies be compared on real measurements anywhere
-(`search/replay.py`, `bench/search_efficiency.py --sweep FILE`). The default workloads are
+(`search/measurement/sweep_recording.py`, `bench/search_efficiency.py --sweep FILE`). The default workloads are
 matmul at three shapes, softmax and layernorm.
 
     python bench/record_sweep.py --device cuda [--out bench/data/sweep-<device>.jsonl]
@@ -25,7 +25,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 from tiletune.cli import parse_shape  # noqa: E402
 from tiletune.errors import TiletuneError, UsageError  # noqa: E402
-from tiletune.search.task import TaskSpec  # noqa: E402
+from tiletune.kernels.task import TaskSpec  # noqa: E402
 
 DEFAULT_WORKLOADS = [
     "matmul M=512,N=512,K=512 float16",
@@ -73,16 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record(args: argparse.Namespace) -> int:
-    from tiletune.search.replay import record_sweep
+    from tiletune.search.measurement.sweep_recording import record_sweep
 
     specs = [parse_workload(w) for w in (args.workload or DEFAULT_WORKLOADS)]
     if args.sample is not None and args.sample < 0:
         raise UsageError(f"--sample must be >= 0, got {args.sample}")
     gpu_pool = None
     if args.device == "cuda":
-        from tiletune.search.measure import CudaMeasurer
-        from tiletune.search.tuner import COMPILE_ENV
-        from tiletune.search.workers import WorkerPool
+        from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+        from tiletune.search.measurement.measurers import CudaMeasurer
 
         gpu_pool = WorkerPool(1, env=COMPILE_ENV, name="sweep-gpu")
         try:
@@ -91,10 +90,10 @@ def record(args: argparse.Namespace) -> int:
             gpu_pool.close()
             raise
     else:
-        from tiletune.search.measure import SimMeasurer
+        from tiletune.search.measurement.measurers import SimMeasurer
 
         measurer = SimMeasurer(args.device)
-    from tiletune.search.replay import sweep_configs
+    from tiletune.search.measurement.sweep_recording import sweep_configs
 
     out = args.out or default_out(measurer.device.name)
     wanted = {spec: len(sweep_configs(spec, args.sample, args.seed)) for spec in specs}  # listing a space is not free

@@ -5,7 +5,7 @@ The same multi-workload tuning run (same workloads, seed, trial budget and batch
 of this machine. A first run (local executor, no real time) fills the compile and verification
 caches, and a second (Ray, no real time) warms the Ray CPU workers that all runs share: those steps are CPU-bound and this machine has two cores, and the figure is about
 spreading measurements, which sleep as long as the real GPU would take (see
-`search/sim_realtime.py`). Reports trials per second, parallel efficiency against 1 worker
+`search/measurement/sim_realtime.py`). Reports trials per second, parallel efficiency against 1 worker
 (trials/s at N / (N x trials/s at 1)), and whether every workload's best config equals the
 1-worker run's (the batches must not depend on how many workers measure them).
 
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tiletune.kernels.task import TaskSpec
 from tiletune.search.scheduler import WorkloadEntry
-from tiletune.search.task import TaskSpec
 
 WORKLOADS = [
     WorkloadEntry(TaskSpec.make("add", {"N": 4096, "D": 4096}, "float32")),
@@ -55,7 +55,8 @@ def main() -> None:
     workloads = WORKLOADS[:2] if args.quick else WORKLOADS
     common = dict(trials=trials, batch_size=args.batch_size, seed=args.seed, workloads=workloads)
 
-    from tiletune.search.ray_executor import RayBackend, init
+    from tiletune.search.execution.ray_tasks import init
+    from tiletune.search.ray_backend import RayBackend
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

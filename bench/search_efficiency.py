@@ -1,11 +1,12 @@
 """Search efficiency: how many trials each strategy needs to get within 95% of the best config.
 
 Step A records (or loads) a sweep: every config of a sample of each workload's space, compiled
-for sm_90 and measured once (`search/replay.py`). Step B replays searches against it, without
-the tuner: for every strategy and seed, propose a batch, answer latencies from the sweep, and
-count the trials until a config with latency <= best / 0.95 turns up. It also reports the cost
-model's pairwise ranking accuracy on held-out configs and the gain from warm-starting the model
-with the other workloads' records. Prints tables; `--json` writes the figures.
+for sm_90 and measured once (`search/measurement/sweep_recording.py`). Step B replays searches
+against it through the tuner loop (`search/replay_search.py`), without a DB or compiles: for
+every strategy and seed, propose a batch, answer latencies from the sweep, and count the trials
+until a config with latency <= best / 0.95 turns up. It also reports the cost model's pairwise
+ranking accuracy on held-out configs and the gain from warm-starting the model with the other
+workloads' records. Prints tables; `--json` writes the figures.
 
     python bench/search_efficiency.py --quick [--record] [--sweep PATH] [--json PATH]
 
@@ -34,10 +35,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from tiletune.kernels.library import BUILTINS  # noqa: E402
+from tiletune.kernels.task import TaskSpec  # noqa: E402
 from tiletune.search.cost_model import XGBCostModel  # noqa: E402
 from tiletune.search.features import featurize  # noqa: E402
-from tiletune.search.replay import Sweep, ok_rows, record_sweep, replay_search  # noqa: E402
-from tiletune.search.task import TaskSpec  # noqa: E402
+from tiletune.search.measurement.sweep import Sweep  # noqa: E402
+from tiletune.search.measurement.sweep_recording import record_sweep  # noqa: E402
+from tiletune.search.replay_search import ok_rows, replay_search  # noqa: E402
 
 WORKLOADS = [
     TaskSpec.make("matmul", {"M": 512, "N": 512, "K": 512}, "float16"),

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tiletune.search.measure import SimMeasurer
-from tiletune.search.task import TaskSpec
+from tiletune.kernels.task import TaskSpec
+from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.tuner import Budget, Tuner
 from tiletune.tuning_db import TuningDB
 

@@ -16,8 +16,9 @@ same columns, in the same order, whatever its operator:
   `k_iterations`. A missing fact is -1; `waves` and `intensity` are derived from the others
   when the lowering did not supply them.
 - **static facts** from the AOT compile: registers, log1p of spill bytes, log2 of shared
-  memory, and the occupancy they imply on an H100 (`estimate_occupancy`). Unknown facts (the
-  mapping may be empty) are -1; occupancy is then bounded by warps and blocks alone.
+  memory, and the resident blocks and occupancy they imply on the kernels' target GPU
+  (`kernels.target`). Unknown facts (the mapping may be empty) are -1; occupancy is then
+  bounded by warps and blocks alone.
 
 Featurization is pure and deterministic: the same inputs give the same float32 vector in every
 process (no salted `hash()`).
@@ -26,19 +27,16 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
 
+from tiletune.kernels.target import KERNEL_TARGET, GPUTarget
+
 __all__ = [
     "ABSENT",
     "FEATURE_NAMES",
-    "H100_LIMITS",
     "KNOWN_KNOBS",
-    "SMLimits",
-    "blocks_per_sm",
-    "estimate_occupancy",
     "featurize",
     "featurize_many",
     "string_bucket",
@@ -84,64 +82,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SMLimits:
-    """Per-SM residency limits of a GPU, as the occupancy estimate needs them."""
-
-    name: str
-    sm_count: int
-    regs_per_sm: int
-    smem_per_sm: int
-    smem_reserved_per_block: int
-    max_warps_per_sm: int
-    max_blocks_per_sm: int
-    reg_alloc_unit: int
-
-
-#: H100 SXM5 (compute capability 9.0), from the CUDA C Programming Guide's occupancy tables.
-H100_LIMITS = SMLimits(
-    name="h100",
-    sm_count=132,
-    regs_per_sm=65_536,
-    smem_per_sm=228 * 1024,
-    smem_reserved_per_block=1024,  # the driver reserves 1 KiB of shared memory per resident block
-    max_warps_per_sm=64,
-    max_blocks_per_sm=32,
-    reg_alloc_unit=256,  # registers are allocated per warp in chunks of 256
-)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def blocks_per_sm(registers: float | None, shared_bytes: float | None, num_warps: int,
-                  limits: SMLimits = H100_LIMITS) -> int:
-    """Blocks of a kernel resident on one SM: the tightest of registers, shared memory, warps
-    and the block limit. An unknown resource (None or <= 0) does not limit.
-
-    At least 1: a kernel that fits no block at all is refused by the compile and the simulator,
-    not here. Example: 255 registers x 4 warps hold 4 x 32 x 256 = 32768 registers, so 2 blocks.
-    """
-    warps = max(int(num_warps), 1)
-    limits_found = [limits.max_blocks_per_sm, limits.max_warps_per_sm // warps]
-    if registers is not None and registers > 0:
-        # Per-thread counts round up to a multiple of 8, each warp's share to the allocation unit.
-        per_warp = _round_up(_round_up(math.ceil(registers), 8) * 32, limits.reg_alloc_unit)
-        limits_found.append(limits.regs_per_sm // (per_warp * warps))
-    if shared_bytes is not None and shared_bytes > 0:
-        limits_found.append(limits.smem_per_sm // (math.ceil(shared_bytes) + limits.smem_reserved_per_block))
-    return max(1, min(limits_found))
-
-
-def estimate_occupancy(registers: float | None, shared_bytes: float | None, num_warps: int,
-                       limits: SMLimits = H100_LIMITS) -> float:
-    """Resident warps on a fully loaded SM as a fraction of the most it can hold, in (0, 1]."""
-    warps = max(int(num_warps), 1)
-    resident = blocks_per_sm(registers, shared_bytes, warps, limits)
-    return min(1.0, resident * warps / limits.max_warps_per_sm)
-
-
 def string_bucket(value: str, buckets: int = STRING_BUCKETS) -> int:
     """A stable bucket in [0, buckets) for a string value (crc32, not the salted `hash`)."""
     return zlib.crc32(value.encode("utf-8")) % buckets
@@ -172,7 +112,7 @@ def _get(mapping: Mapping[str, float], key: str) -> float | None:
 
 def featurize(config: Mapping[str, KnobValue], tile: Mapping[str, float],
               static: Mapping[str, float] | None = None,
-              limits: SMLimits = H100_LIMITS) -> np.ndarray:
+              target: GPUTarget = KERNEL_TARGET) -> np.ndarray:
     """The float32 feature vector of one candidate, in `FEATURE_NAMES` order."""
     static = static or {}
     knobs = [_knob_feature(config.get(knob)) for knob in KNOWN_KNOBS]
@@ -185,7 +125,7 @@ def featurize(config: Mapping[str, KnobValue], tile: Mapping[str, float],
         intensity = flops / max(traffic, 1.0)
     waves = _get(tile, "waves")
     if waves is None and programs is not None:
-        waves = programs / limits.sm_count
+        waves = programs / target.sm_count
     tile_m, tile_n = _get(tile, "tile_m"), _get(tile, "tile_n")
     area = tile_m * tile_n if tile_m is not None and tile_n is not None else None
     tail = _get(tile, "tail_fraction")
@@ -211,21 +151,22 @@ def featurize(config: Mapping[str, KnobValue], tile: Mapping[str, float],
     num_warps = config.get("num_warps")
     warps = int(num_warps) if isinstance(num_warps, (int, float)) and not isinstance(num_warps, bool) \
         and num_warps >= 1 else 4  # Triton's default num_warps
+    resident = target.blocks_per_sm(registers, shared, warps)
     static_part = [
         registers if registers is not None else ABSENT,
         math.log1p(max(spill, 0.0)) if spill is not None else ABSENT,
         _log2p(shared),
-        float(blocks_per_sm(registers, shared, warps, limits)),
-        estimate_occupancy(registers, shared, warps, limits),
+        float(resident),
+        target.occupancy(resident, warps),
     ]
     return np.asarray([*knobs, *tile_part, *static_part], dtype=np.float32)
 
 
 def featurize_many(rows: Iterable[tuple[Mapping[str, KnobValue], Mapping[str, float],
                                         Mapping[str, float] | None]],
-                   limits: SMLimits = H100_LIMITS) -> np.ndarray:
+                   target: GPUTarget = KERNEL_TARGET) -> np.ndarray:
     """A 2-D float32 array, one `featurize` row per (config, tile, static) triple."""
-    vectors = [featurize(config, tile, static, limits) for config, tile, static in rows]
+    vectors = [featurize(config, tile, static, target) for config, tile, static in rows]
     if not vectors:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
     return np.stack(vectors)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tiletune.errors import UsageError
-from tiletune.search.task import TaskSpec, parse_dims
-from tiletune.search.tuner import Budget, Pools, TuneReport, Tuner
+from tiletune.kernels.task import TaskSpec, parse_dims
+from tiletune.search.execution.workers import Pools
+from tiletune.search.tuner import Budget, Tuner, TuneReport
 
 # Weight of the observed improvement rate against the optimistic guess (Ansor uses 0.2).
 BACKWARD_WEIGHT = 0.2

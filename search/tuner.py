@@ -3,10 +3,13 @@
 Each batch lands in the DB in one transaction. Configs already measured for this workload on
 this device are not measured again, and they seed the history, so re-running a tuning resumes
 it; the trial budget counts new measurements.
+
+The same loop studies search offline (`search.replay_search`): with a measurer that answers
+from recorded outcomes (`needs_kernels` False) nothing is compiled or checked, and without a DB
+nothing is stored.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,14 +18,16 @@ from typing import Callable
 import numpy as np
 
 from tiletune._version import __version__
+from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
+from tiletune.schedules.space import ConfigSpace
+from tiletune.search.execution.workers import Pools
 from tiletune.search.features import featurize
-from tiletune.search.measure import Measurer, Outcome, compile_batch, verify_step
-from tiletune.search.strategies import History, make_strategy
-from tiletune.search.task import Task, TaskSpec
-from tiletune.search.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool  # noqa: F401 (re-exported)
-from tiletune.tuning_db import Record, TuningDB
-
+from tiletune.search.measurement.measurers import Measurer
+from tiletune.search.measurement.pipeline import evaluate
+from tiletune.search.measurement.results import Outcome
+from tiletune.search.strategies import History, Strategy, make_strategy
+from tiletune.tuning_db import Record, Status, TuningDB, Workload
 
 
 @dataclass
@@ -34,6 +39,8 @@ class Budget:
     seconds: float | None = None
     batch_size: int = 8
     patience: int | None = None
+    target_us: float | None = None
+    """Stop once a config this fast (or faster) is measured."""
 
 
 @dataclass
@@ -54,30 +61,10 @@ class TuneReport:
     stale_batches: int = 0  # batches in a row that found nothing better
     exhausted: bool = False  # every legal config has been tried
 
-
-class Pools:
-    """The worker pools one or several tuners share: compiles (compiling processes) and
-    interpreter verification (interpreting processes)."""
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
-        self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
-        try:
-            self.verifier = WorkerPool(1, env=INTERPRET_ENV, name="verify")
-        except BaseException:
-            self.compiler.close()
-            raise
-
-    def close(self) -> None:
-        """Stop every worker."""
-        self.compiler.close()
-        self.verifier.close()
-
-    def __enter__(self) -> Pools:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def trials_to(self, latency_us: float) -> int | None:
+        """The trial (counted from 1, resumed ones included) that first reached `latency_us`,
+        or None if none did."""
+        return next((trial for trial, best in self.curve if best <= latency_us), None)
 
 
 # Records of other workloads that warm-start a new task's cost model (the most recent first).
@@ -88,26 +75,33 @@ class Tuner:
     """Tunes one task on one measurer, writing every outcome to the DB.
 
     `run(budget)` tunes to the end; `start()` then repeated `step(n)` let a scheduler share
-    workers between several tuners.
+    workers between several tuners. `strategy` is a registered name or a `Strategy`; `space`
+    and `tile_facts` default to the task's (a replayed sweep narrows both to what it recorded).
+    With `db` None nothing is stored or resumed.
     """
 
     def __init__(
         self,
         task: Task,
         measurer: Measurer,
-        db: TuningDB,
+        db: TuningDB | None,
         *,
-        strategy: str = "model",
+        strategy: str | Strategy = "model",
         seed: int = 0,
         workers: int | None = None,
         compile_timeout: float = 180.0,
         verify_timeout: float = 300.0,
         on_batch: Callable[[TuneReport, int], None] | None = None,
         transfer: bool = True,
+        space: ConfigSpace | None = None,
+        tile_facts: Callable[[Config], dict] | None = None,
     ) -> None:
         self.task, self.measurer, self.db = task, measurer, db
+        self.workload = Workload.of(task)
         self.seed = seed
-        self.strategy = make_strategy(strategy, lambda c: self.task.facts(c).to_dict(), seed)
+        self.space = space if space is not None else task.space
+        self.tile_facts = tile_facts or (lambda config: self.task.facts(config).to_dict())
+        self.strategy = make_strategy(strategy, self.tile_facts, seed) if isinstance(strategy, str) else strategy
         self.workers = workers
         self.compile_timeout, self.verify_timeout = compile_timeout, verify_timeout
         self.on_batch = on_batch
@@ -116,21 +110,23 @@ class Tuner:
         self.history = History()
 
     def _features(self, config: Config) -> np.ndarray:
-        return featurize(config.as_dict(), self.task.facts(config).to_dict(), {})
+        return featurize(config.as_dict(), self.tile_facts(config), {})
 
     def start(self) -> TuneReport:
         """Register the workload and device, and resume from what the DB holds."""
         self.report = TuneReport(self.task.spec, self.measurer.device.name, self.measurer.kind)
-        self.db.add_workload(self.task.workload)
+        if self.db is None:
+            return self.report
+        self.db.add_workload(self.workload)
         self.db.add_device(self.measurer.device)
-        workload, device = self.task.workload, self.measurer.device
+        workload, device = self.workload, self.measurer.device
         for record in self.db.records(workload.key, device.key):
             if record.measurer != self.measurer.kind:
                 continue
             config, _ = self.task.stored_config(record.config)
             if config is None:
                 continue  # measured under an older space, or damaged: keep it in the DB, not in the search
-            ok = record.status == "ok"
+            ok = record.status is Status.OK
             self.history.add(config, record.latency_us if ok else None, self._features(config) if ok else None)
         self.report.resumed = len(self.history.tried)
         if self.history.best:
@@ -143,7 +139,7 @@ class Tuner:
         """Features and latencies of ok records of *other* workloads on this device and
         measurer, so a new shape of a known operator starts from what was learned there."""
         rows: list[tuple[np.ndarray, float, str]] = []
-        own = self.task.workload.key
+        own = self.workload.key
         device = self.measurer.device.key
         for workload in self.db.workloads():
             if workload.key == own:
@@ -158,16 +154,21 @@ class Tuner:
                     continue  # facts or knobs a damaged or hostile file made unusable as features
         return rows[-TRANSFER_RECORDS:]
 
-    def step(self, pools: Pools, n: int) -> int:
+    def step(self, pools: Pools | None, n: int) -> int:
         """Propose, compile, verify, measure and record one batch of up to `n` configs;
-        returns how many were measured (0 once the space is exhausted)."""
-        batch = self.strategy.propose(self.task.space, self.history, n)
+        returns how many were measured (0 once the space is exhausted). `pools` may be None
+        for a measurer that needs no kernels."""
+        batch = self.strategy.propose(self.space, self.history, n)
         if not batch:
             self.report.exhausted = True
             return 0
         before = self.report.best_latency_us
-        outcomes = self._evaluate(batch, pools.compiler, pools.verifier)
-        self._record(outcomes, self.history, self.report)
+        if self.measurer.needs_kernels:
+            outcomes = evaluate(self.task.spec, batch, self.measurer, pools.compiler, pools.verifier, seed=self.seed,
+                                compile_timeout=self.compile_timeout, verify_timeout=self.verify_timeout)
+        else:
+            outcomes = self.measurer.measure(self.task.spec, [(config, {}) for config in batch])
+        self._record(outcomes)
         improved = self.report.best_latency_us is not None and (before is None or self.report.best_latency_us < before)
         self.report.stale_batches = 0 if improved else self.report.stale_batches + 1
         if self.on_batch:
@@ -175,17 +176,20 @@ class Tuner:
         return len(outcomes)
 
     def run(self, budget: Budget, pools: Pools | None = None) -> TuneReport:
-        """Tune until the budget is spent, the search stalls for `patience` batches, or the
-        space is exhausted."""
+        """Tune until the budget is spent (trials, seconds, a target latency reached), the
+        search stalls for `patience` batches, or the space is exhausted."""
         start = time.monotonic()
         report = self.start()
-        own = pools is None
-        pools = pools or Pools(self.workers)
+        own = pools is None and self.measurer.needs_kernels
+        pools = Pools(self.workers) if own else pools
         try:
             while report.trials < budget.trials:
                 if budget.seconds is not None and time.monotonic() - start >= budget.seconds:
                     break
                 if budget.patience is not None and report.stale_batches >= budget.patience:
+                    break
+                if budget.target_us is not None and report.best_latency_us is not None \
+                        and report.best_latency_us <= budget.target_us:
                     break
                 if not self.step(pools, min(budget.batch_size, budget.trials - report.trials)):
                     break
@@ -195,47 +199,29 @@ class Tuner:
         report.seconds = time.monotonic() - start
         return report
 
-    def _evaluate(self, batch: list[Config], compiler: Executor, verifier: Executor) -> list[Outcome]:
-        spec = self.task.spec
-        results, survivors = compile_batch(spec, batch, compiler, self.compile_timeout)
-        verified = verifier.map(
-            verify_step, [(spec, c.to_json(), self.seed) for c, _ in survivors], timeout=self.verify_timeout
-        )
-        measurable: list[tuple[Config, dict]] = []
-        for (config, facts), res in zip(survivors, verified):
-            if res.status == "timeout":
-                results[config] = Outcome(config, "timeout", f"verification exceeded {self.verify_timeout:.0f} s", facts=facts)
-            elif res.status != "ok":
-                results[config] = Outcome(config, "runtime_error", f"verification worker {res.status}: {res.reason}", facts=facts)
-            elif res.value["status"] != "ok":
-                results[config] = Outcome(config, res.value["status"], res.value["reason"], facts=facts)
-            else:
-                measurable.append((config, facts))
-        for outcome in self.measurer.measure(spec, measurable):
-            results[outcome.config] = outcome
-        return [results[c] for c in batch]
-
-    def _record(self, outcomes: list[Outcome], history: History, report: TuneReport) -> None:
-        import triton
-
-        workload, device = self.task.workload, self.measurer.device
-        records = [
-            Record(
-                workload.key, device.key, o.config.as_dict(), o.status, o.reason[:2000],
-                o.latency_us, o.latency_min_us, o.latency_spread, o.repeats, self.measurer.kind,
-                o.facts, triton.__version__, __version__, host=o.host,
-            )
-            for o in outcomes
-        ]
-        self.db.add_records(records)  # one transaction for the batch
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Store the batch in one transaction, and add it to the history and the report."""
+        if self.db is not None:
+            self.db.add_records([self._as_record(o) for o in outcomes])
+        report = self.report
         for o in outcomes:
             report.trials += 1
             report.statuses[o.status] += 1
-            if o.status != "ok":
+            if not o.ok:
                 report.reasons.setdefault(o.status, o.reason)
-            ok = o.status == "ok"
-            history.add(o.config, o.latency_us if ok else None, self._features(o.config) if ok else None)
-            if ok and (report.best_latency_us is None or o.latency_us < report.best_latency_us):
+            self.history.add(o.config, o.latency_us if o.ok else None, self._features(o.config) if o.ok else None)
+            if o.ok and (report.best_latency_us is None or o.latency_us < report.best_latency_us):
                 report.best_config, report.best_latency_us = o.config, o.latency_us
             if report.best_latency_us is not None:
                 report.curve.append((report.resumed + report.trials, report.best_latency_us))
+
+    def _as_record(self, outcome: Outcome) -> Record:
+        import triton
+
+        return Record(
+            workload_key=self.workload.key, device_key=self.measurer.device.key,
+            config=outcome.config.as_dict(), status=outcome.status, reason=outcome.reason[:2000],
+            latency_us=outcome.latency_us, latency_min_us=outcome.latency_min_us,
+            latency_spread=outcome.latency_spread, repeats=outcome.repeats, measurer=self.measurer.kind,
+            facts=outcome.facts, triton_version=triton.__version__, tiletune_version=__version__, host=outcome.host,
+        )

@@ -51,7 +51,7 @@ class TuneOptions:
     batch_size: int = 8
     workers: int | None = None
     patience: int | None = None
-    executor: object = "local"  # "local", "ray", or an open `search.executors.Backend` to reuse
+    executor: object = "local"  # "local", "ray", or an open `search.backends.Backend` to reuse
     sim_realtime: bool = False
 
     def check(self) -> None:
@@ -82,7 +82,7 @@ class TuneOptions:
             raise UsageError(f"patience must be at least 1 batch, got {self.patience}")
         if self.strategy not in STRATEGIES:  # before the DB file is created
             raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
-        from tiletune.search.executors import check_executor, device_kinds
+        from tiletune.search.backends import check_executor, device_kinds
 
         name = self.executor if isinstance(self.executor, str) else getattr(self.executor, "name", "")
         check_executor(name)
@@ -111,7 +111,7 @@ class TuneOptions:
 def _session(options: TuneOptions):
     """The executor backend, one measurer per device kind and the tuning DB of one tuning
     run, closed after it."""
-    from tiletune.search.executors import open_backend
+    from tiletune.search.backends import open_backend
     from tiletune.tuning_db import TuningDB, default_db_path
 
     with ExitStack() as stack:
@@ -143,7 +143,7 @@ def autotune(
     Options are those of `TuneOptions` (device, trials, time_limit, db, seed, strategy,
     batch_size, workers, patience, executor, sim_realtime). `on_start` is called once the
     arguments are checked, just before the first batch."""
-    from tiletune.search.task import Task, TaskSpec
+    from tiletune.kernels.task import Task, TaskSpec
     from tiletune.search.tuner import Tuner
 
     opts = TuneOptions.of(options)

@@ -84,7 +84,7 @@ def _one_line_usage(error: click.ClickException) -> click.ClickException:
 
 def parse_shape(text: str) -> dict[str, int]:
     """`M=512,N=512,K=512` -> {"M": 512, "N": 512, "K": 512}."""
-    from tiletune.search.task import parse_dims
+    from tiletune.kernels.task import parse_dims
 
     return parse_dims(text, "--shape")
 
@@ -241,9 +241,9 @@ def list_(db) -> None:
 def show(op, shape, dtype, db, source, plot_path) -> None:
     """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""
     from tiletune.api import operator_ref
+    from tiletune.kernels.task import Task, TaskSpec
     from tiletune.schedules.config import Config
-    from tiletune.search.task import Task, TaskSpec
-    from tiletune.tuning_db import TuningDB
+    from tiletune.tuning_db import TuningDB, Workload
 
     if plot_path is not None:
         try:  # checked first, so a missing extra costs one line and no half-printed report
@@ -251,7 +251,7 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
         except ImportError:
             raise UsageError('--plot needs matplotlib: pip install "tiletune[plot]"') from None
     task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
-    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {task.workload.key})")
+    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {Workload.of(task).key})")
     click.echo(f"schedule   {task.schedule!r}")
     click.echo(f"space      {task.space.size} configs before constraints; default {task.space.default()!r}")
     best_config = None
@@ -260,7 +260,7 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
     if path.exists():
         with TuningDB(path, readonly=True) as database:
             by_device: dict[str, list] = {}
-            for record in database.records(task.workload.key):  # oldest first: trial order
+            for record in database.records(Workload.of(task).key):  # oldest first: trial order
                 by_device.setdefault(record.device_key, []).append(record)
         best_per_device = usable_best(path, task, [r for records in by_device.values() for r in records])
         for device_key, records in sorted(by_device.items()):

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 
 from tiletune.errors import TiletuneError
-from tiletune.search.task import Task, TaskSpec
+from tiletune.kernels.task import Task, TaskSpec
 from tiletune.tuning_db import Record, Status, TuningDB, Workload
 
 __all__ = ["RecordValidator", "best_usable", "skipped_message", "task_for"]
@@ -42,7 +42,7 @@ def _task_for(op_name: str, op_hash: str, dims: tuple, dtypes: tuple[str, ...]) 
     for dtype in dict.fromkeys(dtypes) if operator.takes_dtype else [None]:
         try:
             task = Task(TaskSpec.make(op_name, dict(dims), dtype), operator)
-            if task.workload.op_hash == op_hash and task.workload.dtypes == dtypes:
+            if (task.op_hash, task.input_dtypes) == (op_hash, tuple(dtypes)):
                 return task
         except TiletuneError:
             continue

@@ -23,12 +23,12 @@ import torch
 from tiletune.errors import DSLError, TiletuneError, UsageError
 from tiletune.kernels import runtime
 from tiletune.kernels.lower import KernelSource
+from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
-from tiletune.search.task import Task, TaskSpec
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.operator import Operator
 from tiletune.tensorexpr.reference import torch_dtype
-from tiletune.tuning_db import Record, TuningDB
+from tiletune.tuning_db import Record, TuningDB, Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ class LoadedOperator:
             try:
                 with TuningDB(self.db_path, readonly=True) as db:
                     skipped: list[str] = []
-                    found = _best_for(db, task, task.workload.key, device_name, skipped)
+                    found = _best_for(db, task, Workload.of(task).key, device_name, skipped)
                     _warn_skipped(self.db_path, task, skipped)
                     if found is not None:
                         return Selection(found, "tuned")
@@ -220,7 +220,7 @@ def _warn_skipped(db_path: Path, task: Task, skipped: list[str]) -> None:
 
 def _nearest(db: TuningDB, task: Task, device_name: str | None) -> tuple[Config, dict] | None:
     """The best config of the closest tuned shape (log-distance over dims) that is legal here."""
-    own = task.workload
+    own = Workload.of(task)
     candidates = [w for w in db.workloads(own.op_name) if w.op_hash == own.op_hash and w.dtypes == own.dtypes
                   and w.key != own.key and set(w.dims) == set(task.dims)]
     candidates.sort(key=lambda w: sum(abs(math.log(w.dims[k] / task.dims[k])) for k in task.dims))

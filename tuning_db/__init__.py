@@ -16,14 +16,19 @@ queries), `exchange` (export, import, merge).
 from __future__ import annotations
 
 from tiletune.tuning_db.db import BUSY_TIMEOUT_S, TuningDB, default_db_path
-from tiletune.tuning_db.keys import ConfigValue, config_key, config_problem, device_key, workload_key
-from tiletune.tuning_db.records import STATUSES, Device, Record, Status, Workload
+from tiletune.tuning_db.keys import (
+    ConfigValue,
+    config_key,
+    config_problem,
+    device_key,
+    workload_key,
+)
+from tiletune.tuning_db.records import Device, Record, Status, Workload
 from tiletune.tuning_db.schema import SCHEMA_VERSION
 
 __all__ = [
     "BUSY_TIMEOUT_S",
     "SCHEMA_VERSION",
-    "STATUSES",
     "ConfigValue",
     "Device",
     "Record",

@@ -17,11 +17,18 @@ import socket
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from tiletune.tuning_db.keys import ConfigValue, config_key, config_problem, device_key, loads_data, workload_key
+from tiletune.tuning_db.keys import (
+    ConfigValue,
+    config_key,
+    config_problem,
+    device_key,
+    loads_data,
+    workload_key,
+)
 
 __all__ = [
-    "STATUSES",
     "Device",
     "Record",
     "Status",
@@ -78,10 +85,6 @@ class Status(str, enum.Enum):
             raise ValueError(f"status {value!r} is not one of {', '.join(s.value for s in cls)}") from None
 
 
-STATUSES = tuple(s.value for s in Status)
-"""The values of `Status`, for the readers that still list them as strings."""
-
-
 @dataclass(frozen=True, slots=True)
 class Workload:
     """An operator at given shapes and dtypes; `key` is `workload_key(op_hash, dims, dtypes)`."""
@@ -101,6 +104,29 @@ class Workload:
     def make(cls, op_name: str, op_hash: str, dims: Mapping[str, int], dtypes: Sequence[str]) -> Workload:
         """Build a workload, computing its key."""
         return cls(workload_key(op_hash, dims, dtypes), op_name, op_hash, dict(sorted(dims.items())), tuple(dtypes))
+
+    @classmethod
+    def of(cls, task: OperatorAtShape) -> Workload:
+        """The workload of a tuning task (`tiletune.kernels.task.Task`, or anything that names
+        its operator, graph hash, dims and input dtypes the same way)."""
+        return cls.make(task.op_name, task.op_hash, task.dims, task.input_dtypes)
+
+
+class OperatorAtShape(Protocol):
+    """What identifies a workload: an operator's name and structural hash, its dims and the
+    dtypes of its inputs (the DB never sees the operator itself)."""
+
+    @property
+    def op_name(self) -> str: ...
+
+    @property
+    def op_hash(self) -> str: ...
+
+    @property
+    def dims(self) -> Mapping[str, int]: ...
+
+    @property
+    def input_dtypes(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)

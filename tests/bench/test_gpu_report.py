@@ -100,7 +100,7 @@ suite = _module("gpu_suite")
 
 
 def test_the_suite_covers_every_kind_and_its_cases_are_valid_tiletune_workloads():
-    from tiletune.search.task import TaskSpec
+    from tiletune.kernels.task import TaskSpec
 
     cases = suite.all_cases()
     assert len({c.id for c in cases}) == len(cases)

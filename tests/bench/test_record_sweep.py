@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tiletune.search.replay import Sweep
-from tiletune.search.task import TaskSpec
+from tiletune.kernels.task import TaskSpec
+from tiletune.search.measurement.sweep import Sweep
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -53,7 +53,8 @@ def test_a_time_limit_leaves_a_resumable_file_and_bad_workloads_are_refused(tmp_
 
 def test_resuming_a_sweep_of_another_measurer_is_refused(tmp_path):
     from tiletune.errors import UsageError
-    from tiletune.search.replay import SWEEP_FORMAT, SWEEP_VERSION, record_sweep
+    from tiletune.search.measurement.sweep import SWEEP_FORMAT, SWEEP_VERSION
+    from tiletune.search.measurement.sweep_recording import record_sweep
 
     out = tmp_path / "sweep.jsonl"
     out.write_text(f'{{"format": "{SWEEP_FORMAT}", "version": {SWEEP_VERSION}, "device": "NVIDIA H100", '

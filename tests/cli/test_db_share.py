@@ -11,8 +11,8 @@ import triton
 from click.testing import CliRunner, Result
 
 from tiletune.cli import main
-from tiletune.search.task import Task, TaskSpec
-from tiletune.tuning_db import Device, Record, TuningDB
+from tiletune.kernels.task import Task, TaskSpec
+from tiletune.tuning_db import Device, Record, TuningDB, Workload
 
 DIMS = {"M": 20, "N": 24, "K": 16}
 TASK = Task(TaskSpec.make("matmul", DIMS, "float32"))
@@ -27,12 +27,12 @@ def invoke(*args: str) -> Result:
 
 def make_db(path: Path, host: str, latencies: list[float], device: Device = H100) -> Path:
     with TuningDB(path) as db:
-        db.add_workload(TASK.workload)
+        db.add_workload(Workload.of(TASK))
         db.add_device(device)
-        db.add_records([Record(workload_key=TASK.workload.key, device_key=device.key, config=c, status="ok",
+        db.add_records([Record(workload_key=Workload.of(TASK).key, device_key=device.key, config=c, status="ok",
                                latency_us=t, measurer="sim-h100", created=1_700_000_000.0 + i, host=host)
                         for i, (c, t) in enumerate(zip(CONFIGS[:-1], latencies))]
-                       + [Record(workload_key=TASK.workload.key, device_key=device.key, config=CONFIGS[-1],
+                       + [Record(workload_key=Workload.of(TASK).key, device_key=device.key, config=CONFIGS[-1],
                                  status="compile_error", reason="out of resources", measurer="sim-h100",
                                  created=1_700_000_100.0, host=host)])
     return path
@@ -59,8 +59,8 @@ def test_export_then_import_twice_keeps_every_record_once_with_its_provenance(bo
     assert result.stdout.strip() == f"exported 5 records of 1 workloads to {out}"
     header, *lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert (header["format"], header["version"]) == ("tiletune-records", 1)
-    assert lines[0]["workload"] == {"op_name": "matmul", "op_hash": TASK.workload.op_hash, "dims": DIMS,
-                                    "dtypes": list(TASK.workload.dtypes)}
+    assert lines[0]["workload"] == {"op_name": "matmul", "op_hash": Workload.of(TASK).op_hash, "dims": DIMS,
+                                    "dtypes": list(Workload.of(TASK).dtypes)}
     assert lines[0]["device"] == {"name": "sim-h100", "capability": "sm90", "triton_version": triton.__version__}
 
     team = tmp_path / "team.db"
@@ -76,7 +76,7 @@ def test_export_then_import_twice_keeps_every_record_once_with_its_provenance(bo
 def test_export_filters_by_operator_and_device(box_a, tmp_path):
     with TuningDB(box_a) as db:
         db.add_device(H200)
-        db.add_records([Record(workload_key=TASK.workload.key, device_key=H200.key, config=CONFIGS[0], status="ok",
+        db.add_records([Record(workload_key=Workload.of(TASK).key, device_key=H200.key, config=CONFIGS[0], status="ok",
                                latency_us=5.0, measurer="cuda")])
     out = tmp_path / "h200.jsonl"
     assert invoke("db", "export", str(out), "--db", str(box_a), "--device", "NVIDIA H200").exit_code == 0
@@ -95,7 +95,7 @@ def test_merge_keeps_all_records_of_both_hosts_and_the_best_follows(box_a, tmp_p
     merged = content(box_a)
     assert len(merged) == 9 and {row[5] for row in merged} == {"box-a", "box-b"}
     with TuningDB(box_a, readonly=True) as db:
-        best = db.best(TASK.workload.key, H100.key)
+        best = db.best(Workload.of(TASK).key, H100.key)
     assert (best.config, best.latency_us, best.host) == (CONFIGS[1], 5.0, "box-b")
     again = invoke("db", "merge", str(box_b), "--db", str(box_a))
     assert again.stdout.startswith("merged 0 new records") and len(content(box_a)) == 9
@@ -168,7 +168,7 @@ def test_a_file_that_is_not_a_records_file_is_refused(text, reason, tmp_path, mo
 def test_merge_refuses_another_db_with_a_bad_record_and_changes_nothing(box_a, tmp_path):
     box_b = make_db(tmp_path / "b.db", "box-b", [25.0])
     with TuningDB(box_b) as db:  # readable, but not a config of matmul at this shape
-        db.add_records([Record(workload_key=TASK.workload.key, device_key=H100.key, config={**CONFIGS[0], "BLOCK_M": 3},
+        db.add_records([Record(workload_key=Workload.of(TASK).key, device_key=H100.key, config={**CONFIGS[0], "BLOCK_M": 3},
                                status="ok", latency_us=0.1)])
     before = content(box_a)
     result = invoke("db", "merge", str(box_b), "--db", str(box_a))

@@ -8,8 +8,8 @@ import torch
 import tiletune as tt
 from tiletune import tensorexpr as te
 from tiletune.api import autotune_many
+from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
-from tiletune.search.task import Task, TaskSpec
 from tiletune.tuning_db import TuningDB
 
 KINDS = ["DSLError", "ScheduleError", "IllegalConfig", "LoweringError", "CompileError", "TuningDBError",

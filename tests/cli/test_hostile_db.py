@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 
 import tiletune as tt
 from tiletune.cli import main
-from tiletune.search.task import Task, TaskSpec
-from tiletune.tuning_db import Device, Record, TuningDB
+from tiletune.kernels.task import Task, TaskSpec
+from tiletune.tuning_db import Device, Record, TuningDB, Workload
 
 DIMS = {"M": 20, "N": 24, "K": 16}
 SHAPE = "M=20,N=24,K=16"
@@ -54,9 +54,9 @@ def good(tmp_path_factory) -> tuple[Path, dict]:
     device = Device.make("sim-h100", "sm90", triton.__version__)
     path = tmp_path_factory.mktemp("hostile") / "good.db"
     with TuningDB(path) as db:
-        db.add_workload(task.workload)
+        db.add_workload(Workload.of(task))
         db.add_device(device)
-        db.add_records([Record(workload_key=task.workload.key, device_key=device.key, config=c, status="ok",
+        db.add_records([Record(workload_key=Workload.of(task).key, device_key=device.key, config=c, status="ok",
                                latency_us=10.0 * (i + 1), measurer="sim-h100") for i, c in enumerate(configs)])
     return path, configs[0]
 

@@ -8,7 +8,7 @@ import collections
 import pytest
 
 from tiletune.kernels.fuzz.runner import run_index
-from tiletune.search.workers import WorkerPool
+from tiletune.search.execution.workers import WorkerPool
 
 SEED = 2024
 PAIRS = 150

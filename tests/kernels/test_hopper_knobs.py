@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from tiletune.errors import IllegalConfig
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import default_schedule, tile_facts
 from tiletune.kernels.library import bmm, matmul, matmul_a_bt, matmul_bias_relu
 from tiletune.kernels.lower import lower
+from tiletune.kernels.target import MAX_SHARED_BYTES
 from tiletune.kernels.verify import check, check_candidate, verification_dims
 from tiletune.schedules import Config
-from tiletune.kernels.target import MAX_SHARED_BYTES
-from tiletune.kernels.families import default_schedule
-from tiletune.search.simulator import KernelFacts, simulate
+from tiletune.search.measurement.simulator import KernelFacts, simulate
 
 # K and N rows of 16-bit elements that are multiples of 16 bytes (descriptors need that), with
 # M, N and K not multiples of the tiles
@@ -140,14 +139,14 @@ def test_simulated_h100_tells_the_knobs_apart():
 WORKER = textwrap.dedent('''
     import json, sys
     from tiletune.schedules import Config
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
+    from tiletune.search.measurement.steps import compile_step
+    from tiletune.kernels.task import TaskSpec
 
     out = {}
     for case in json.load(sys.stdin):
         spec = TaskSpec.make(case["op"], case["dims"], "float16")
         config = Config.from_dict({**spec.build().space.default().as_dict(), **case["config"]})
-        out[case["id"]] = compile_step(spec, config.to_json())
+        out[case["id"]] = compile_step(spec, config.to_json()).to_dict()
     print(json.dumps(out))
 ''')
 BIG = {"M": 2048, "N": 2048, "K": 2048}
@@ -182,7 +181,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 def test_each_knob_compiles_for_sm90_within_the_shared_memory_model(compiled, case):
     result = compiled[case]
     assert result["status"] == "ok", result
-    usage, tile = result["usage"], result["tile"]
+    usage, tile = result["data"]["usage"], result["data"]["tile"]
     assert usage["spill_bytes"] == 0 and usage["registers"] <= 255
     op, dims, knobs = COMPILES[case]
     s = default_schedule(matmul.graph("float16"), dims)

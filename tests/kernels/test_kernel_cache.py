@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tiletune.kernels import runtime
-from tiletune.search.task import Task, TaskSpec
+from tiletune.kernels.task import Task, TaskSpec
 
 
 @pytest.fixture

@@ -10,10 +10,16 @@ from click.testing import CliRunner
 from tiletune.cli import main
 from tiletune.errors import UsageError
 from tiletune.schedules.config import Config
-from tiletune.search import sim_realtime, step_cache
-from tiletune.search.executors import RAY_MISSING, LocalBackend, check_executor, device_kinds
-from tiletune.search.measure import SimMeasurer
-from tiletune.search.simulator import H100, H200, SIMULATED_GPUS
+from tiletune.search.backends import (
+    RAY_MISSING,
+    LocalBackend,
+    check_executor,
+    device_kinds,
+)
+from tiletune.search.execution import step_cache
+from tiletune.search.measurement import sim_realtime
+from tiletune.search.measurement.measurers import SimMeasurer
+from tiletune.search.measurement.simulator import H100, H200, SIMULATED_GPUS
 
 
 def test_device_requests_name_kinds_in_order():
@@ -75,8 +81,8 @@ def test_realtime_measurement_sleeps_the_overhead_plus_the_timed_runs(monkeypatc
     assert sim_realtime.measurement_seconds(H200, 100.0) < seconds  # the flush is faster
 
     slept = []
-    monkeypatch.setattr("tiletune.search.measure.time.sleep", slept.append)
-    from tiletune.search.task import TaskSpec
+    monkeypatch.setattr("tiletune.search.measurement.measurers.time.sleep", slept.append)
+    from tiletune.kernels.task import TaskSpec
 
     spec = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
     task = spec.build()
@@ -108,12 +114,12 @@ def test_the_step_cache_answers_what_was_stored_and_misses_a_damaged_entry():
 
 
 def test_cached_compile_and_verification_answer_as_the_first_time():
-    from tiletune.search.measure import verify_step
-    from tiletune.search.task import TaskSpec
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.measurement.steps import verify_step
 
     spec = TaskSpec.make("add", {"N": 30, "D": 100}, "float32")
     config: Config = spec.build().space.default()
     first = verify_step(spec, config.to_json(), 0)
-    assert first["status"] == "ok"
+    assert first.ok
     assert len(list(step_cache._directory().glob("verify-*.json"))) >= 1
     assert verify_step(spec, config.to_json(), 0) == first

@@ -8,14 +8,14 @@ import random
 import pytest
 
 from tiletune.errors import CompileError, UsageError
+from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.schedules.space import ConfigSpace
-from tiletune.search import faults
-from tiletune.search.measure import SimMeasurer
-from tiletune.search.task import TaskSpec
+from tiletune.search.execution import faults
+from tiletune.search.execution.workers import WorkerPool
+from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.tuner import Budget, Tuner
-from tiletune.search.workers import WorkerPool
-from tiletune.tuning_db import TuningDB
+from tiletune.tuning_db import TuningDB, Workload
 
 ADD = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
 BATCH = 4
@@ -71,7 +71,7 @@ def tune_with_faults(monkeypatch: pytest.MonkeyPatch, tmp_path, rules: list[str]
         tuner = Tuner(task, SimMeasurer(), db, workers=2, compile_timeout=TIMEOUT, verify_timeout=TIMEOUT)
         tuner.strategy = Fixed(configs)
         report = tuner.run(Budget(trials=len(configs), batch_size=BATCH))
-        records = {Config.from_dict(r.config): r for r in db.records(task.workload.key)}
+        records = {Config.from_dict(r.config): r for r in db.records(Workload.of(task).key)}
     return report, records
 
 

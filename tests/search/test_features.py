@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from tiletune.search.features import (
-    ABSENT, FEATURE_NAMES, H100_LIMITS, KNOWN_KNOBS, blocks_per_sm, estimate_occupancy, featurize,
-    featurize_many, string_bucket,
+    ABSENT,
+    FEATURE_NAMES,
+    KNOWN_KNOBS,
+    featurize,
+    featurize_many,
+    string_bucket,
 )
 
 GEMM_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_stages": 3, "num_warps": 4}
@@ -123,25 +127,6 @@ def test_tile_and_static_facts_land_in_their_columns():
     assert feature(vector, "registers") == 96.0
     assert feature(vector, "log1p_spill_bytes") == pytest.approx(math.log(64))
     assert feature(vector, "log2_shared_bytes") == pytest.approx(10.0)
-
-
-def test_occupancy_255_registers_times_4_warps_fits_2_blocks():
-    # 255 -> 256 registers per thread, x 32 x 4 = 32768 per block: 65536 / 32768 = 2 blocks.
-    assert blocks_per_sm(255, None, 4) == 2
-    assert estimate_occupancy(255, None, 4) == pytest.approx(2 * 4 / 64)
-
-
-def test_occupancy_is_limited_by_the_tightest_resource():
-    assert blocks_per_sm(None, None, 1) == 32  # the block limit
-    assert blocks_per_sm(None, None, 8) == 8  # 64 warps / 8
-    assert blocks_per_sm(32, None, 4) == 16  # 32 regs: 4096 per block, 16 blocks, also 64 warps
-    # 100 KiB of shared memory + 1 KiB reserved: two fit in 228 KiB.
-    assert blocks_per_sm(32, 100 * 1024, 4) == 2
-    assert blocks_per_sm(32, 200 * 1024, 4) == 1
-    assert blocks_per_sm(40, None, 4) == 12  # 40 regs -> 1280 per warp, 5120 per block
-    assert estimate_occupancy(32, None, 4) == 1.0
-    assert estimate_occupancy(255, 200 * 1024, 8) == pytest.approx(8 / 64)
-    assert H100_LIMITS.regs_per_sm == 65_536 and H100_LIMITS.smem_per_sm == 228 * 1024
 
 
 def test_occupancy_feature_follows_the_static_facts():

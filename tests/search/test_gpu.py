@@ -20,10 +20,9 @@ def test_loaded_builtins_match_torch_on_the_gpu(tmp_path):
 
 
 def test_the_same_config_measured_twice_agrees(tmp_path):
-    from tiletune.search.measure import CudaMeasurer
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.measurers import CudaMeasurer
 
     spec = TaskSpec.make("matmul", {"M": 4096, "N": 4096, "K": 4096}, "float16")
     config = spec.build().space.default()
@@ -37,20 +36,20 @@ def test_the_same_config_measured_twice_agrees(tmp_path):
 
 def test_autotune_on_the_gpu_records_real_measurements(tmp_path):
     import tiletune as tt
-    from tiletune.tuning_db import TuningDB
+    from tiletune.tuning_db import TuningDB, Workload
 
     report = tt.autotune("softmax", {"N": 4096, "D": 1024}, dtype="float32", device="cuda", trials=6,
                          db=tmp_path / "t.db")
     assert report.statuses["ok"] >= 1, report.reasons
     with TuningDB(tmp_path / "t.db", readonly=True) as db:
-        assert {r.measurer for r in db.records(report.spec.build().workload.key)} == {"cuda"}
+        assert {r.measurer for r in db.records(Workload.of(report.spec.build()).key)} == {"cuda"}
 
 
 @pytest.mark.parametrize("n, mode", [(256, "graph"), (8192, "events")])
 def test_cuda_timer_agrees_with_itself_in_both_modes(n, mode):
     import torch
 
-    from tiletune.search.timing import CudaTimer
+    from tiletune.search.measurement.timing import CudaTimer
 
     timer = CudaTimer()
     a = torch.randn(n, n, device="cuda", dtype=torch.float16)

@@ -17,11 +17,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='the Ray executor needs the ray extra: pip install "tiletune[ray]"')
 
-from tiletune.search.measure import compile_step  # noqa: E402
-from tiletune.search.ray_executor import RayBackend, RayTaskExecutor, init  # noqa: E402
-from tiletune.search.task import TaskSpec  # noqa: E402
+from tiletune.kernels.task import TaskSpec  # noqa: E402
+from tiletune.search.execution.ray_tasks import RayTaskExecutor, init  # noqa: E402
+from tiletune.search.measurement.steps import compile_step  # noqa: E402
+from tiletune.search.ray_backend import RayBackend  # noqa: E402
 from tiletune.search.tuner import Budget, Tuner  # noqa: E402
-from tiletune.tuning_db import TuningDB  # noqa: E402
+from tiletune.tuning_db import TuningDB, Workload  # noqa: E402
 
 ADD = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
 
@@ -59,7 +60,7 @@ def test_a_ray_run_records_what_a_local_run_records_for_each_device_kind(cluster
         assert [m.kind for m in measurers] == ["sim-h100", "sim-h200"]
         ray_reports = [Tuner(ADD.build(), m, db, seed=3).run(Budget(trials=6, batch_size=3), backend)
                        for m in measurers]
-    from tiletune.search.measure import SimMeasurer
+    from tiletune.search.measurement.measurers import SimMeasurer
 
     with TuningDB(tmp_path / "local.db") as db:
         local = Tuner(ADD.build(), SimMeasurer(), db, seed=3, workers=1).run(Budget(trials=6, batch_size=3))
@@ -72,7 +73,7 @@ def test_a_ray_run_records_what_a_local_run_records_for_each_device_kind(cluster
     from tiletune.loaded import _records_for_device
 
     with TuningDB(tmp_path / "ray.db", readonly=True) as db:
-        workload = ADD.build().workload.key
+        workload = Workload.of(ADD.build()).key
         for name in ("sim-h100", "sim-h200"):
             records = _records_for_device(db, workload, name)
             assert len(records) == 6 and {r.measurer for r in records} == {name}
@@ -80,8 +81,8 @@ def test_a_ray_run_records_what_a_local_run_records_for_each_device_kind(cluster
 
 def _compiled(backend, configs):
     results = backend.compiler.map(compile_step, [(ADD, c.to_json()) for c in configs], timeout=120)
-    assert all(r.ok and r.value["status"] == "ok" for r in results), results
-    return [(c, {k: v for k, v in r.value.items() if k != "status"}) for c, r in zip(configs, results)]
+    assert all(r.ok and r.value.ok for r in results), results
+    return [(c, r.value.data) for c, r in zip(configs, results)]
 
 
 def test_an_actor_that_crashes_or_hangs_is_replaced_and_its_candidate_recorded(cluster, monkeypatch):
@@ -161,11 +162,11 @@ def _count(db) -> int:
 
 
 def test_records_keep_the_host_of_the_actor_that_measured_them(tmp_path, monkeypatch):
-    from tiletune.search import ray_executor
-    from tiletune.search.measure import SimMeasurer
+    from tiletune.search.measurement import ray_measurer
+    from tiletune.search.measurement.measurers import SimMeasurer
 
-    actor = ray_executor.MeasureActor("sim-h100", False, 0)  # the class itself, in this process
-    monkeypatch.setattr(ray_executor.socket, "gethostname", lambda: "node-7")
+    actor = ray_measurer.MeasureActor("sim-h100", False, 0)  # the class itself, in this process
+    monkeypatch.setattr(ray_measurer.socket, "gethostname", lambda: "node-7")
 
     class ViaActor:
         kind, device = actor.measurer.kind, actor.measurer.device
@@ -175,6 +176,6 @@ def test_records_keep_the_host_of_the_actor_that_measured_them(tmp_path, monkeyp
 
     with TuningDB(tmp_path / "t.db") as db:
         Tuner(ADD.build(), ViaActor(), db, workers=1).run(Budget(trials=3, batch_size=3))
-        hosts = {r.host for r in db.records(ADD.build().workload.key)}
+        hosts = {r.host for r in db.records(Workload.of(ADD.build()).key)}
     assert hosts == {"node-7"}, hosts
     assert isinstance(actor.measurer, SimMeasurer)

@@ -10,19 +10,19 @@ from random import Random
 import pytest
 
 from tiletune.errors import UsageError
+from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.schedules.space import ConfigSpace
-from tiletune.search.replay import (
+from tiletune.search.measurement.replay import ReplayMeasurer
+from tiletune.search.measurement.sweep import (
     SWEEP_FORMAT,
-    ReplayMeasurer,
     Sweep,
     SweepEntry,
-    replay_search,
     spec_to_dict,
-    sweep_configs,
 )
+from tiletune.search.measurement.sweep_recording import sweep_configs
+from tiletune.search.replay_search import replay_search
 from tiletune.search.strategies import make_strategy
-from tiletune.search.task import TaskSpec
 
 SPEC = TaskSpec.make("matmul", {"M": 200, "N": 136, "K": 72}, "float16")
 HEADER = {"format": SWEEP_FORMAT, "version": 1, "device": "sim-h100", "capability": "sm90",

@@ -6,10 +6,11 @@ import json
 import pytest
 
 from tiletune.errors import UsageError
-from tiletune.search.measure import SimMeasurer
+from tiletune.kernels.task import TaskSpec
+from tiletune.search.execution.workers import Pools
+from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.scheduler import TaskScheduler, load_workloads
-from tiletune.search.task import TaskSpec
-from tiletune.search.tuner import Budget, Pools, Tuner
+from tiletune.search.tuner import Budget, Tuner
 from tiletune.tuning_db import TuningDB
 
 
@@ -66,7 +67,7 @@ def test_the_scheduler_spends_the_total_budget_and_favours_the_heavier_workload(
         assert sum(r.trials for r in reports) == 16
         assert all(r.trials >= 2 for r in reports)  # every workload gets a first batch
         assert reports[1].trials > reports[0].trials
-        assert len(db.records(tuners[0].task.workload.key)) == reports[0].trials
+        assert len(db.records(tuners[0].workload.key)) == reports[0].trials
 
 
 def test_a_workload_without_a_passing_config_comes_first():

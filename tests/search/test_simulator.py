@@ -8,7 +8,7 @@ import random
 import pytest
 
 from tiletune.errors import TiletuneError, UsageError
-from tiletune.search.simulator import (
+from tiletune.search.measurement.simulator import (
     H100,
     LIMITERS,
     SIMULATED_GPUS,

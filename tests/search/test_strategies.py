@@ -15,6 +15,7 @@ from random import Random
 import pytest
 
 from tiletune.errors import UsageError
+from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.search.strategies import (
     STRATEGIES,
@@ -25,7 +26,6 @@ from tiletune.search.strategies import (
     SimulatedAnnealing,
     make_strategy,
 )
-from tiletune.search.task import TaskSpec
 
 MATMUL = TaskSpec.make("matmul", {"M": 512, "N": 512, "K": 512}, "float16").build()
 TINY = TaskSpec.make("softmax", {"N": 3, "D": 16}, "float32").build()  # 15 legal configs

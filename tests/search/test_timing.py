@@ -5,8 +5,14 @@ import random
 
 import pytest
 
-from tiletune.search.timing import (
-    Timing, TimingPolicy, graph_calls, median_ci, parse_smi_clocks, repeat_until_stable, rotation_sets,
+from tiletune.search.measurement.timing import (
+    Timing,
+    TimingPolicy,
+    graph_calls,
+    median_ci,
+    parse_smi_clocks,
+    repeat_until_stable,
+    rotation_sets,
     summarize,
 )
 
@@ -145,17 +151,18 @@ class FakeTimingPool:
         self.calls: list[str] = []
 
     def run(self, fn, spec, config_json, seed, repeats, budget_ms, timeout=None):
-        from tiletune.search.workers import TaskResult
+        from tiletune.search.execution.workers import TaskResult
+        from tiletune.search.measurement.results import StepResult
 
         self.calls.append(config_json)
         median = self.medians[config_json].pop(0)
-        value = {"status": "ok", "latency_us": median, "latency_min_us": median * 0.95, "latency_spread": 0.02,
-                 "repeats": 10, "timing": {"mode": "events"}}
+        value = StepResult.passed(latency_us=median, latency_min_us=median * 0.95, latency_spread=0.02,
+                                  repeats=10, timing={"mode": "events"})
         return TaskResult(True, value, "ok", "", 0.0)
 
 
 def fake_cuda_measurer(pool):
-    from tiletune.search.measure import CudaMeasurer
+    from tiletune.search.measurement.measurers import CudaMeasurer
 
     measurer = CudaMeasurer.__new__(CudaMeasurer)  # no GPU here: skip the device checks
     measurer.pool, measurer.repeats, measurer.budget_ms, measurer.timeout, measurer.seed = pool, 10, 100.0, 60.0, 0
@@ -164,8 +171,8 @@ def fake_cuda_measurer(pool):
 
 
 def test_a_new_best_is_measured_again_and_recorded_at_its_slower_median():
+    from tiletune.kernels.task import TaskSpec
     from tiletune.schedules.config import Config
-    from tiletune.search.task import TaskSpec
 
     spec = TaskSpec.make("softmax", {"N": 64, "D": 64}, "float32")
     a, b, c = (Config.of(BLOCK=n) for n in (1, 2, 3))
@@ -179,7 +186,8 @@ def test_a_new_best_is_measured_again_and_recorded_at_its_slower_median():
 
 def test_a_best_that_fails_its_second_measurement_is_not_accepted():
     from tiletune.schedules.config import Config
-    from tiletune.search.measure import Outcome, confirm_best
+    from tiletune.search.measurement.measurers import confirm_best
+    from tiletune.search.measurement.results import Outcome
 
     config = Config.of(BLOCK=1)
     first = Outcome(config, "ok", latency_us=5.0, latency_min_us=4.0, latency_spread=0.1, repeats=10)
@@ -265,7 +273,7 @@ class FakeDevice:
 
 
 def test_cuda_timer_excludes_the_flush_from_event_timings():
-    from tiletune.search.timing import CudaTimer
+    from tiletune.search.measurement.timing import CudaTimer
 
     device = FakeDevice(flush_us=30.0)
     timer = CudaTimer(TimingPolicy(warmup_ms=0.0), torch_module=device.torch)
@@ -277,7 +285,7 @@ def test_cuda_timer_excludes_the_flush_from_event_timings():
 
 
 def test_cuda_timer_times_small_calls_in_graphs_without_their_launch_gaps():
-    from tiletune.search.timing import CudaTimer
+    from tiletune.search.measurement.timing import CudaTimer
 
     device = FakeDevice()
     policy = TimingPolicy(warmup_ms=0.0, graph_replay_us=1000.0)
@@ -288,7 +296,7 @@ def test_cuda_timer_times_small_calls_in_graphs_without_their_launch_gaps():
 
 
 def test_cuda_timer_rotates_over_input_sets_in_graphs():
-    from tiletune.search.timing import CudaTimer
+    from tiletune.search.measurement.timing import CudaTimer
 
     device = FakeDevice()
     timer = CudaTimer(TimingPolicy(warmup_ms=0.0), torch_module=device.torch)

@@ -5,12 +5,12 @@ import sqlite3
 
 import pytest
 
+from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
-from tiletune.search.measure import SimMeasurer
+from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.strategies import History, ModelGuided, RandomSearch
-from tiletune.search.task import TaskSpec
 from tiletune.search.tuner import Budget, Tuner
-from tiletune.tuning_db import TuningDB
+from tiletune.tuning_db import TuningDB, Workload
 
 ADD = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
 MATMUL = TaskSpec.make("matmul", {"M": 256, "N": 256, "K": 256}, "float16")
@@ -29,11 +29,11 @@ def test_tuning_records_every_trial_in_the_db(tmp_path):
     assert report.best_latency_us is not None and report.best_latency_us > 0
     with TuningDB(tmp_path / "t.db", readonly=True) as db:
         task = MATMUL.build()
-        records = db.records(task.workload.key)
+        records = db.records(Workload.of(task).key)
         assert len(records) == 6
         assert {r.measurer for r in records} == {"sim-h100"}
         assert all(r.facts["usage"]["registers"] > 0 for r in records)
-        best = db.best(task.workload.key, records[0].device_key)
+        best = db.best(Workload.of(task).key, records[0].device_key)
         assert best.latency_us == pytest.approx(report.best_latency_us)
         assert Config.from_dict(best.config) == report.best_config
 

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from tiletune.errors import UsageError
-from tiletune.search.workers import Executor, TaskResult, WorkerPool, _environ_overlay
+from tiletune.search.execution.workers import (
+    Executor,
+    TaskResult,
+    WorkerPool,
+    _environ_overlay,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,16 @@ import torch.nn.functional as F
 
 from tiletune import tensorexpr as te
 from tiletune.errors import LoweringError
+from tiletune.kernels.families import analyse, default_schedule
 from tiletune.kernels.library import FAMILIES
-from tiletune.kernels.library.attention import attention, causal_attention, cross_attention
+from tiletune.kernels.library.attention import (
+    attention,
+    causal_attention,
+    cross_attention,
+)
 from tiletune.kernels.verify import make_inputs
 from tiletune.schedules import Config, ConfigSpace
-from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 
 
@@ -164,10 +167,9 @@ COMPILE_WORKLOADS = [
 def test_default_configs_compile_for_sm90():
     """Each built-in's default config AOT-compiles for Hopper, in compiling worker processes
     (TRITON_INTERPRET=0), within the device's registers and shared memory."""
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.steps import compile_step
 
     specs = [TaskSpec.make(name, dims, dtype) for name, dims, dtype in COMPILE_WORKLOADS]
     items = [(spec, spec.build().space.default().to_json()) for spec in specs]
@@ -175,10 +177,10 @@ def test_default_configs_compile_for_sm90():
         results = pool.map(compile_step, items, timeout=240)
     for spec, res in zip(specs, results):
         assert res.status == "ok", f"{spec}: {res.status} {res.reason}"
-        assert res.value["status"] == "ok", f"{spec}: {res.value}"
-        usage = res.value["usage"]
+        assert res.value.ok, f"{spec}: {res.value}"
+        usage = res.value.data["usage"]
         assert 0 < usage["registers"] <= 255 and usage["spill_bytes"] == 0, (spec, usage)
-        assert res.value["tile"]["programs"] > 0
+        assert res.value.data["tile"]["programs"] > 0
 
 
 def test_autotune_attention_on_sim_h100(tmp_path):

@@ -13,15 +13,13 @@ import textwrap
 import pytest
 
 import tiletune as tt
+from tiletune import tensorexpr as te
 from tiletune.errors import LoweringError
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import analyse, default_schedule, tile_facts
+from tiletune.kernels.families.contraction import dot_dtype
 from tiletune.kernels.library import BUILTINS, contractions
 from tiletune.schedules import Config, ConfigSpace
-from tiletune.kernels.families import default_schedule
-from tiletune.kernels.families.contraction import dot_dtype
-from tiletune import tensorexpr as te
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 
 DTYPES = ("float32", "float16", "bfloat16")  # bf16 dots are widened for the interpreter
@@ -178,7 +176,7 @@ COMPILE_WORKER = textwrap.dedent('''
     from tiletune.kernels.compile import aot_compile
     from tiletune.kernels.runtime import load_module
     from tiletune.schedules.config import Config
-    from tiletune.search.task import TaskSpec
+    from tiletune.kernels.task import TaskSpec
 
     results = {}
     for case in json.load(sys.stdin):

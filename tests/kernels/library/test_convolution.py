@@ -8,12 +8,16 @@ import torch.nn.functional as F
 
 import tiletune as tt
 from tiletune.errors import DSLError, LoweringError, UsageError
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import analyse, default_schedule, tile_facts
 from tiletune.kernels.library import builtin
-from tiletune.kernels.library.convolution import conv1d, conv1d_op, conv2d, conv2d_op, pointwise_conv2d
-from tiletune.kernels.families import default_schedule
+from tiletune.kernels.library.convolution import (
+    conv1d,
+    conv1d_op,
+    conv2d,
+    conv2d_op,
+    pointwise_conv2d,
+)
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.kernels.families import analyse
 
 # (operator, dims): prime spatial sizes, C_in=3, C_out just above a 16-wide tile, stride 2,
 # dilation 2, padding 1, groups 2 and 3, and everything at 1
@@ -119,10 +123,9 @@ def test_bad_parameters_and_ungroupable_channels_are_refused():
 
 
 def test_default_configs_aot_compile_for_sm90():
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.steps import compile_step
 
     specs = [
         TaskSpec.make("conv2d", dict(N=2, C=16, H=14, W=14, K=32, R=3, S=3), "float16"),
@@ -138,8 +141,8 @@ def test_default_configs_aot_compile_for_sm90():
         pool.close()
     for spec, res in zip(specs, results):
         assert res.status == "ok", (spec.op, res.reason)
-        assert res.value["status"] == "ok", (spec.op, res.value.get("reason"))
-        assert res.value["usage"]["registers"] > 0
+        assert res.value.ok, (spec.op, res.value.reason)
+        assert res.value.data["usage"]["registers"] > 0
 
 
 def test_autotune_on_simulated_h100(tmp_path):

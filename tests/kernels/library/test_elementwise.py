@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import tiletune as tt
-from tiletune.api import operator_ref
 from tiletune import tensorexpr as te
+from tiletune.api import operator_ref
 from tiletune.errors import DSLError
+from tiletune.kernels.families import default_schedule
 from tiletune.kernels.library import activations, elementwise, resolve_operator
 from tiletune.kernels.verify import verification_dims
 from tiletune.schedules import Config, ConfigSpace
-from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.operator import operator
 from tiletune.tensorexpr.reference import torch_dtype
 
@@ -194,10 +194,9 @@ def test_tuning_a_broadcast_builtin_on_the_simulated_h100(tmp_path):
 
 
 def test_every_elementwise_and_activation_builtin_compiles_for_sm90():
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.steps import compile_step
 
     specs = []
     for module in (elementwise, activations):
@@ -208,5 +207,5 @@ def test_every_elementwise_and_activation_builtin_compiles_for_sm90():
     with WorkerPool(2, env=COMPILE_ENV, name="compile") as pool:
         results = pool.map(compile_step, jobs, timeout=300)
     for spec, res in zip(specs, results):
-        assert res.status == "ok" and res.value["status"] == "ok", f"{spec}: {res.reason or res.value}"
-        assert res.value["usage"]["registers"] > 0 and res.value["usage"]["spill_bytes"] == 0
+        assert res.status == "ok" and res.value.ok, f"{spec}: {res.reason or res.value}"
+        assert res.value.data["usage"]["registers"] > 0 and res.value.data["usage"]["spill_bytes"] == 0

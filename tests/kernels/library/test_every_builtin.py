@@ -11,9 +11,9 @@ from random import Random
 import pytest
 
 from tiletune.kernels.library import BUILTINS, resolve_operator
+from tiletune.kernels.task import TaskSpec
 from tiletune.kernels.verify import check_candidate
-from tiletune.search.simulator import H100, KernelFacts, simulate
-from tiletune.search.task import TaskSpec
+from tiletune.search.measurement.simulator import H100, KernelFacts, simulate
 
 # One odd shape per dim signature: primes, sizes just over a tile, a few size-1-ish dims.
 SHAPES = {

@@ -14,16 +14,15 @@ import pytest
 import torch
 
 import tiletune as tt
+from tiletune import tensorexpr as te
 from tiletune.errors import DSLError
 from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES
+from tiletune.kernels.families import analyse, default_schedule
+from tiletune.kernels.families.contraction import dot_dtype
 from tiletune.kernels.library import contractions
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import make_inputs
-from tiletune.kernels.families import default_schedule
-from tiletune.kernels.families.contraction import dot_dtype
-from tiletune import tensorexpr as te
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.operator import operator
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 
@@ -124,7 +123,7 @@ COMPILE_WORKER = textwrap.dedent('''
     import triton
     from tiletune.kernels.compile import aot_compile
     from tiletune.kernels.runtime import load_module
-    from tiletune.search.task import TaskSpec
+    from tiletune.kernels.task import TaskSpec
 
     results = {}
     for case in json.load(sys.stdin):

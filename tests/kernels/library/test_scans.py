@@ -7,14 +7,12 @@ import torch
 
 from tiletune import tensorexpr as te
 from tiletune.errors import DSLError, LoweringError
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import analyse, default_schedule, tile_facts
 from tiletune.kernels.library import FAMILIES, builtin, scans
 from tiletune.kernels.library.scans import cumulative
 from tiletune.kernels.lower import lower
 from tiletune.kernels.verify import verification_dims
-from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.kernels.families import analyse
 from tiletune.tensorexpr.reference import evaluate
 
 # (built-in, dims): odd lengths, a 1-element row, a row just above the default chunk
@@ -182,18 +180,17 @@ def test_unsupported_scan_patterns_fail_at_lowering_with_the_reason():
 
 
 def test_every_builtin_default_config_compiles_for_sm90():
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.steps import compile_step
 
     specs = [TaskSpec.make(name, {d: 1000 + 17 * n for n, d in enumerate(builtin(name).dim_names)}, "float16")
              for name in scans.__all__]
     with WorkerPool(2, env=COMPILE_ENV, name="scan-compile") as pool:
         results = pool.map(compile_step, [(s, s.build().space.default().to_json()) for s in specs], timeout=300)
     for spec, res in zip(specs, results):
-        assert res.status == "ok" and res.value["status"] == "ok", (str(spec), res)
-        assert res.value["usage"]["registers"] > 0 and res.value["usage"]["spill_bytes"] == 0
+        assert res.status == "ok" and res.value.ok, (str(spec), res)
+        assert res.value.data["usage"]["registers"] > 0 and res.value.data["usage"]["spill_bytes"] == 0
 
 
 def test_autotune_cumsum_on_the_simulated_h100(tmp_path):

@@ -9,11 +9,9 @@ import torch.nn.functional as F
 
 from tiletune import tensorexpr as te
 from tiletune.errors import DSLError, LoweringError
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import analyse, default_schedule, tile_facts
 from tiletune.kernels.library import windows
-from tiletune.kernels.families import default_schedule
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.kernels.families import analyse
 
 NAMES_2D = ("max_pool2d", "avg_pool2d", "depthwise_conv2d")
 NAMES_1D = ("max_pool1d", "avg_pool1d")
@@ -166,10 +164,9 @@ TUNE_DIMS_1D = dict(N=8, C=64, L=1001)
 def test_default_configs_compile_for_sm90():
     """Each built-in's default config AOT-compiles for Hopper, in one compiling worker process
     (this process interprets), with sane resources."""
-    from tiletune.search.measure import compile_step
-    from tiletune.search.task import TaskSpec
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+    from tiletune.search.measurement.steps import compile_step
 
     specs = [TaskSpec.make(name, TUNE_DIMS_2D if name in NAMES_2D else TUNE_DIMS_1D, "float16")
              for name in NAMES_2D + NAMES_1D]
@@ -178,8 +175,8 @@ def test_default_configs_compile_for_sm90():
         results = pool.map(compile_step, items, timeout=300)
     for spec, result in zip(specs, results):
         assert result.status == "ok", (spec, result.reason)
-        assert result.value["status"] == "ok", (spec, result.value.get("reason"))
-        usage = result.value["usage"]
+        assert result.value.ok, (spec, result.value.reason)
+        usage = result.value.data["usage"]
         assert 0 < usage["registers"] <= 255 and usage["spill_bytes"] == 0, (spec, usage)
 
 

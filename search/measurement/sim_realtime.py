@@ -17,7 +17,7 @@ A candidate the model refuses (it does not fit the SM) fails at launch: only the
 """
 from __future__ import annotations
 
-from tiletune.search.simulator import GPUSpec
+from tiletune.kernels.target import GPUTarget
 
 OVERHEAD_S = 0.5
 WARMUP_RUNS = 3
@@ -25,7 +25,7 @@ TIMED_RUNS = 50
 FLUSH_BYTES = 100 * 1024 * 1024
 
 
-def measurement_seconds(gpu: GPUSpec, latency_us: float | None) -> float:
+def measurement_seconds(gpu: GPUTarget, latency_us: float | None) -> float:
     """Wall time of measuring one candidate of `latency_us` (None: it failed at launch) on `gpu`."""
     if latency_us is None:
         return OVERHEAD_S

@@ -30,33 +30,40 @@ import pickle
 import signal
 import threading
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import (
+    Callable,
+    Iterator,
+    Literal,
+    Mapping,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 from tiletune.errors import UsageError
+from tiletune.search.execution.worker_process import describe, worker_main
 
-__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskResult", "WorkerPool", "STATUSES"]
+__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "Pools", "TaskEnd", "TaskResult", "WorkerPool"]
 
 # Worker environments: ahead-of-time compiles need a compiling process, CPU checks an
 # interpreting one (Triton fixes the mode per process).
 COMPILE_ENV = {"TRITON_INTERPRET": "0"}
 INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 
-STATUSES = ("ok", "error", "timeout", "crash")
-
-# Longest exception message kept in a reason: Triton compile errors can carry whole IR dumps.
-_MAX_MESSAGE = 1500
-
+#: How a task on a worker ended: it returned, raised, ran past its time limit, or its worker
+#: died. What that means for a candidate is the measurement's business (`measurement.results`).
+TaskEnd = Literal["ok", "error", "timeout", "crash"]
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:
-    """What became of one task: `status` is one of "ok", "error", "timeout", "crash"."""
+    """What became of one task: how it ended, what it returned (`value`, when it did) or why
+    not (`reason`), and how long it ran."""
 
     ok: bool
     value: object | None
-    status: str
+    status: TaskEnd
     reason: str
     seconds: float
 
@@ -217,7 +224,7 @@ class WorkerPool:
     def _start_slot(self, index: int) -> _Slot:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_worker_main, args=(child_conn, self._initializer),
+            target=worker_main, args=(child_conn, self._initializer),
             name=f"{self._name}-{index}", daemon=True)
         try:
             # Spawned children inherit the environment as it is at start; nothing else reaches them.
@@ -255,7 +262,7 @@ class WorkerPool:
             payload = pickle.dumps((task_id, pickle.dumps((fn, args, {}))))
         except Exception as exc:
             results[index] = TaskResult(False, None, "error",
-                                        f"task arguments cannot be sent to a worker: {_describe(exc)}", 0.0)
+                                        f"task arguments cannot be sent to a worker: {describe(exc)}", 0.0)
             return
         if slot.stale or not slot.process.is_alive():
             self._replace(slot)  # died while idle (OOM killer?) or still running an abandoned task
@@ -312,7 +319,7 @@ class WorkerPool:
             except Exception as exc:
                 # Only a result's value can fail to unpickle here ("started" is plain data).
                 results[index] = TaskResult(False, None, "error",
-                                            f"the result could not be unpickled in the tuner: {_describe(exc)}",
+                                            f"the result could not be unpickled in the tuner: {describe(exc)}",
                                             time.monotonic() - slot.sent_at)
                 slot.task = None
                 break
@@ -353,78 +360,29 @@ class _Slot:
     stale: bool = False
 
 
-# -- the worker side ---------------------------------------------------------------------------
+class Pools:
+    """The worker pools one or several tuners share: compiles (compiling processes) and
+    interpreter verification (interpreting processes)."""
 
-def _worker_main(conn: multiprocessing.connection.Connection,
-                 initializer: Callable[[], object] | None) -> None:
-    """Loop of one worker: receive `(task_id, fn, args, kwargs)`, answer "started", then the result."""
-    # Ctrl-C reaches the whole process group; the tuner decides what to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
-    init_error = None
-    if initializer is not None:
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
         try:
-            initializer()
-        except BaseException as exc:
-            init_error = f"the worker's initializer failed: {_describe(exc)}"
-    try:
-        _serve(conn, init_error)
-    except (EOFError, OSError):
-        return  # the tuner went away; nobody is left to answer
+            self.verifier = WorkerPool(1, env=INTERPRET_ENV, name="verify")
+        except BaseException:
+            self.compiler.close()
+            raise
 
+    def close(self) -> None:
+        """Stop every worker."""
+        self.compiler.close()
+        self.verifier.close()
 
-def _serve(conn: multiprocessing.connection.Connection, init_error: str | None) -> None:
-    """Answer tasks until told to stop (an empty message) or the pipe closes."""
-    while True:
-        data = conn.recv_bytes()
-        if not data:
-            return
-        # The id travels outside the task's own pickle so that a task which cannot be unpickled
-        # here (a module missing in the worker) can still be answered.
-        task_id, task = pickle.loads(data)
-        try:
-            fn, args, kwargs = pickle.loads(task)
-        except BaseException as exc:
-            _send(conn, ("done", task_id, "error", None,
-                         f"the task could not be unpickled in the worker: {_describe(exc)}", 0.0))
-            continue
-        conn.send_bytes(pickle.dumps(("started", task_id)))
-        if init_error is not None:
-            _send(conn, ("done", task_id, "error", None, init_error, 0.0))
-            continue
-        started = time.perf_counter()
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:
-            _send(conn, ("done", task_id, "error", None, _describe(exc), time.perf_counter() - started))
-            continue
-        seconds = time.perf_counter() - started
-        if not _send(conn, ("done", task_id, "ok", value, "", seconds)):
-            _send(conn, ("done", task_id, "error", None,
-                         f"the result ({type(value).__qualname__}) could not be pickled", seconds))
+    def __enter__(self) -> Pools:
+        return self
 
-
-def _send(conn: multiprocessing.connection.Connection, message: tuple) -> bool:
-    """Send a message; False if it cannot be pickled (nothing was written then)."""
-    try:
-        data = pickle.dumps(message)
-    except Exception:
-        return False
-    conn.send_bytes(data)
-    return True
-
-
-def _exit_with_parent() -> None:
-    """Exit when the tuner exits, even mid-task, so a killed tuner leaves no hung workers."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -486,27 +444,8 @@ def _check_picklable(obj: object, what: str) -> None:
     try:
         pickle.dumps(obj)
     except Exception as exc:
-        raise UsageError(f"{what} {obj!r} cannot be sent to a worker process ({_describe(exc)}); "
+        raise UsageError(f"{what} {obj!r} cannot be sent to a worker process ({describe(exc)}); "
                          f"pass a module-level function of an importable module") from None
-
-
-def _describe(exc: BaseException) -> str:
-    """The exception's type and message on one line, plus where it was raised."""
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<unprintable message>"
-    message = " | ".join(line.strip() for line in message.splitlines() if line.strip())
-    if len(message) > _MAX_MESSAGE:
-        message = message[:_MAX_MESSAGE] + " ..."
-    text = f"{name}: {message}" if message else name
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" (at {last.filename}:{last.lineno} in {last.name})"
-    return text
 
 
 def _exit_description(exitcode: int | None) -> str:

@@ -26,18 +26,18 @@ and to land within a small factor of real timings. Every record it produces says
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from tiletune.errors import TiletuneError, UsageError
+from tiletune.kernels.target import H100, H200, TARGETS, GPUTarget
 
 __all__ = [
     "H100",
     "H200",
     "SIMULATED_GPUS",
     "DoesNotFit",
-    "GPUSpec",
+    "GPUTarget",
     "KernelFacts",
     "SimResult",
     "blocks_per_sm",
@@ -71,73 +71,8 @@ class DoesNotFit(TiletuneError, ValueError):
     """A kernel cannot have even one block resident on an SM; the caller records the reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class GPUSpec:
-    """The figures of one GPU that the model uses. Bandwidths in GB/s, throughputs in TFLOP/s."""
-
-    name: str
-    sm_count: int
-    clock_ghz: float
-    fp16_tensor_tflops: float
-    """Dense tensor-core peak for fp16 inputs (bf16 has its own field, usually equal)."""
-    bf16_tensor_tflops: float
-    tf32_tensor_tflops: float
-    """Peak for fp32 inputs to `tl.dot`, which Triton runs as tf32 by default."""
-    fp8_tensor_tflops: float
-    fp32_tflops: float
-    """CUDA-core FMA peak, for contractions and arithmetic that do not use tensor cores."""
-    hbm_gbps: float
-    l2_bytes: int
-    l2_gbps: float
-    smem_per_sm: int
-    max_smem_per_block: int
-    smem_reserved_per_block: int
-    """Shared memory the driver reserves for every resident block."""
-    regs_per_sm: int
-    max_regs_per_thread: int
-    reg_alloc_unit: int
-    """Registers are allocated to a warp in chunks of this many."""
-    max_warps_per_sm: int
-    max_blocks_per_sm: int
-    max_threads_per_block: int
-    dram_latency_us: float
-    """Round trip of a global load that misses in L2, under load."""
-    launch_overhead_us: float
-    """Time between back-to-back launches as an event-timed benchmark sees it."""
-
-
-H100 = GPUSpec(
-    name="sim-h100",
-    # NVIDIA H100 SXM5, from the H100 datasheet and the Hopper architecture whitepaper.
-    sm_count=132,
-    clock_ghz=1.98,  # max boost; the tensor peaks below correspond to ~1.83 GHz sustained
-    fp16_tensor_tflops=989.4,  # dense (the datasheet's 1979 assumes 2:4 sparsity)
-    bf16_tensor_tflops=989.4,
-    tf32_tensor_tflops=494.7,
-    fp8_tensor_tflops=1978.9,
-    fp32_tflops=66.9,  # 132 SMs x 128 FP32 lanes x 2 FLOP x 1.98 GHz
-    hbm_gbps=3350.0,  # HBM3, 3.35 TB/s
-    l2_bytes=50 * 1024 * 1024,
-    l2_gbps=10_000.0,  # estimate: NVIDIA publishes no figure; microbenchmarks give 7-12 TB/s
-    smem_per_sm=228 * 1024,  # CUDA C Programming Guide, compute capability 9.0
-    max_smem_per_block=227 * 1024,
-    smem_reserved_per_block=1024,
-    regs_per_sm=65_536,
-    max_regs_per_thread=255,
-    reg_alloc_unit=256,
-    max_warps_per_sm=64,
-    max_blocks_per_sm=32,
-    max_threads_per_block=1024,
-    dram_latency_us=0.8,  # estimate: ~0.5-0.6 us idle in microbenchmarks, more under load
-    launch_overhead_us=3.0,  # estimate: back-to-back launches timed with CUDA events
-)
-
-# NVIDIA H200 SXM: the H100's die (same SMs, clocks and tensor peaks) with 141 GB of HBM3e at
-# 4.8 TB/s; the model has no capacity figure, so only the bandwidth differs.
-H200 = dataclasses.replace(H100, name="sim-h200", hbm_gbps=4800.0)
-
-#: The devices a `sim-<gpu>` measurer can stand for, by name.
-SIMULATED_GPUS: dict[str, GPUSpec] = {H100.name: H100, H200.name: H200}
+#: The devices a `sim-<gpu>` measurer can stand for, by name: the GPUs of `kernels.target`.
+SIMULATED_GPUS: dict[str, GPUTarget] = TARGETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +149,7 @@ class SimResult:
     """The multiplicative slowdown applied for spills; 1.0 without spills."""
 
 
-def simulate(facts: KernelFacts, gpu: GPUSpec = H100) -> SimResult:
+def simulate(facts: KernelFacts, gpu: GPUTarget = H100) -> SimResult:
     """Estimate the latency of one launch on `gpu`. Raises `DoesNotFit` for an illegal kernel."""
     check_fits(facts, gpu)
     resident = blocks_per_sm(facts, gpu)
@@ -238,7 +173,7 @@ def simulate(facts: KernelFacts, gpu: GPUSpec = H100) -> SimResult:
     )
 
 
-def check_fits(facts: KernelFacts, gpu: GPUSpec) -> None:
+def check_fits(facts: KernelFacts, gpu: GPUTarget) -> None:
     """Raise `DoesNotFit` when not even one block of the kernel can be resident on an SM."""
     if facts.shared_bytes > gpu.max_smem_per_block:
         raise DoesNotFit(f"shared memory {facts.shared_bytes} B per block exceeds the "
@@ -255,37 +190,28 @@ def check_fits(facts: KernelFacts, gpu: GPUSpec) -> None:
                          f"{gpu.regs_per_sm} of one SM of {gpu.name}")
 
 
-def registers_per_block(facts: KernelFacts, gpu: GPUSpec) -> int:
-    """Registers one block holds, after the hardware's rounding.
-
-    Per-thread counts round up to a multiple of 8, and each warp's share up to `reg_alloc_unit`.
-    """
-    per_thread = _round_up(facts.registers, 8)
-    per_warp = _round_up(per_thread * 32, gpu.reg_alloc_unit)
-    return per_warp * facts.num_warps
+def registers_per_block(facts: KernelFacts, gpu: GPUTarget) -> int:
+    """Registers one block holds, after the hardware's rounding (`GPUTarget.registers_per_block`)."""
+    return gpu.registers_per_block(facts.registers, facts.num_warps) if facts.registers > 0 else 0
 
 
-def blocks_per_sm(facts: KernelFacts, gpu: GPUSpec) -> int:
+def blocks_per_sm(facts: KernelFacts, gpu: GPUTarget) -> int:
     """Blocks resident on one SM: the tightest of registers, shared memory, warps and blocks."""
-    limits = [gpu.max_blocks_per_sm, gpu.max_warps_per_sm // facts.num_warps]
-    regs = registers_per_block(facts, gpu)
-    if regs > 0:
-        limits.append(gpu.regs_per_sm // regs)
-    limits.append(gpu.smem_per_sm // (facts.shared_bytes + gpu.smem_reserved_per_block))
-    return max(1, min(limits))  # check_fits has already refused kernels that fit no block
+    # check_fits has already refused kernels that fit no block
+    return gpu.blocks_per_sm(facts.registers, facts.shared_bytes, facts.num_warps)
 
 
-def occupancy(facts: KernelFacts, gpu: GPUSpec, resident: int) -> float:
+def occupancy(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     """Resident warps on a fully loaded SM as a fraction of the most an SM can hold."""
-    return resident * facts.num_warps / gpu.max_warps_per_sm
+    return gpu.occupancy(resident, facts.num_warps)
 
 
-def waves(facts: KernelFacts, gpu: GPUSpec, resident: int) -> int:
+def waves(facts: KernelFacts, gpu: GPUTarget, resident: int) -> int:
     """Rounds of resident blocks needed to run the grid: ceil(programs / (SMs x blocks/SM))."""
     return math.ceil(facts.programs / (gpu.sm_count * resident))
 
 
-def busiest_sm_programs(facts: KernelFacts, gpu: GPUSpec) -> int:
+def busiest_sm_programs(facts: KernelFacts, gpu: GPUTarget) -> int:
     """Programs the busiest SM runs; blocks on one SM share its tensor cores and bandwidth.
 
     This is where wave quantization bites: one program more than a multiple of the SM count
@@ -294,7 +220,7 @@ def busiest_sm_programs(facts: KernelFacts, gpu: GPUSpec) -> int:
     return math.ceil(facts.programs / gpu.sm_count)
 
 
-def peak_tflops(facts: KernelFacts, gpu: GPUSpec) -> float:
+def peak_tflops(facts: KernelFacts, gpu: GPUTarget) -> float:
     """The arithmetic peak the kernel's main operation can reach."""
     if not facts.uses_tensor_cores or facts.dot_dtype == "none":
         return gpu.fp32_tflops
@@ -336,7 +262,7 @@ def latency_hiding(resident_warps: int) -> float:
     return min(1.0, resident_warps / 4)
 
 
-def compute_time_us(facts: KernelFacts, gpu: GPUSpec, resident: int) -> float:
+def compute_time_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     """Time for the busiest SM's FLOPs at the peak scaled by tile shape and resident warps."""
     load = busiest_sm_programs(facts, gpu)
     resident_warps = min(load, resident) * facts.num_warps
@@ -350,7 +276,7 @@ def spill_traffic_bytes(facts: KernelFacts) -> float:
     return 2.0 * facts.spill_bytes * facts.threads * facts.k_iterations
 
 
-def memory_time_us(facts: KernelFacts, gpu: GPUSpec) -> float:
+def memory_time_us(facts: KernelFacts, gpu: GPUTarget) -> float:
     """The larger of DRAM time for compulsory traffic and the busiest SM's share of L2 time.
 
     DRAM traffic beyond `unique_bytes` (re-reads of data evicted from L2) is not modelled;
@@ -378,7 +304,7 @@ def overlap(compute_us: float, memory_us: float, num_stages: int, warp_specializ
     return max(compute_us, memory_us) + leak * min(compute_us, memory_us)
 
 
-def latency_chain_us(facts: KernelFacts, gpu: GPUSpec, resident: int) -> float:
+def latency_chain_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     """The least time the grid takes with unlimited throughput: dependent memory round trips.
 
     Each program waits one round trip for its first load and one for its stores to drain;
@@ -407,15 +333,10 @@ def spill_slowdown(spill_bytes: int) -> float:
 
 
 def _limiter(compute: float, memory: float, throughput: float, chain: float, body: float,
-             gpu: GPUSpec) -> str:
+             gpu: GPUTarget) -> str:
     """Name the term that bounds the time."""
     if gpu.launch_overhead_us > body:
         return "launch"
     if chain >= throughput:
         return "latency"
     return "compute" if compute >= memory else "memory"
-
-
-def _round_up(value: int, multiple: int) -> int:
-    """`value` rounded up to a multiple of `multiple`."""
-    return -(-value // multiple) * multiple

@@ -1,16 +1,16 @@
 """Where a tuning run's work happens: local worker processes, or a Ray cluster.
 
 A `Backend` is what the tuner and the scheduler are given: `compiler` and `verifier` executors
-(`search.workers.Executor`: `map(fn, items, timeout)` answering `TaskResult`s in input order)
+(`execution.workers.Executor`: `map(fn, items, timeout)` answering `TaskResult`s in input order)
 and `measurers(device)`, one `Measurer` per device kind to tune. The driver (strategy, cost
 model, the one DB connection) is the same whatever the backend, so records arrive in the same
 batches and transactions, and the search depends on the seed and the budget only.
 
 - ``local`` (`LocalBackend`): the compile and verification worker pools of this machine, and the
   measurer of its one device (the GPU in a worker process, or the simulator in the tuner).
-- ``ray`` (`search.ray_executor.RayBackend`): compiles and verification on warm CPU workers of
-  the cluster, and measurement in actors that each own one device. Ray is an optional extra; only that module
-  imports it.
+- ``ray`` (`search.ray_backend.RayBackend`): compiles and verification on warm CPU workers of
+  the cluster, and measurement in actors that each own one device. Ray is an optional extra,
+  imported only where it is used (`execution.ray_tasks`, `measurement.ray_measurer`).
 
 A device request is a comma-separated list of kinds: ``auto``, ``cuda``, the simulated GPUs
 (``sim-h100``, ``sim-h200``) and, on Ray, a GPU kind of the cluster (``H100``, as Ray's
@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from tiletune.errors import UsageError
-from tiletune.search.measure import Measurer
-from tiletune.search.simulator import SIMULATED_GPUS
-from tiletune.search.workers import Executor
+from tiletune.search.execution.workers import COMPILE_ENV, Executor, Pools, WorkerPool
+from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
+from tiletune.search.measurement.simulator import SIMULATED_GPUS
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = 'the ray executor needs Ray, which is not installed: pip install "tiletune[ray]"'
@@ -81,7 +81,7 @@ def open_backend(executor: str, workers: int | None = None, **options: object) -
     actors per device kind)."""
     check_executor(executor)
     if executor == "ray":
-        from tiletune.search.ray_executor import RayBackend
+        from tiletune.search.ray_backend import RayBackend
 
         return RayBackend(workers, **options)
     if options:
@@ -95,8 +95,6 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        from tiletune.search.tuner import Pools
-
         self._pools = Pools(workers)
         self._gpu_pools: list = []
         self.workers = self._pools.workers
@@ -104,10 +102,6 @@ class LocalBackend:
 
     def measurers(self, device: str, *, seed: int = 0, realtime: bool = False) -> list[Measurer]:
         """`cuda` times on this machine's GPU in a worker; `sim-*` answers in this process."""
-        from tiletune.search.measure import CudaMeasurer, SimMeasurer
-        from tiletune.search.tuner import COMPILE_ENV
-        from tiletune.search.workers import WorkerPool
-
         result: list[Measurer] = []
         for kind in device_kinds(device):
             if kind == "auto":

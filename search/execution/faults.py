@@ -8,7 +8,7 @@ spawned worker processes that compile, verify and time candidates::
 Rules are separated by ``;``; each is ``step:kind@knob=value[,knob=value...]`` and fires when
 `step` runs a config that has every named knob at the named value (values compare as written:
 ``64``, ``true``, ``fp16``). A rule without ``@...`` fires for every config. Steps, each calling
-`inject` as it starts (see `search/measure.py`):
+`inject` as it starts (see `search/measurement/steps.py`):
 
 - ``compile``: `compile_step`, in a compiling worker;
 - ``verify``: `verify_step`, in the interpreting worker;

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tiletune._version import __version__
 
-FORMAT = 1
+FORMAT = 2  # 2: entries are `StepResult.to_dict()`
 
 
 def _directory() -> Path:

@@ -1,7 +1,6 @@
-"""Recorded sweeps and the `replay` measurer: study search offline, from measurements made once.
+"""Recorded sweeps: many configs of a few workloads measured once, kept to study search offline.
 
-A sweep measures many configs of a few workloads once (on the simulated device or a real GPU)
-and keeps every outcome in a JSON-lines file:
+A sweep keeps every outcome in a JSON-lines file:
 
     {"format": "tiletune-sweep", "version": 1, "device": "sim-h100", "capability": "sm90",
      "measurer": "sim-h100", "triton": "3.4.0", ...}                              <- header
@@ -9,22 +8,14 @@ and keeps every outcome in a JSON-lines file:
      "config": {"BLOCK_K": 32, ...}, "status": "ok", "reason": "", "latency_us": 12.5,
      "facts": {"usage": {...}, "tile": {...}, "dot_dtype": "float16"}}           <- one per config
 
-- `record_sweep` compiles each config in a compiling worker pool (`compile_step`) and measures
-  it (the simulated H100 by default); the file is written atomically.
-- `Sweep.load` reads a file as JSON only and checks the header and every line; nothing in it
-  is ever executed (a config value that looks like code stays a string).
-- `ReplayMeasurer` answers latencies from the sweep, and `Sweep.space(spec)` is the task's
-  space restricted to the recorded configs, so a strategy searches exactly what was measured.
-- `replay_search` runs one strategy on one workload of a sweep until it finds a config within
-  a target latency: no compiles, no DB, milliseconds per batch.
-
-Recording does not verify outputs in the interpreter: a sweep is for comparing searches, and
-a sweep measured on a GPU is verified there (`time_step` checks before it times).
+`Sweep.load` reads a file as JSON only and checks the header and every line; nothing in it is
+ever executed (a config value that looks like code stays a string). `Sweep.space(spec)` is the
+task's space restricted to the recorded configs (`RecordedSpace`), so a strategy searches
+exactly what was measured. `measurement.sweep_recording` records a sweep, `measurement.replay`
+answers latencies from one, and `search.replay_search` runs a strategy against one.
 """
 from __future__ import annotations
 
-import datetime
-import itertools
 import json
 import math
 import os
@@ -32,18 +23,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping
 
-import numpy as np
-
-from tiletune._version import __version__
 from tiletune.errors import ScheduleError, UsageError
+from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.schedules.space import ConfigSpace, Constraint
-from tiletune.search.features import featurize
-from tiletune.search.measure import Measurer, Outcome, compile_batch
-from tiletune.search.task import TaskSpec
-from tiletune.tuning_db import STATUSES, Device
+from tiletune.tuning_db import Device, Status
 
 SWEEP_FORMAT = "tiletune-sweep"
 #: Version of the sweep file format; bump it when the meaning of a line changes.
@@ -58,10 +44,13 @@ class SweepEntry:
 
     spec: TaskSpec
     config: Config
-    status: str
+    status: Status
     reason: str = ""
     latency_us: float | None = None
     facts: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
 
     def to_json(self) -> str:
         """One line of a sweep file."""
@@ -300,9 +289,11 @@ def _parse_entry(path: Path, number: int, data: dict) -> SweepEntry:
         config = Config.from_json(json.dumps(config))
     except ScheduleError as error:
         raise UsageError(f"{where}: {error}") from None
-    status = data.get("status")
-    if status not in STATUSES:
-        raise UsageError(f"{where}: status must be one of {list(STATUSES)}, got {status!r}")
+    try:
+        status = Status(data.get("status"))
+    except ValueError:
+        raise UsageError(f"{where}: status must be one of {[s.value for s in Status]}, "
+                         f"got {data.get('status')!r}") from None
     latency = data.get("latency_us")
     if status == "ok":
         if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not math.isfinite(latency) or latency <= 0:
@@ -324,215 +315,4 @@ def _parse_entry(path: Path, number: int, data: dict) -> SweepEntry:
     return SweepEntry(TaskSpec(op, dtype, tuple(dims.items())), config, status, reason, latency, facts)
 
 
-# ---------------------------------------------------------------------------------------------
-# the replay measurer
-
-
-class ReplayMeasurer:
-    """A `Measurer` that answers from a recorded sweep; a config it did not record is
-    "illegal" with a reason. Its kind is "replay:<the sweep's measurer>"."""
-
-    def __init__(self, sweep: Sweep) -> None:
-        self.sweep = sweep
-        self.kind = f"replay:{sweep.measurer}"
-        self.device = sweep.device
-
-    def measure(self, spec: TaskSpec, candidates: Sequence[tuple[Config, dict]]) -> list[Outcome]:
-        """The recorded outcome of each candidate (the facts passed in are not needed)."""
-        outcomes = []
-        for config, _facts in candidates:
-            entry = self.sweep.lookup(spec, config)
-            if entry is None:
-                known = len(self.sweep.entries(spec))
-                where = f"among the {known} configs recorded for {spec}" if known else f"(the sweep has no workload {spec})"
-                outcomes.append(Outcome(config, "illegal", f"not in the replayed sweep: {config!r} is not {where}"))
-                continue
-            ok = entry.status == "ok"
-            outcomes.append(Outcome(
-                config, entry.status, entry.reason, latency_us=entry.latency_us,
-                latency_min_us=entry.latency_us, latency_spread=0.0 if ok else None,
-                repeats=1 if ok else 0, facts=dict(entry.facts),
-            ))
-        return outcomes
-
-
-# ---------------------------------------------------------------------------------------------
-# recording
-
-
-def sweep_configs(spec: TaskSpec, sample: int | None, seed: int) -> list[Config]:
-    """What a sweep of `spec` measures: every legal config, or the default plus a seeded random
-    sample of `sample` others (the whole space where it is smaller).
-
-    The sample is a seeded shuffle of the knobs' whole product, keyed by operator and dtype but
-    not by shape, filtered to the configs legal at this shape: a uniform sample of each
-    workload's space, and shapes of one operator share most of their configs, so the sweep
-    compiles each shared kernel once (Triton's cache serves the other shapes).
-    """
-    space = spec.build().space
-    default = space.default()
-    if sample is None:
-        return [default] + [c for c in space.enumerate() if c != default]
-    product = [Config(tuple(zip(space.names, values)))
-               for values in itertools.product(*(knob.choices() for knob in space.knobs))]
-    # A string seed is hashed deterministically (sha512): the same order in every process.
-    Random(f"{seed}:{spec.op}:{spec.dtype}").shuffle(product)
-    picked = [default]
-    for config in product:
-        if len(picked) > sample:
-            break
-        if config != default and space.is_legal(config):
-            picked.append(config)
-    return picked
-
-
-def record_sweep(
-    specs: Sequence[TaskSpec],
-    path: str | os.PathLike[str],
-    *,
-    sample: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    measurer: Measurer | None = None,
-    compile_timeout: float = 180.0,
-    chunk: int = 64,
-    on_progress: Callable[[TaskSpec, int, int], None] | None = None,
-    resume: bool = False,
-    time_limit: float | None = None,
-) -> Sweep:
-    """Compile and measure the configs of each spec (`sweep_configs`), write them to `path`
-    atomically and return the sweep. Compiles run in a pool of `workers` compiling processes;
-    the measurer defaults to the simulated H100. `on_progress(spec, done, total)` follows along.
-
-    With `resume`, the entries of an existing file at `path` (recorded by the same measurer
-    and device) are kept and not measured again, and the file is saved after every chunk; with
-    `time_limit` (seconds) recording stops after the chunk that passes it. Together they record
-    a sweep too long for one sitting (a GPU lent 10 minutes at a time) in several runs.
-    """
-    import time
-
-    import triton
-
-    from tiletune.search.measure import SimMeasurer
-    from tiletune.search.tuner import COMPILE_ENV
-    from tiletune.search.workers import WorkerPool
-
-    started = time.monotonic()
-    measurer = measurer or SimMeasurer("sim-h100")
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    header = {
-        "format": SWEEP_FORMAT, "version": SWEEP_VERSION, "device": measurer.device.name,
-        "capability": measurer.device.capability, "measurer": measurer.kind, "triton": triton.__version__,
-        "tiletune": __version__, "sample": sample, "seed": seed,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    entries: list[SweepEntry] = []
-    if resume and Path(path).exists():
-        earlier = Sweep.load(path)
-        if (earlier.measurer, earlier.header["device"]) != (measurer.kind, measurer.device.name):
-            raise UsageError(f"cannot resume {path}: it was measured by {earlier.measurer} on "
-                             f"{earlier.header['device']}, this run measures with {measurer.kind} on "
-                             f"{measurer.device.name}")
-        header = earlier.header
-        entries = [e for s in earlier.specs() for e in earlier.entries(s).values()]
-    done = {(e.spec, e.config) for e in entries}
-    pool = WorkerPool(workers, env=COMPILE_ENV, name="sweep-compile")
-    try:
-        for spec in specs:
-            configs = sweep_configs(spec, sample, seed)
-            space = spec.build().space  # entries recorded before a knob existed leave it out
-            recorded = {space.expand(c) for s, c in done if s == spec}
-            todo = [c for c in configs if space.expand(c) not in recorded]
-            for start in range(0, len(todo), chunk):
-                if time_limit is not None and time.monotonic() - started >= time_limit:
-                    break
-                batch = todo[start:start + chunk]
-                entries += _measure_batch(spec, batch, pool, measurer, compile_timeout)
-                if resume:
-                    Sweep(header, entries).save(path)
-                if on_progress:
-                    on_progress(spec, len(configs) - len(todo) + start + len(batch), len(configs))
-    finally:
-        pool.close()
-    sweep = Sweep(header, entries)
-    sweep.save(path)
-    return sweep
-
-
-def _measure_batch(spec: TaskSpec, batch: list[Config], pool, measurer: Measurer, timeout: float) -> list[SweepEntry]:
-    failed, compiled = compile_batch(spec, batch, pool, timeout)
-    outcomes = {**failed, **{o.config: o for o in measurer.measure(spec, compiled)}}
-    return [
-        SweepEntry(spec, c, o.status, o.reason[:2000], o.latency_us if o.status == "ok" else None, _plain(o.facts))
-        for c, o in ((c, outcomes[c]) for c in batch)
-    ]
-
-
-def _plain(facts: dict) -> dict:
-    """Facts as JSON data (numpy scalars and tuples become numbers and lists)."""
-    return json.loads(json.dumps(facts, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-
-
-# ---------------------------------------------------------------------------------------------
-# searching a sweep
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayRun:
-    """How one search of a sweep went: `trials` configs measured until the first one within
-    the target (or until the space ran out, `found` False), and the best latency seen."""
-
-    trials: int
-    found: bool
-    best_us: float | None
-
-
-def replay_search(strategy, sweep: Sweep, spec: TaskSpec, target_us: float, *, batch: int = 8,
-                  limit: int | None = None) -> ReplayRun:
-    """Run `strategy` on `spec`'s recorded space, answering latencies from the sweep, until a
-    config with latency <= `target_us` is measured; `trials` counts configs in the order
-    proposed. Stops when the strategy proposes nothing new, or after `limit` trials.
-
-    History rows carry the features the tuner gives them (knobs and recorded tile facts).
-    """
-    from tiletune.search.strategies import History
-
-    space = sweep.space(spec)
-    tile_facts = sweep.tile_facts(spec)
-    history = History()
-    limit = limit if limit is not None else len(sweep.entries(spec))
-    trials, best = 0, None
-    while trials < limit:
-        proposed = [c for c in strategy.propose(space, history, batch) if c not in history.tried]
-        if not proposed:
-            break
-        for config in dict.fromkeys(proposed):
-            entry = sweep.lookup(spec, config)
-            trials += 1
-            if entry is None or entry.status != "ok":
-                history.add(config, None, None)
-                continue
-            history.add(config, entry.latency_us, featurize(config.as_dict(), tile_facts(config), {}))
-            best = entry.latency_us if best is None else min(best, entry.latency_us)
-            if entry.latency_us <= target_us:
-                return ReplayRun(trials, True, best)
-            if trials >= limit:
-                break
-    return ReplayRun(trials, False, best)
-
-
-def ok_rows(sweep: Sweep, spec: TaskSpec) -> tuple[list[Config], np.ndarray, np.ndarray]:
-    """The ok configs of `spec`, their search features (knobs and tile facts, as the tuner
-    computes them) and their latencies."""
-    tile_facts = sweep.tile_facts(spec)
-    ok = [e for e in sweep.entries(spec).values() if e.status == "ok"]
-    if not ok:
-        return [], np.zeros((0, 0), dtype=np.float32), np.zeros(0)
-    X = np.stack([featurize(e.config.as_dict(), tile_facts(e.config), {}) for e in ok])
-    return [e.config for e in ok], X, np.array([e.latency_us for e in ok], dtype=np.float64)
-
-
-__all__ = [
-    "SWEEP_FORMAT", "SWEEP_VERSION", "RecordedSpace", "ReplayMeasurer", "ReplayRun", "Sweep", "SweepEntry",
-    "ok_rows", "record_sweep", "replay_search", "spec_to_dict", "sweep_configs",
-]
+__all__ = ["SWEEP_FORMAT", "SWEEP_VERSION", "RecordedSpace", "Sweep", "SweepEntry", "spec_to_dict"]

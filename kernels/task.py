@@ -1,7 +1,10 @@
-"""A tuning task: one operator at one shape and dtype, with its schedule and config space.
+"""A tuning task: one operator at one shape and dtype, with its kernel family, schedule and
+config space.
 
 `TaskSpec` is the picklable name of a task (operator reference, dtype, dims) that worker
-processes turn back into a `Task`; a `Task` owns everything derived from it, built once.
+processes turn back into a `Task`; a `Task` owns everything derived from it, built once. Both
+the search (which tunes a task) and `tiletune.load` (which runs a tuned one) depend on it; its
+identity in a tuning DB is `tuning_db.Workload.of(task)`.
 """
 from __future__ import annotations
 
@@ -12,16 +15,13 @@ from typing import Mapping
 
 from tiletune.errors import ScheduleError, UsageError
 from tiletune.kernels.facts import TileFacts
-from tiletune.kernels.families import tile_facts
+from tiletune.kernels.families import Pattern, analyse, default_schedule, tile_facts
 from tiletune.kernels.library import resolve_operator
 from tiletune.kernels.lower import KernelSource, lower
 from tiletune.schedules.config import Config
-from tiletune.kernels.families import default_schedule
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.schedules.space import ConfigSpace
-from tiletune.kernels.families import Pattern, analyse
 from tiletune.tensorexpr.operator import Graph, Operator, evaluate_extent
-from tiletune.tuning_db import Workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,8 @@ _TASKS: dict[TaskSpec, "Task"] = {}
 
 
 class Task:
-    """One operator at one shape: graph, pattern, schedule, space and DB identity."""
+    """One operator at one shape: graph, pattern, schedule and space, and what names it in a
+    tuning DB (`op_name`, `op_hash`, `dims`, `input_dtypes`)."""
 
     def __init__(self, spec: TaskSpec, operator: Operator | None = None) -> None:
         self.spec = spec
@@ -87,11 +88,20 @@ class Task:
         self.schedule: Schedule = default_schedule(self.graph, self.dims, self.pattern)
         self.space: ConfigSpace = self.schedule.space()
 
+    @property
+    def op_name(self) -> str:
+        """The operator's name (with its attributes: `softmax_nd[dim=1]`)."""
+        return self.operator.name
+
     @cached_property
-    def workload(self) -> Workload:
-        """The DB identity: operator hash, dims and input dtypes."""
-        dtypes = tuple(t.dtype for t in self.graph.inputs)
-        return Workload.make(self.operator.name, self.graph.structural_hash(), self.dims, dtypes)
+    def op_hash(self) -> str:
+        """The structural hash of the operator's graph at this dtype."""
+        return self.graph.structural_hash()
+
+    @property
+    def input_dtypes(self) -> tuple[str, ...]:
+        """The dtypes of the operator's inputs, in call order."""
+        return tuple(t.dtype for t in self.graph.inputs)
 
     @cached_property
     def flops(self) -> float:
