@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tiletune.errors import LoweringError
+from tiletune.kernels.syntax import BINARY, COMPARE, LOGICAL, UNARY, Call, Prec, floor_divmod, non_negative, operand, positive
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
     Binary,
+    BinaryOp,
     Cast,
     Compare,
     Const,
@@ -29,6 +31,7 @@ from tiletune.tensorexpr.expr import (
     Reduce,
     Select,
     Unary,
+    UnaryOp,
     describe,
 )
 from tiletune.tensorexpr.tensor import Tensor
@@ -43,26 +46,6 @@ POINTER_TYPES = {
     "float8_e4m3fn": "*fp8e4nv",
     "int8": "*i8", "int16": "*i16", "int32": "*i32", "int64": "*i64", "bool": "*i1",
 }
-_BINARY = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%"}
-_COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_UNARY = {
-    "exp": "tl.exp({})", "log": "tl.log({})", "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})",
-    "sigmoid": "tl.sigmoid({})", "erf": "tl.erf({})", "abs": "tl.abs({})", "neg": "-{}",
-    "not": "~{}",
-    # tanh through sigmoid: exact in real arithmetic, and it runs in Triton's interpreter
-    # as well as on every GPU backend (libdevice's tanh is CUDA-only).
-    "tanh": "(2.0 * tl.sigmoid(2.0 * {}) - 1.0)",
-}
-REDUCE_IDENTITY = {"sum": "0.0", "max": 'float("-inf")', "min": 'float("inf")'}
-REDUCE_FN = {"sum": "tl.sum", "max": "tl.max", "min": "tl.min"}
-
-
-def int_identity(op: str, dtype: str) -> str:
-    """The identity of an integer reduction or scan (`sum`, `prod`, `max`, `min`) in its own
-    type: a float identity (0.0, -inf) would turn the tile into floats, which integer `//` and
-    `%` then refuse."""
-    bits = 8 * dt.itemsize(dtype)
-    return {"sum": "0", "prod": "1", "max": str(-(1 << (bits - 1))), "min": str((1 << (bits - 1)) - 1)}[op]
 
 
 class CodeBuilder:
@@ -111,11 +94,14 @@ class Dim:
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """Emitted code for a value, the tile dims it varies along, and its dtype in registers."""
+    """Emitted code for a value, the tile dims it varies along, its dtype in registers, how
+    tightly its code binds (an assigned name is an atom) and, for a literal, its number."""
 
     code: str
     dims: frozenset[int]
     dtype: str
+    prec: Prec = Prec.ATOM
+    const: int | float | bool | None = None
 
 
 @dataclass
@@ -177,12 +163,12 @@ class TileEmitter:
         """`v` widened to fp32 for arithmetic (integers and bools convert too)."""
         if v.dtype == "float32":
             return v
-        if re.fullmatch(r"-?\d+", v.code):
-            return Value(f"{float(v.code)!r}", v.dims, "float32")
+        if v.const is not None and dt.is_int(v.dtype):
+            return _literal(float(v.const), v.dims)
         if not v.dims and dt.is_int(v.dtype):
             # a scalar (a dim argument) may arrive as a plain int when Triton specializes it
-            return Value(f"({_paren(v.code)} * 1.0)", v.dims, "float32")
-        return Value(f"{_paren(v.code)}.to(tl.float32)", v.dims, "float32")
+            return Value(f"({operand(v, Prec.PRODUCT)} * 1.0)", v.dims, "float32")
+        return Value(f"{operand(v, Prec.CALL)}.to(tl.float32)", v.dims, "float32", Prec.CALL)
 
     def _emit(self, e: Expr) -> Value:
         if isinstance(e, Const):
@@ -199,39 +185,32 @@ class TileEmitter:
         if isinstance(e, Binary):
             return self._binary(e)
         if isinstance(e, Unary):
-            x = self.value(e.x)
-            if e.op == "not" or (e.op in ("neg", "abs") and not dt.is_float(x.dtype)):
-                return self._bind(e, _UNARY[e.op].format(_paren(x.code)), x.dims, x.dtype)
-            if e.op in ("neg", "abs"):
-                # widened like all float math: the interpreter would negate a bf16 tile's bit patterns
-                xf = self.as_float32(x)
-                return self._bind(e, _UNARY[e.op].format(_paren(xf.code)), x.dims, "float32")
-            xf = self.as_float32(x)
-            return self._bind(e, _UNARY[e.op].format(xf.code), x.dims, "float32")
+            return self._unary(e)
         if isinstance(e, Compare):
             a, b = self._operands(e.a, e.b)
-            return self._bind(e, f"{_paren(a.code)} {_COMPARE[e.op]} {_paren(b.code)}", a.dims | b.dims, "bool")
+            return self._bind(e, COMPARE[e.op].render(a, b), a.dims | b.dims, "bool")
         if isinstance(e, Logical):
             a, b = self.value(e.a), self.value(e.b)
-            op = "&" if e.op == "and" else "|"
-            return self._bind(e, f"{_paren(a.code)} {op} {_paren(b.code)}", a.dims | b.dims, "bool")
+            return self._bind(e, LOGICAL[e.op].render(a, b), a.dims | b.dims, "bool")
         if isinstance(e, Select):
             c = self.value(e.cond)
             a, b = self._operands(e.a, e.b)
-            return self._bind(e, f"tl.where({c.code}, {a.code}, {b.code})", c.dims | a.dims | b.dims, a.dtype)
+            return self._bind(e, Call("tl.where").render(c, a, b), c.dims | a.dims | b.dims, a.dtype)
         if isinstance(e, Cast):
             x = self.value(e.x)
             target = dt.strong(e.dtype)
             if dt.is_float(target) and target != "float32":
                 # round to the narrow type, keep computing in fp32
-                code = converted(converted(x.code, x.dims, TL_DTYPES[target]), x.dims, "tl.float32")
-                return self._bind(e, code, x.dims, "float32")
-            return self._bind(e, converted(x.code, x.dims, TL_DTYPES[target]), x.dims, target)
+                rounded = converted(converted(x, target), "float32")
+                return self._bind(e, (rounded.code, rounded.prec), x.dims, "float32")
+            cast = converted(x, target)
+            return self._bind(e, (cast.code, cast.prec), x.dims, target)
         if isinstance(e, Reduce):
             raise LoweringError("a reduction can only be emitted by its kernel's reduction loop")
         raise LoweringError(f"cannot emit {type(e).__name__}")
 
-    def _bind(self, e: Expr, code: str, dims: frozenset[int], dtype: str) -> Value:
+    def _bind(self, e: Expr, rendered: tuple[str, Prec], dims: frozenset[int], dtype: str) -> Value:
+        code, _ = rendered
         # Index arithmetic stays inline (short, and Triton folds it); values get a name.
         if dt.is_int(e.dtype) and dt.is_weak(e.dtype):
             return Value(f"({code})", dims, dtype)
@@ -247,17 +226,22 @@ class TileEmitter:
             return self.as_float32(va), self.as_float32(vb)
         return va, vb
 
+    def _unary(self, e: Unary) -> Value:
+        x = self.value(e.x)
+        if e.op is UnaryOp.NOT or (e.op in (UnaryOp.NEG, UnaryOp.ABS) and not dt.is_float(x.dtype)):
+            return self._bind(e, UNARY[e.op].render(x), x.dims, x.dtype)
+        # widened like all float math: the interpreter would negate a bf16 tile's bit patterns
+        return self._bind(e, UNARY[e.op].render(self.as_float32(x)), x.dims, "float32")
+
     def _binary(self, e: Binary) -> Value:
         a, b = self._operands(e.a, e.b)
         dims = a.dims | b.dims
         dtype = "float32" if dt.is_float(e.dtype) else dt.strong(e.dtype)
-        if e.op in ("maximum", "minimum"):
-            return self._bind(e, f"tl.{e.op}({a.code}, {b.code})", dims, dtype)
-        if e.op == "truediv" and not dt.is_float(a.dtype) and not dt.is_float(b.dtype):
+        if e.op is BinaryOp.TRUEDIV and not dt.is_float(a.dtype) and not dt.is_float(b.dtype):
             a = self.as_float32(a)
-        if e.op in ("floordiv", "mod") and not (_non_negative(e.a) and _positive(e.b)):
-            return self._bind(e, _floor_divmod(e.op, a.code, b.code, _positive(e.b)), dims, dtype)
-        return self._bind(e, f"{_paren(a.code)} {_BINARY[e.op]} {_paren(b.code)}", dims, dtype)
+        if e.op in (BinaryOp.FLOORDIV, BinaryOp.MOD) and not (non_negative(e.a) and positive(e.b)):
+            return self._bind(e, floor_divmod(e.op, a, b, positive(e.b)), dims, dtype)
+        return self._bind(e, BINARY[e.op].render(a, b), dims, dtype)
 
     # --- memory -------------------------------------------------------------------------------
 
@@ -291,11 +275,12 @@ class TileEmitter:
         for axis_no, (ie, stride) in enumerate(zip(read.indices, arg.strides)):
             iv = self.index(ie)
             dims |= iv.dims
-            terms.append(f"{_paren(iv.code)} * {stride}")
+            terms.append(f"{operand(iv, Prec.PRODUCT)} * {stride}")
             # a gathered index (x[i, t[i]]) is masked even on a scalar: its value is data
             if not self._in_bounds(ie, read.tensor, axis_no) and (iv.dims or isinstance(ie, Read)):
                 size = self.extent_code(read.tensor.shape[axis_no])
-                bounds.append(f"({_paren(iv.code)} >= 0) & ({_paren(iv.code)} < {size})")
+                index = operand(iv, Prec.COMPARE + 1)
+                bounds.append(f"({index} >= 0) & ({index} < {size})")
         mask = self.mask(frozenset(dims))
         if bounds:
             mask = " & ".join(([mask] if mask else []) + bounds)
@@ -312,87 +297,27 @@ def ident(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def converted(code: str, dims: frozenset[int], tl_dtype: str) -> str:
-    """`code` converted to a Triton type: `.to()` on a tile; `tl.cast` on a scalar, which may be
-    a literal (a constant output) or a plain int (a dim Triton specialized), without `.to()`."""
-    return f"{_paren(code)}.to({tl_dtype})" if dims else f"tl.cast({code}, {tl_dtype})"
-
-
-# The DSL's `//` and `%` are Python's (floor division, a remainder with the divisor's sign), as
-# in the reference evaluator; Triton's integer `//` and `%` truncate toward zero, as C does.
-# The two agree when the dividend is >= 0 and the divisor > 0, the common case of index
-# arithmetic over axes, which keeps the plain operators; otherwise the result is corrected.
-
-
-def _non_negative(e: Expr) -> bool:
-    """True when `e` is >= 0 everywhere: axes, dims, non-negative constants and what `+`, `*`,
-    `//` and `%` make of them."""
-    if isinstance(e, Const):
-        return not isinstance(e.value, bool) and e.value >= 0
-    if isinstance(e, (IterVar, DimVar)):
-        return True  # axes count from 0 (tile offsets too), dims are >= 1
-    if isinstance(e, Binary):
-        if e.op in ("add", "mul"):
-            return _non_negative(e.a) and _non_negative(e.b)
-        if e.op == "floordiv":
-            return _non_negative(e.a) and _positive(e.b)
-        if e.op == "mod":
-            return _positive(e.b)
-    if isinstance(e, Unary) and e.op == "abs":
-        return True
-    return False
-
-
-def _positive(e: Expr) -> bool:
-    """True when `e` is > 0 everywhere: dims, positive constants, their sums and products."""
-    if isinstance(e, Const):
-        return not isinstance(e.value, bool) and e.value > 0
-    if isinstance(e, DimVar):
-        return True
-    if isinstance(e, Binary) and e.op in ("add", "mul"):
-        return _positive(e.a) and _positive(e.b)
-    return False
-
-
-def _floor_divmod(op: str, a: str, b: str, positive_divisor: bool) -> str:
-    """Code for Python's `a // b` or `a % b` from Triton's truncating operators."""
-    a, b = _paren(a), _paren(b)
-    if positive_divisor:
-        # arithmetic only, so that it also serves scalars (dims, batch indices)
-        fmod = f"(({a} % {b}) + {b}) % {b}"
-        return fmod if op == "mod" else f"({a} - {fmod}) // {b}"
-    rem = f"({a} % {b})"
-    wrong_sign = f"({rem} != 0) & (({rem} < 0) != ({b} < 0))"
-    if op == "mod":
-        return f"tl.where({wrong_sign}, {rem} + {b}, {rem})"
-    return f"tl.where({wrong_sign}, ({a} // {b}) - 1, {a} // {b})"
+def converted(value: Value, dtype: str) -> Value:
+    """`value` converted to `dtype`: `.to()` on a tile; `tl.cast` on a scalar, which may be a
+    literal (a constant output) or a plain int (a dim Triton specialized), without `.to()`."""
+    tl_dtype = TL_DTYPES[dtype]
+    if value.dims:
+        return Value(f"{operand(value, Prec.CALL)}.to({tl_dtype})", value.dims, dtype, Prec.CALL)
+    return Value(f"tl.cast({value.code}, {tl_dtype})", value.dims, dtype, Prec.CALL)
 
 
 def _const(e: Const) -> Value:
     if isinstance(e.value, bool):
-        return Value("True" if e.value else "False", frozenset(), "bool")
+        return Value("True" if e.value else "False", frozenset(), "bool", const=e.value)
     if isinstance(e.value, float) or dt.is_float(e.dtype):
-        value = float(e.value)
-        text = repr(value) if value == value and abs(value) != float("inf") else f'float("{value}")'
-        return Value(text, frozenset(), "float32")
-    return Value(str(int(e.value)), frozenset(), "int32")
+        return _literal(float(e.value))
+    return Value(str(int(e.value)), frozenset(), "int32", const=int(e.value))
 
 
-_ATOM = re.compile(r"^([A-Za-z_][\w.]*(\[[^\[\]]*\])*|-?\d+(\.\d*)?(e-?\d+)?)$")
-
-
-def _paren(code: str) -> str:
-    """`code` in parentheses unless it is a name, a subscript, a number or already wrapped."""
-    if _ATOM.match(code) or (code.startswith("(") and code.endswith(")") and _balanced(code[1:-1])):
-        return code
-    return f"({code})"
-
-
-def _balanced(code: str) -> bool:
-    depth = 0
-    for ch in code:
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth < 0:
-            return False
-    return depth == 0
+def _literal(value: float, dims: frozenset[int] = frozenset()) -> Value:
+    """A float literal (inf and nan spelled as `float("...")`)."""
+    if value != value or abs(value) == float("inf"):
+        return Value(f'float("{value}")', dims, "float32", Prec.CALL, const=value)
+    text = repr(value)
+    # the parentheses the generated code has always put around an exponent with a sign (1e+20)
+    return Value(text, dims, "float32", Prec.CALL if "+" in text else Prec.ATOM, const=value)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import POINTER_TYPES, TL_DTYPES, CodeBuilder, Dim, TensorArg, TileEmitter, Value, converted, ident
+from tiletune.kernels.emit import POINTER_TYPES, CodeBuilder, Dim, TensorArg, TileEmitter, Value, converted, ident
+from tiletune.kernels.syntax import BINARY, Infix
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import strip_casts
-from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, describe
-from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.expr import Binary, Cast, Const, DimVar, Expr, IterVar, Read, Unary, UnaryOp, describe
+from tiletune.tensorexpr.operator import SHAPE_ARITHMETIC, Graph
 from tiletune.tensorexpr.tensor import Tensor
 
 if TYPE_CHECKING:
@@ -132,10 +133,9 @@ class KernelContext:
             return str(int(e.value))
         if isinstance(e, DimVar):
             return self.dim_names[e.name]
-        if isinstance(e, Binary) and e.op in ("add", "sub", "mul", "floordiv", "mod"):
-            op = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}[e.op]
-            return f"({self.extent(e.a)} {op} {self.extent(e.b)})"
-        if isinstance(e, Unary) and e.op == "neg":
+        if isinstance(e, Binary) and SHAPE_ARITHMETIC[e.op] is not None:
+            return f"({self.extent(e.a)} {_symbol(e)} {self.extent(e.b)})"
+        if isinstance(e, Unary) and e.op is UnaryOp.NEG:
             return f"(-{self.extent(e.x)})"
         raise LoweringError(f"{self.graph.name}: cannot render shape expression {e!r}")
 
@@ -180,8 +180,8 @@ class KernelContext:
         # value's: a scalar output of a row reduction gets its (1, 1) tile's shape on the pointer
         for d in sorted(value.dims - dims):
             address += f" + {em.expand(em.dims[d].offs, d)} * 0"
-        stored = converted(paren_code(value.code), value.dims, TL_DTYPES[out.dtype])
-        self.body.line(f"tl.store({address}, {stored}, mask={mask})")
+        stored = converted(Value(paren_code(value.code), value.dims, value.dtype), out.dtype)
+        self.body.line(f"tl.store({address}, {stored.code}, mask={mask})")
 
     def header(self, kernel_name: str) -> list[str]:
         return self.preamble() + self.kernel_def(kernel_name)
@@ -280,14 +280,18 @@ def py_extent(k: KernelContext, axes: tuple[IterVar, ...]) -> str:
     return " * ".join(k.extent(a.extent) for a in axes) or "1"
 
 
-_INDEX_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "mod": "%"}
+def _symbol(e: Binary) -> str:
+    """The infix symbol of integer shape or index arithmetic (Python's and Triton's alike)."""
+    spelling = BINARY[e.op]
+    assert isinstance(spelling, Infix) and SHAPE_ARITHMETIC[e.op] is not None, e.op
+    return spelling.symbol
 
 
 def index_text(e: Expr) -> str:
     """An index expression as the user wrote it, for messages (dataclass reprs are unreadable)."""
-    if isinstance(e, Binary) and e.op in _INDEX_SYMBOLS:
-        return f"{index_text(e.a)} {_INDEX_SYMBOLS[e.op]} {index_text(e.b)}"
-    if isinstance(e, Unary) and e.op == "neg":
+    if isinstance(e, Binary) and SHAPE_ARITHMETIC[e.op] is not None:
+        return f"{index_text(e.a)} {_symbol(e)} {index_text(e.b)}"
+    if isinstance(e, Unary) and e.op is UnaryOp.NEG:
         return f"-{index_text(e.x)}"
     return describe(e)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, TileEmitter, Value, ident, int_identity
+from tiletune.kernels.emit import TileEmitter, Value, ident
 from tiletune.kernels.facts import TileFacts, ops_per_element, unique_bytes
 from tiletune.kernels.families.family import Family, shrink
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Product, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings
+from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, int_identity
 from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule

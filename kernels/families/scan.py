@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, converted, ident, int_identity
+from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, converted, ident
 from tiletune.kernels.facts import TileFacts, arithmetic, unique_bytes
 from tiletune.kernels.families.family import Family, shrink
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.kernels.syntax import combine, int_identity
 from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
-from tiletune.tensorexpr.expr import DimVar, IterVar, Read, describe
+from tiletune.tensorexpr.expr import DimVar, IterVar, Read, ScanOp, describe
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -149,25 +150,29 @@ class ScanFamily(Family):
         return shrink(dims, tiles)
 
 
-_SCAN = {
-    "sum": "tl.cumsum({x}, axis={axis})",
-    "prod": "tl.cumprod({x}, axis={axis})",
-    "max": "tl.associative_scan({x}, {axis}, _scan_max)",
-    "min": "tl.associative_scan({x}, {axis}, _scan_min)",
+# per combine: the scan of a chunk, the chunk's total, the module-level combine function they
+# need (None: Triton has the scan built in) and the float identity
+SCAN: dict[ScanOp, str] = {
+    ScanOp.SUM: "tl.cumsum({x}, axis={axis})",
+    ScanOp.PROD: "tl.cumprod({x}, axis={axis})",
+    ScanOp.MAX: "tl.associative_scan({x}, {axis}, _scan_max)",
+    ScanOp.MIN: "tl.associative_scan({x}, {axis}, _scan_min)",
 }
-_TOTAL = {
-    "sum": "tl.sum({x}, axis={axis}, keep_dims=True)",
-    "prod": "tl.reduce({x}, {axis}, _scan_mul, keep_dims=True)",
-    "max": "tl.max({x}, axis={axis}, keep_dims=True)",
-    "min": "tl.min({x}, axis={axis}, keep_dims=True)",
+TOTAL: dict[ScanOp, str] = {
+    ScanOp.SUM: "tl.sum({x}, axis={axis}, keep_dims=True)",
+    ScanOp.PROD: "tl.reduce({x}, {axis}, _scan_mul, keep_dims=True)",
+    ScanOp.MAX: "tl.max({x}, axis={axis}, keep_dims=True)",
+    ScanOp.MIN: "tl.min({x}, axis={axis}, keep_dims=True)",
 }
-_COMBINE = {"sum": "{a} + {b}", "prod": "{a} * {b}", "max": "tl.maximum({a}, {b})", "min": "tl.minimum({a}, {b})"}
-_HELPERS = {
-    "max": "@triton.jit\ndef _scan_max(a, b):\n    return tl.maximum(a, b)",
-    "min": "@triton.jit\ndef _scan_min(a, b):\n    return tl.minimum(a, b)",
-    "prod": "@triton.jit\ndef _scan_mul(a, b):\n    return a * b",
+HELPERS: dict[ScanOp, str | None] = {
+    ScanOp.SUM: None,
+    ScanOp.PROD: "@triton.jit\ndef _scan_mul(a, b):\n    return a * b",
+    ScanOp.MAX: "@triton.jit\ndef _scan_max(a, b):\n    return tl.maximum(a, b)",
+    ScanOp.MIN: "@triton.jit\ndef _scan_min(a, b):\n    return tl.minimum(a, b)",
 }
-_FLOAT_IDENTITY = {"sum": "0.0", "prod": "1.0", "max": 'float("-inf")', "min": 'float("inf")'}
+FLOAT_IDENTITY: dict[ScanOp, str] = {
+    ScanOp.SUM: "0.0", ScanOp.PROD: "1.0", ScanOp.MAX: 'float("-inf")', ScanOp.MIN: 'float("inf")',
+}
 
 
 def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
@@ -180,12 +185,12 @@ def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
     out = graph.output
     block_rows, block_scan = s.tile("rows"), s.tile("scan")
     k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_SCAN=block_scan)
-    if scan.op in _HELPERS:
-        k.helpers.append(_HELPERS[scan.op])
+    if HELPERS[scan.op] is not None:
+        k.helpers.append(HELPERS[scan.op])
     floating = dt.is_float(scan.dtype)
     # fp32 accumulation for every float type (the reference scans in float64)
     acc_dtype = "float32" if floating else ("int64" if scan.dtype == "int64" else "int32")
-    identity = _FLOAT_IDENTITY[scan.op] if floating else int_identity(scan.op, acc_dtype)
+    identity = FLOAT_IDENTITY[scan.op] if floating else int_identity(scan.op, acc_dtype)
     scan_dim = 1 if layout.position == len(out.op.axes) - 1 else 0
     rows_dim = 1 - scan_dim
 
@@ -233,14 +238,14 @@ def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
         if floating:
             v = emitter.as_float32(v)
         elif v.dtype != acc_dtype:
-            v = Value(converted(v.code, v.dims, TL_DTYPES[acc_dtype]), v.dims, acc_dtype)
+            v = converted(v, acc_dtype)
         name = ident(stage.name)
         # positions past the row's end and rows past the last hold the identity, so that they
         # change neither the scan nor the chunk's total
         chunk = b.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
-        local = b.assign(f"{name}_chunk", _SCAN[scan.op].format(x=chunk, axis=scan_dim))
-        value = b.assign(name, _COMBINE[scan.op].format(a="carry", b=local))
-        b.line("carry = " + _COMBINE[scan.op].format(a="carry", b=_TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
+        local = b.assign(f"{name}_chunk", SCAN[scan.op].format(x=chunk, axis=scan_dim))
+        value = b.assign(name, combine(scan.op, "carry", local))
+        b.line("carry = " + combine(scan.op, "carry", TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
         scanned.append(Value(value, frozenset({0, 1}), acc_dtype))
         return scanned[0]
 

@@ -14,12 +14,13 @@ import math
 from typing import Mapping
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_IDENTITY, TL_DTYPES, TileEmitter, Value, ident, int_identity
+from tiletune.kernels.emit import TL_DTYPES, TileEmitter, Value, ident
 from tiletune.kernels.facts import TileFacts, arithmetic, unique_bytes
 from tiletune.kernels.families.family import Family
 from tiletune.kernels.families.rows import RowLayout
 from tiletune.kernels.grid import Extent, Grid, Product, Tiles
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.kernels.syntax import REDUCE_IDENTITY, combine, int_identity
 from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
@@ -136,9 +137,6 @@ class WindowFamily(Family):
         return small
 
 
-_COMBINE = {"sum": "{acc} + {v}", "max": "tl.maximum({acc}, {v})", "min": "tl.minimum({acc}, {v})"}
-
-
 def lower_window(k: KernelContext, grid: Grid) -> KernelSource:
     """The window kernel of the operator under `k`'s schedule, launched over `grid`."""
     graph, s, pattern = k.graph, k.schedule, k.pattern
@@ -192,7 +190,7 @@ def lower_window(k: KernelContext, grid: Grid) -> KernelSource:
         v = inner.value(body)
         if floating:
             v = inner.as_float32(v)
-        b.line(f"{acc} = {_COMBINE[red.op].format(acc=acc, v=v.code)}")
+        b.line(f"{acc} = {combine(red.op, acc, v.code)}")
         b.indent = outer_indent
         return Value(acc, frozenset({0, 1}), acc_type)
 

@@ -31,7 +31,7 @@ from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.tensorexpr.expr import DimVar
+from tiletune.tensorexpr.expr import REDUCE_OPS, DimVar
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
 __all__ = ["OuterReductionFamily", "ReduceLayout", "RowReductionFamily", "TotalFamily", "reduce_layout"]
@@ -117,7 +117,7 @@ class ReductionFamily(Family):
         layout = self.layout
         if not layout.inner or len(layout.slots) != 1 or schedule.splits.get("red", 1) > 1:
             return False
-        if any(s.reduction.op not in ("sum", "max", "min") for s in self.pattern.reductions):
+        if any(s.reduction.op not in REDUCE_OPS for s in self.pattern.reductions):
             return False
         if schedule.tile("red") < schedule.tiles.get("lane", 1 << 30):
             return False

@@ -17,17 +17,20 @@ Scalar totals over the rows of the row reductions (a loss) are `reduction.total`
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident, int_identity
+from tiletune.kernels.emit import CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.reduction.layout import ReduceLayout
 from tiletune.kernels.families.reduction.total import lower_totals
 from tiletune.kernels.grid import Grid
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
+from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, combine, int_identity
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
-from tiletune.tensorexpr.expr import Binary, Read, Unary, walk
+from tiletune.tensorexpr.expr import ARG_REDUCE_OPS, Binary, BinaryOp, Read, ReduceOp, Unary, UnaryOp, walk
 from tiletune.tensorexpr.tensor import Tensor
 
 _INT_MAX = "2147483647"
+# an arg-reduction's test for a chunk's extreme beating the running one
+_BETTER = {ReduceOp.ARGMAX: ">", ReduceOp.ARGMIN: "<"}
 
 
 def online_pairs(pattern_reductions: tuple[Tensor, ...], keep: frozenset[Tensor]) -> dict[Tensor, Tensor]:
@@ -35,16 +38,16 @@ def online_pairs(pattern_reductions: tuple[Tensor, ...], keep: frozenset[Tensor]
     mapped to that max stage: the pair is one loop (online softmax)."""
     pairs: dict[Tensor, Tensor] = {}
     for pos, s in enumerate(pattern_reductions):
-        if s.reduction.op != "sum":
+        if s.reduction.op is not ReduceOp.SUM:
             continue
         body = strip_casts(inline_injective(s.reduction.body, keep))
-        if not (isinstance(body, Unary) and body.op == "exp"):
+        if not (isinstance(body, Unary) and body.op is UnaryOp.EXP):
             continue
         diff = strip_casts(body.x)
-        if not (isinstance(diff, Binary) and diff.op == "sub"):
+        if not (isinstance(diff, Binary) and diff.op is BinaryOp.SUB):
             continue
         m = strip_casts(diff.b)
-        if not isinstance(m, Read) or m.tensor not in pattern_reductions[:pos] or m.tensor.reduction.op != "max":
+        if not isinstance(m, Read) or m.tensor not in pattern_reductions[:pos] or m.tensor.reduction.op is not ReduceOp.MAX:
             continue
         if any(isinstance(n, Read) and n.tensor in keep for n in walk(diff.a)):
             continue
@@ -160,8 +163,8 @@ class _Reduction:
         name = ident(s.name)
         floating = dt.is_float(s.reduction.body.dtype)
         shape = self.acc_shape()
-        if op in ("argmax", "argmin"):
-            b.line(f"{name}_best = tl.full({shape}, {REDUCE_IDENTITY['max' if op == 'argmax' else 'min']}, tl.float32)")
+        if op in ARG_REDUCE_OPS:
+            b.line(f"{name}_best = tl.full({shape}, {REDUCE_IDENTITY[op]}, tl.float32)")
             b.line(f"{name} = tl.zeros({shape}, dtype=tl.int32)")
         elif floating:
             b.line(f"{name} = tl.full({shape}, {REDUCE_IDENTITY[op]}, tl.float32)")
@@ -170,8 +173,7 @@ class _Reduction:
             b.line(f"{name} = tl.full({shape}, {int_identity(op, s.dtype)}, {tl_type})")
 
     def value_type(self, s: Tensor) -> str:
-        op = s.reduction.op
-        if op in ("argmax", "argmin"):
+        if s.reduction.op in ARG_REDUCE_OPS:
             return "int32"
         return "float32" if dt.is_float(s.reduction.body.dtype) else dt.strong(s.dtype)
 
@@ -183,14 +185,12 @@ class _Reduction:
         floating = dt.is_float(s.reduction.body.dtype)
         vf = em.as_float32(v) if floating else v
         mask = em.full_mask()
-        if op in ("argmax", "argmin"):
-            ident_ = REDUCE_IDENTITY["max" if op == "argmax" else "min"]
-            fn = "tl.max" if op == "argmax" else "tl.min"
-            x = b.assign(f"{name}_in", f"tl.where({mask}, {vf.code}, {ident_})")
-            best = b.assign(f"{name}_chunk", f"{fn}({x}, axis={rd}, keep_dims=True)")
+        if op in ARG_REDUCE_OPS:
+            x = b.assign(f"{name}_in", f"tl.where({mask}, {vf.code}, {REDUCE_IDENTITY[op]})")
+            best = b.assign(f"{name}_chunk", f"{REDUCE_FN[op]}({x}, axis={rd}, keep_dims=True)")
             # the first position holding the chunk's extreme: ties go to the lower index
             pos = b.assign(f"{name}_pos", f"tl.min(tl.where({x} == {best}, {em.expand('offs_red', rd)}, {_INT_MAX}), axis={rd}, keep_dims=True)")
-            better = ">" if op == "argmax" else "<"
+            better = _BETTER[op]
             b.line(f"{name} = tl.where({best} {better} {name}_best, {pos}, {name})")
             b.line(f"{name}_best = tl.where({best} {better} {name}_best, {best}, {name}_best)")
             return
@@ -201,10 +201,8 @@ class _Reduction:
             # online softmax: the sum so far was taken against the old running max
             m = ident(paired_max.name)
             b.line(f"{name} = {name} * tl.where({m}_prev > float(\"-inf\"), tl.exp({m}_prev - {m}), 0.0) + {part}")
-        elif op == "sum":
-            b.line(f"{name} = {name} + {part}")
         else:
-            b.line(f"{name} = tl.{'maximum' if op == 'max' else 'minimum'}({name}, {part})")
+            b.line(f"{name} = {combine(op, name, part)}")
 
     def reduce_all(self, lo: str, hi: str) -> None:
         """Every reduction stage: one loop each, an online max/sum pair in one loop."""
@@ -286,7 +284,7 @@ def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSo
     workspaces: list[tuple[Tensor, str, str]] = []
     for t in reductions:
         workspaces.append((t, f"ws_{ident(t.name)}_ptr", "*fp32"))
-        if t.reduction.op in ("argmax", "argmin"):
+        if t.reduction.op in ARG_REDUCE_OPS:
             workspaces.append((t, f"ws_{ident(t.name)}_idx_ptr", "*i32"))
     for t in reductions:
         if not dt.is_float(t.reduction.body.dtype):
@@ -304,7 +302,7 @@ def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSo
     b.line("red_hi = tl.minimum(red_lo + red_chunk, n_red)")
     r.reduce_all("red_lo", "red_hi")
     for t, ws, _ in workspaces:
-        value = f"{ident(t.name)}_best" if t.reduction.op in ("argmax", "argmin") and not ws.endswith("_idx_ptr") else ident(t.name)
+        value = f"{ident(t.name)}_best" if t.reduction.op in ARG_REDUCE_OPS and not ws.endswith("_idx_ptr") else ident(t.name)
         b.line(f"tl.store({ws} + offs_rows[:, None] * SPLIT + pid_split, {value}, mask=mask_rows[:, None])")
 
     # pass 2: combine the partials and write the output
@@ -316,8 +314,8 @@ def _lower_split(k: KernelContext, layout: ReduceLayout, split: int) -> KernelSo
     for t in reductions:
         name, op = ident(t.name), t.reduction.op
         where = "offs_rows[:, None] * SPLIT + offs_split[None, :]"
-        if op in ("argmax", "argmin"):
-            fn = "tl.max" if op == "argmax" else "tl.min"
+        if op in ARG_REDUCE_OPS:
+            fn = REDUCE_FN[op]
             b2.line(f"{name}_parts = tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other=0.0)")
             b2.line(f"{name}_idx_parts = tl.load(ws_{name}_idx_ptr + {where}, mask=mask_rows[:, None], other=0)")
             b2.line(f"{name}_best = {fn}({name}_parts, axis=1, keep_dims=True)")

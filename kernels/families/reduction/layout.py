@@ -24,7 +24,7 @@ from tiletune.errors import LoweringError
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
-from tiletune.tensorexpr.expr import Expr, IterVar, Read, walk
+from tiletune.tensorexpr.expr import REDUCE_OPS, Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -79,7 +79,7 @@ def _check_totals(graph: Graph, totals: tuple[Tensor, ...], rows: tuple[Tensor, 
         )
     for t in totals:
         red = t.reduction
-        if red.op not in ("sum", "max", "min") or not dt.is_float(red.body.dtype):
+        if red.op not in REDUCE_OPS or not dt.is_float(red.body.dtype):
             raise LoweringError(
                 f"{graph.name}: total '{t.name}' is a {red.op} of {red.body.dtype}; a total over rows is a "
                 "sum, max or min of floats (its partial results are combined in fp32)"

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import REDUCE_FN, REDUCE_IDENTITY, CodeBuilder, Dim, TileEmitter, Value, ident
+from tiletune.kernels.emit import CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.reduction.layout import ReduceLayout
 from tiletune.kernels.kernel import KernelContext, KernelSource, py_extent
+from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, combine
 from tiletune.tensorexpr.analysis import inline_injective
 from tiletune.tensorexpr.expr import Read
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 # Partial results the combining kernel reads per loop iteration.
 BLOCK_PARTS = 1024
-_COMBINE = {"sum": "{a} + {b}", "max": "tl.maximum({a}, {b})", "min": "tl.minimum({a}, {b})"}
 
 
 def lower_totals(k: KernelContext, layout: ReduceLayout, rows: _Reduction) -> KernelSource:
@@ -65,7 +65,7 @@ def lower_totals(k: KernelContext, layout: ReduceLayout, rows: _Reduction) -> Ke
     for t in totals:
         op, name = t.reduction.op, ident(t.name)
         part = f"tl.load({workspaces[t][0]} + offs_part, mask=mask_part, other={REDUCE_IDENTITY[op]})"
-        b2.line(f"    {name}_acc = {_COMBINE[op].format(a=f'{name}_acc', b=part)}")
+        b2.line(f"    {name}_acc = {combine(op, f'{name}_acc', part)}")
     for t in totals:
         name = ident(t.name)
         b2.line(f"{name} = {REDUCE_FN[t.reduction.op]}({name}_acc, axis=0)")
