@@ -4,46 +4,16 @@ User mistakes come out as one line on stderr and exit status 2, never a tracebac
 """
 from __future__ import annotations
 
-import functools
-import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
+from tiletune.cli_errors import one_line, one_line_errors, warnings_as_lines
 from tiletune.db_cli import db as db_group
-from tiletune.db_cli import usable_best, warnings_as_lines
-from tiletune.errors import TiletuneError, UsageError
-
-
-def _friendly(fn):
-    """Turn tiletune's errors into one line and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TiletuneError as error:
-            click.echo(f"error: {one_line(str(error))}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; every finished batch is in the DB", err=True)
-            sys.exit(130)
-        except click.ClickException:  # click's own usage errors: the group prints them on one line
-            raise
-        except Exception as error:  # a bug, not a mistake: still one line, the traceback on request
-            if os.environ.get("TILETUNE_TRACEBACK"):
-                raise
-            click.echo(f"error: internal error, please report it: {type(error).__name__}: {one_line(str(error))} "
-                       "(set TILETUNE_TRACEBACK=1 for the traceback)", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def one_line(message: str) -> str:
-    """`message` with its lines joined, as the CLI prints every error."""
-    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+from tiletune.db_cli import db_option
+from tiletune.errors import UsageError
 
 
 class _OneLineUsage(click.ClickException):
@@ -89,14 +59,23 @@ def parse_shape(text: str) -> dict[str, int]:
     return parse_dims(text, "--shape")
 
 
+def usable_best(path, task, records) -> dict:
+    """The best record per device whose config is legal in `task`'s space; warns once about
+    faster records passed over."""
+    from tiletune.db_validate import best_usable, skipped_message
+
+    best, skipped = best_usable(task, records)
+    if skipped:
+        warnings.warn(skipped_message(path, task, skipped), stacklevel=2)
+    return best
+
+
 def _db_path(db: str | None) -> Path:
     from tiletune.tuning_db import default_db_path
 
     return Path(db) if db else default_db_path()
 
 
-db_option = click.option("--db", type=click.Path(dir_okay=False), default=None,
-                         help="Tuning DB file (default: $TILETUNE_DB or ./tiletune.db).")
 shape_option = click.option("--shape", required=True, help="Dims of the workload, e.g. M=512,N=512,K=512.")
 dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one (float16, bfloat16, float32).")
 
@@ -119,7 +98,7 @@ def main() -> None:
 @click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure (in all).")
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--patience", type=int, default=None, help="Stop a workload after this many batches without a better config.")
-@db_option
+@db_option("db")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strategy", default="model", show_default=True, help="model (XGBoost-ranked random pool), annealing or evolution (over the model), random or grid.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
@@ -130,7 +109,7 @@ def main() -> None:
               help="local (worker processes here) or ray (the cluster RAY_ADDRESS names, else a local Ray).")
 @click.option("--sim-realtime", is_flag=True,
               help="Simulated devices take as long per measurement as the real GPU would (sleeping).")
-@_friendly
+@one_line_errors
 def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patience, db, seed, strategy,
              batch_size, workers, executor, sim_realtime) -> None:
     """Tune OP (a built-in name or path/file.py:function) at --shape, or every workload of
@@ -195,8 +174,8 @@ def _print_summary(report, db: Path) -> None:
 
 
 @main.command(name="list")
-@db_option
-@_friendly
+@db_option("db")
+@one_line_errors
 @warnings_as_lines
 def list_(db) -> None:
     """List the built-in operators and the workloads tuned in the DB."""
@@ -232,11 +211,11 @@ def list_(db) -> None:
 @click.argument("op")
 @shape_option
 @dtype_option
-@db_option
+@db_option("db")
 @click.option("--source", is_flag=True, help="Print the generated Triton source of the best config.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Draw each device's tuning curve into this PNG (needs matplotlib).")
-@_friendly
+@one_line_errors
 @warnings_as_lines
 def show(op, shape, dtype, db, source, plot_path) -> None:
     """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""

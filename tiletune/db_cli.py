@@ -5,38 +5,9 @@ Registered on the `tiletune` group in cli.py. The exchange itself lives in
 """
 from __future__ import annotations
 
-import functools
-import warnings
-
 import click
 
-
-def warnings_as_lines(fn):
-    """Print each distinct warning raised by a command as one `warning: ...` line on stderr
-    (rather than Python's file:line form and a source line, which reads like a traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                for message in dict.fromkeys(str(w.message) for w in caught):
-                    click.echo(f"warning: {message}", err=True)
-
-    return wrapper
-
-
-def usable_best(path, task, records) -> dict:
-    """The best record per device whose config is legal in `task`'s space; warns once about
-    faster records passed over."""
-    from tiletune.db_validate import best_usable, skipped_message
-
-    best, skipped = best_usable(task, records)
-    if skipped:
-        warnings.warn(skipped_message(path, task, skipped), stacklevel=2)
-    return best
+from tiletune.cli_errors import one_line_errors, warnings_as_lines
 
 
 @click.group(name="db")
@@ -44,16 +15,10 @@ def db() -> None:
     """Share tuning DBs: export and import JSON lines, merge another DB, summarise."""
 
 
-def _friendly(fn):
-    """cli.py's one-line errors, looked up at call time: cli.py imports this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from tiletune.cli import _friendly as friendly
-
-        return friendly(fn)(*args, **kwargs)
-
-    return wrapper
+def db_option(dest: str):
+    """The `--db PATH` option of every command that reads or writes a tuning DB, passed as `dest`."""
+    return click.option("--db", dest, type=click.Path(dir_okay=False), default=None,
+                        help="Tuning DB file (default: $TILETUNE_DB or ./tiletune.db).")
 
 
 def _open(db_path, *, readonly: bool = False):
@@ -68,16 +33,12 @@ def _open(db_path, *, readonly: bool = False):
     return TuningDB(path, readonly=readonly)
 
 
-_db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
-                          help="Tuning DB file (default: $TILETUNE_DB or ./tiletune.db).")
-
-
 @db.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--op", "ops", multiple=True, help="Only this operator (repeatable).")
 @click.option("--device", "devices", multiple=True, help="Only this device, by name or key (repeatable).")
-@_db_option
-@_friendly
+@db_option("db_path")
+@one_line_errors
 def export(out, ops, devices, db_path) -> None:
     """Write the DB's records to OUT as JSON lines, each with its workload and device."""
     from tiletune.tuning_db.exchange import export_records
@@ -89,8 +50,8 @@ def export(out, ops, devices, db_path) -> None:
 
 @db.command(name="import")
 @click.argument("source", type=click.Path(dir_okay=False))
-@_db_option
-@_friendly
+@db_option("db_path")
+@one_line_errors
 def import_(source, db_path) -> None:
     """Add the records of an exported SOURCE file; a file with any bad record adds nothing."""
     from tiletune.tuning_db.exchange import import_records
@@ -100,8 +61,8 @@ def import_(source, db_path) -> None:
 
 @db.command()
 @click.argument("other", type=click.Path(dir_okay=False, exists=True))
-@_db_option
-@_friendly
+@db_option("db_path")
+@one_line_errors
 def merge(other, db_path) -> None:
     """Add every record of the DB file OTHER (only read); best configs follow from all records."""
     from tiletune.tuning_db.exchange import merge_db
@@ -119,8 +80,8 @@ def _add_from(source, db_path, add, done_verb: str) -> None:
 
 
 @db.command()
-@_db_option
-@_friendly
+@db_option("db_path")
+@one_line_errors
 @warnings_as_lines
 def stats(db_path) -> None:
     """Summarise the DB: workloads, records by status and device, best latency per workload."""
