@@ -2,40 +2,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from tiletune.errors import UsageError
+from tiletune.kernels.library import operator_ref
 from tiletune.tensorexpr.operator import Operator
 
 # More compile workers than this only queue for the same cores (and each holds torch in memory).
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
-
-
-def operator_ref(op: str | Operator) -> str:
-    """How workers find an operator again: a built-in name or `path.py:function`."""
-    if not isinstance(op, (str, Operator)):
-        raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {op!r}")
-    if isinstance(op, str):
-        path, sep, name = op.rpartition(":")
-        # workers may run elsewhere than the caller's directory: name the file absolutely
-        return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
-    from tiletune.kernels.library import BUILTINS, parametrised_builtin
-    from tiletune.tensorexpr.operator import attrs_suffix
-
-    if op.base is not None:
-        # a `with_attrs` variant: workers rebuild it from its base with the same attributes
-        return operator_ref(op.base) + attrs_suffix(op.bound_attrs)
-    if BUILTINS.get(op.name) is op or parametrised_builtin(op.name) is op:
-        return op.name
-    module = getattr(op.fn, "__module__", None)
-    path = getattr(sys.modules.get(module), "__file__", None)
-    if not path:
-        raise UsageError(f"operator {op.name} is not defined in a file; worker processes cannot import it")
-    return f"{path}:{op.fn.__name__}"
 
 
 @dataclass(frozen=True, slots=True)

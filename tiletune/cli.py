@@ -219,7 +219,7 @@ def list_(db) -> None:
 @warnings_as_lines
 def show(op, shape, dtype, db, source, plot_path) -> None:
     """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""
-    from tiletune.api import operator_ref
+    from tiletune.kernels.library import operator_ref
     from tiletune.kernels.task import Task, TaskSpec
     from tiletune.schedules.config import Config
     from tiletune.tuning_db import TuningDB, Workload

@@ -22,6 +22,7 @@ import torch
 
 from tiletune.errors import DSLError, TiletuneError, UsageError
 from tiletune.kernels import runtime
+from tiletune.kernels.library import operator_ref
 from tiletune.kernels.lower import KernelSource
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
@@ -153,8 +154,6 @@ class LoadedOperator:
 
 def _command_ref(operator: Operator) -> str:
     """How `tiletune autotune` names the operator: a built-in name or `path.py:function`."""
-    from tiletune.api import operator_ref
-
     try:
         return shlex.quote(operator_ref(operator))
     except TiletuneError:  # declared outside any file: the name is the best hint there is

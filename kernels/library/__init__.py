@@ -3,7 +3,8 @@
 Each family is one module; each operator takes its dims and a `dtype`, and narrow float inputs
 are computed in fp32 and stored back in their own type by the generated kernels. `BUILTINS`
 maps every built-in's name to its operator; `resolve_operator` also accepts
-`path/to/file.py:function` for a user's own.
+`path/to/file.py:function` for a user's own, and `operator_ref` is its inverse: the reference
+that finds an operator again (in a worker process, or in `tiletune autotune`'s command line).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from tiletune.kernels.library import (
     scans,
     windows,
 )
-from tiletune.tensorexpr.operator import Operator, parse_attrs
+from tiletune.tensorexpr.operator import Operator, attrs_suffix, parse_attrs
 
 #: The families of built-ins, by name, in the order the README and `tiletune list` show them.
 FAMILIES: dict[str, ModuleType] = {
@@ -115,6 +116,27 @@ def resolve_operator(ref: str | Operator) -> Operator:
         raise OperatorFileError(f"'{path_text}:{attr}' is not an operator (it is a {type(obj).__name__}); "
                                 "decorate it with @tiletune.operator")
     return obj
+
+
+def operator_ref(op: str | Operator) -> str:
+    """How workers find an operator again: a built-in name or `path.py:function` (what
+    `resolve_operator` reads back)."""
+    if not isinstance(op, (str, Operator)):
+        raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {op!r}")
+    if isinstance(op, str):
+        path, sep, name = op.rpartition(":")
+        # workers may run elsewhere than the caller's directory: name the file absolutely
+        return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
+    if op.base is not None:
+        # a `with_attrs` variant: workers rebuild it from its base with the same attributes
+        return operator_ref(op.base) + attrs_suffix(op.bound_attrs)
+    if BUILTINS.get(op.name) is op or parametrised_builtin(op.name) is op:
+        return op.name
+    module = getattr(op.fn, "__module__", None)
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        raise UsageError(f"operator {op.name} is not defined in a file; worker processes cannot import it")
+    return f"{path}:{op.fn.__name__}"
 
 
 # Imported operator files by resolved path; an explicit cache so a file is imported once.
