@@ -49,14 +49,6 @@ BUILTINS: dict[str, Operator] = {
 }
 
 
-def family_of(name: str) -> str:
-    """The family a built-in belongs to."""
-    for family, module in FAMILIES.items():
-        if name in module.__all__:
-            return family
-    raise UsageError(f"no built-in operator '{name}'; built-ins are {', '.join(sorted(BUILTINS))}")
-
-
 def __getattr__(name: str) -> Operator:
     # `from tiletune.kernels.library import matmul` keeps working for every family's operators
     if name in BUILTINS:
