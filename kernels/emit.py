@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.syntax import BINARY, COMPARE, LOGICAL, UNARY, Call, Prec, floor_divmod, non_negative, operand, positive
+from tiletune.kernels.syntax import (
+    BINARY,
+    COMPARE,
+    LOGICAL,
+    UNARY,
+    Call,
+    Prec,
+    floor_divmod,
+    non_negative,
+    operand,
+    positive,
+)
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import (
     Binary,
@@ -122,12 +133,12 @@ class TileEmitter:
     reduction) and returns None to let the emitter load it from memory.
     """
 
-    code: CodeBuilder
+    body: CodeBuilder
     dims: list[Dim]
     axes: dict[IterVar, Value]
     args: dict[Tensor, TensorArg]
     extent_code: Callable[[Expr], str]
-    resolve: Callable[[Read, "TileEmitter"], Value | None] = lambda read, em: None
+    resolve: Callable[[Read, "TileEmitter"], Value | None] = lambda read, emitter: None
     cache: dict[Expr, Value] = field(default_factory=dict)
     loads: dict[str, Value] = field(default_factory=dict)
     named: dict[str, Value] = field(default_factory=dict)
@@ -217,7 +228,7 @@ class TileEmitter:
         # two expressions can be one computation on the tile (x[i, j] - m[i] and x[i, k] - m[i]
         # when j and k run along the same tile dim), as two reads can be one load
         if code not in self.named:
-            self.named[code] = Value(self.code.assign(f"t{len(self.cache)}", code), dims, dtype)
+            self.named[code] = Value(self.body.assign(f"t{len(self.cache)}", code), dims, dtype)
         return self.named[code]
 
     def _operands(self, a: Expr, b: Expr) -> tuple[Value, Value]:
@@ -263,7 +274,7 @@ class TileEmitter:
         code = f"tl.load({address}{mask_arg}{other})"
         # x[i, j] and x[i, k] are one load when j and k run along the same tile dim
         if code not in self.loads:
-            self.loads[code] = Value(self.code.assign(f"{ident(t.name)}_tile", code), dims, t.dtype)
+            self.loads[code] = Value(self.body.assign(f"{ident(t.name)}_tile", code), dims, t.dtype)
         return self.loads[code]
 
     def address(self, read: Read) -> tuple[str, str | None, frozenset[int]]:

@@ -107,25 +107,25 @@ class KernelContext:
         """Open a `BLOCK_ROWS x BLOCK_LANE` tile over fused rows and the lane axis: program ids,
         offsets and masks, and the emitter over them. Programs tile the lane too, unless
         `whole_row` (one block holds each row); `contiguous` marks the lane offsets contiguous."""
-        b = self.body
-        b.line(f"n_rows = {rows_total}")
-        b.line(f"n_lane = {lane_extent}")
+        body = self.body
+        body.line(f"n_rows = {rows_total}")
+        body.line(f"n_lane = {lane_extent}")
         if whole_row:
-            b.line("# the whole row fits one block, so reductions and their consumers stay in registers")
-            b.line("pid_rows = tl.program_id(0)")
-            b.line("pid_lane = 0")
+            body.line("# the whole row fits one block, so reductions and their consumers stay in registers")
+            body.line("pid_rows = tl.program_id(0)")
+            body.line("pid_lane = 0")
         else:
-            b.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
-            b.line("pid_rows = tl.program_id(0) // lane_tiles")
-            b.line("pid_lane = tl.program_id(0) % lane_tiles")
-        b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
-        b.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
+            body.line("lane_tiles = tl.cdiv(n_lane, BLOCK_LANE)")
+            body.line("pid_rows = tl.program_id(0) // lane_tiles")
+            body.line("pid_lane = tl.program_id(0) % lane_tiles")
+        body.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
+        body.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
         if contiguous:
-            b.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
-        b.line("mask_rows = offs_rows < n_rows")
-        b.line("mask_lane = offs_lane < n_lane")
+            body.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
+        body.line("mask_rows = offs_rows < n_rows")
+        body.line("mask_lane = offs_lane < n_lane")
         dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
-        return TileEmitter(b, dims, {}, self.args, self.extent)
+        return TileEmitter(body, dims, {}, self.args, self.extent)
 
     def extent(self, e: Expr) -> str:
         """A shape expression as code over the dim arguments."""
@@ -160,26 +160,26 @@ class KernelContext:
 
     def check_fusion(self) -> None:
         """Every intermediate stage must be inlined or fused: this backend keeps them in registers."""
-        s = self.schedule
+        schedule = self.schedule
         for t in self.graph.stages:
             if t is self.graph.output or t in self.pattern.anchors:
                 continue
-            if t.name not in s.inlined and t.name not in s.epilogue:
+            if t.name not in schedule.inlined and t.name not in schedule.epilogue:
                 raise LoweringError(
                     f"{self.graph.name}: stage '{t.name}' is neither inlined nor fused; intermediate "
                     f"stages live in registers: add s.compute_inline('{t.name}') or s.fuse_epilogue('{t.name}')"
                 )
 
-    def store(self, em: TileEmitter, value: Value) -> None:
+    def store(self, emitter: TileEmitter, value: Value) -> None:
         """Store `value` into the output at the tile's positions (the output's axes must be
-        mapped in `em`)."""
+        mapped in `emitter`)."""
         out = self.graph.output
-        address, _, dims = em.address(Read(out, out.op.axes, out.dtype))
-        mask = em.mask(dims | value.dims) or "None"
+        address, _, dims = emitter.address(Read(out, out.op.axes, out.dtype))
+        mask = emitter.mask(dims | value.dims) or "None"
         # Triton broadcasts a stored value to its pointer's shape, never the pointer to the
         # value's: a scalar output of a row reduction gets its (1, 1) tile's shape on the pointer
         for d in sorted(value.dims - dims):
-            address += f" + {em.expand(em.dims[d].offs, d)} * 0"
+            address += f" + {emitter.expand(emitter.dims[d].offs, d)} * 0"
         stored = converted(Value(paren_code(value.code), value.dims, value.dtype), out.dtype)
         self.body.line(f"tl.store({address}, {stored.code}, mask={mask})")
 
@@ -268,16 +268,16 @@ class KernelContext:
         return "\n".join(lines) + "\n"
 
 
-def check_bindings(name: str, s: ResolvedSchedule, supported: dict[str, str]) -> None:
+def check_bindings(name: str, schedule: ResolvedSchedule, supported: dict[str, str]) -> None:
     """Refuse bindings this kernel shape cannot honour (rather than silently ignore them)."""
-    for role, target in s.bindings.items():
+    for role, target in schedule.bindings.items():
         if supported.get(role) != target:
             wanted = ", ".join(f"{r} to {t}" for r, t in supported.items())
             raise LoweringError(f"{name}: cannot bind '{role}' to {target}; this kernel binds {wanted}")
 
 
-def py_extent(k: KernelContext, axes: tuple[IterVar, ...]) -> str:
-    return " * ".join(k.extent(a.extent) for a in axes) or "1"
+def py_extent(kernel: KernelContext, axes: tuple[IterVar, ...]) -> str:
+    return " * ".join(kernel.extent(a.extent) for a in axes) or "1"
 
 
 def _symbol(e: Binary) -> str:

@@ -34,8 +34,9 @@ MAX_HEAD_DIM = 256
 def attention_dot_dtype(pattern: Pattern) -> str:
     """The operand type of both of attention's `tl.dot`s: the inputs' type when q, k and v
     share one 16-bit type, else float32 (scores, softmax and accumulator are always fp32)."""
-    a = pattern.attention
-    read_types = {n.tensor.dtype for f in (a.q, a.k, a.v) for n in walk(f) if isinstance(n, Read)}
+    attention = pattern.attention
+    factors = (attention.q, attention.k, attention.v)
+    read_types = {n.tensor.dtype for f in factors for n in walk(f) if isinstance(n, Read)}
     if len(read_types) == 1 and next(iter(read_types)) in ("float16", "bfloat16"):
         return next(iter(read_types))
     return "float32"
@@ -50,15 +51,15 @@ class AttentionFamily(Family):
     roles = ("batch", "m", "n", "d", "e")
 
     def role_of(self, axis: IterVar) -> str | None:
-        att = self.pattern.attention
+        attention = self.pattern.attention
         for name, role in (("i", "m"), ("j", "n"), ("d", "d"), ("e", "e")):
-            if getattr(att, name) is axis:
+            if getattr(attention, name) is axis:
                 return role
-        return "batch" if axis in att.batch else None
+        return "batch" if axis in attention.batch else None
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
-        a = self.pattern.attention
-        sq, sk, d, e = (evaluate_extent(x.extent, dims) for x in (a.i, a.j, a.d, a.e))
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
+        attention = self.pattern.attention
+        sq, sk, d, e = (evaluate_extent(x.extent, dims) for x in (attention.i, attention.j, attention.d, attention.e))
         # tl.dot needs every tile dim >= 16; the head dims are masked up to a power of two
         block_d, block_e = max(16, next_pow2(d)), max(16, next_pow2(e))
         if max(block_d, block_e) > MAX_HEAD_DIM:
@@ -69,17 +70,17 @@ class AttentionFamily(Family):
         operand = attention_dot_dtype(self.pattern)
         item = dt.itemsize(operand)
         wide = operand == "float32"
-        s.tile("d", block_d).tile("e", block_e)
-        s.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=32 if wide else 64))
-        s.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=32 if wide or block_d > 64 else 64))
-        s.bind("m", "block.x").bind("batch", "block.y")
-        s.vectorize("d").vectorize("e")
-        s.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
+        schedule.tile("d", block_d).tile("e", block_e)
+        schedule.tile("m", PowerOfTwo("BLOCK_M", 16, 128, default=32 if wide else 64))
+        schedule.tile("n", PowerOfTwo("BLOCK_N", 16, 128, default=32 if wide or block_d > 64 else 64))
+        schedule.bind("m", "block.x").bind("batch", "block.y")
+        schedule.vectorize("d").vectorize("e")
+        schedule.pipeline("n", Choice("num_stages", (1, 2, 3, 4), default=2))
         heavy = block_d + block_e > 128 if wide else block_e > 128
-        s.num_warps(Choice("num_warps", (2, 4, 8), default=8 if heavy else 4))
-        s.constrain(*no_larger_than_axis("BLOCK_M", sq, floor=16))
-        s.constrain(*no_larger_than_axis("BLOCK_N", sk, floor=16))
-        s.constrain(
+        schedule.num_warps(Choice("num_warps", (2, 4, 8), default=8 if heavy else 4))
+        schedule.constrain(*no_larger_than_axis("BLOCK_M", sq, floor=16))
+        schedule.constrain(*no_larger_than_axis("BLOCK_N", sk, floor=16))
+        schedule.constrain(
             "shared memory fits",
             lambda cfg: None
             if (need := (cfg["BLOCK_M"] * block_d + cfg["num_stages"] * cfg["BLOCK_N"] * (block_d + block_e)) * item)
@@ -92,7 +93,7 @@ class AttentionFamily(Family):
         # the accumulator spill past ~128; fp32 "ieee" dots run on FMAs with the query tile in
         # registers too, and spill past ~40.
         limit = 40 if wide else 128
-        s.constrain(
+        schedule.constrain(
             "scores and accumulator fit registers",
             lambda cfg: None
             if (regs := cfg["BLOCK_M"] * (cfg["BLOCK_N"] + block_e + (block_d if wide else 0)) // (32 * cfg["num_warps"]))
@@ -103,8 +104,9 @@ class AttentionFamily(Family):
         )
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
-        a = self.pattern.attention
-        return Grid((Tiles(Extent((a.i.extent,)), schedule.tile("m")), Extent(tuple(x.extent for x in a.batch))))
+        attention = self.pattern.attention
+        queries = Tiles(Extent((attention.i.extent,)), schedule.tile("m"))
+        return Grid((queries, Extent(tuple(x.extent for x in attention.batch))))
 
     def emit(self, kernel: KernelContext, for_interpreter: bool) -> KernelSource:
         return lower_attention(kernel, self.grid(kernel.schedule), for_interpreter)
@@ -114,11 +116,11 @@ class AttentionFamily(Family):
         2*BM*BN*D, values: 2*BM*BN*E flops) and one k and one v tile read. Causal programs
         stop at their diagonal, so they average fewer key blocks (about half the flops of the
         full square)."""
-        a = self.pattern.attention
-        sq, sk = (evaluate_extent(x.extent, dims) for x in (a.i, a.j))
+        attention = self.pattern.attention
+        sq, sk = (evaluate_extent(x.extent, dims) for x in (attention.i, attention.j))
         bm, bn, bd, be = schedule.tile("m"), schedule.tile("n"), schedule.tile("d"), schedule.tile("e")
         blocks_m, batch = self.grid(schedule).shape(dims, None)
-        if a.causal:
+        if attention.causal:
             n_blocks = [cdiv(min(sk, (pid + 1) * bm), bn) for pid in range(blocks_m)]
         else:
             n_blocks = [cdiv(sk, bn)] * blocks_m
@@ -141,17 +143,17 @@ class AttentionFamily(Family):
         """Sequence lengths shrink to just over two of the larger block (so masks and, for
         causal, the diagonal are exercised); dims that size only batch axes shrink to 2; head
         dims stay."""
-        a = self.pattern.attention
+        attention = self.pattern.attention
 
         def dim_names(axes) -> set[str]:
             return {x.extent.name for x in axes if isinstance(x.extent, DimVar)}
 
-        heads, sequences = dim_names((a.d, a.e)), dim_names((a.i, a.j))
+        heads, sequences = dim_names((attention.d, attention.e)), dim_names((attention.i, attention.j))
         tile = max(schedule.tile("m"), schedule.tile("n"))
         small = dict(dims)
         for name in sequences - heads:
             small[name] = min(dims[name], 2 * tile + 3)
-        for name in dim_names(a.batch) - heads - sequences:
+        for name in dim_names(attention.batch) - heads - sequences:
             small[name] = min(dims[name], 2)
         return small
 
@@ -159,107 +161,107 @@ class AttentionFamily(Family):
 LOG2E = 1.4426950408889634
 
 
-def lower_attention(k: KernelContext, grid: Grid, for_interpreter: bool) -> KernelSource:
-    """The attention kernel of the operator under `k`'s schedule, launched over `grid`."""
-    graph, s, a = k.graph, k.schedule, k.pattern.attention
-    check_bindings(graph.name, s, {"m": "block.x", "batch": "block.y"})
-    bm, bn, bd, be = s.tile("m"), s.tile("n"), s.tile("d"), s.tile("e")
-    k.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
-    k.body.reserve("BLOCK_D", "BLOCK_E")
-    b = k.body
-    SQ, SK, D, E = (k.extent(x.extent) for x in (a.i, a.j, a.d, a.e))
-    b.line("pid_m = tl.program_id(0)")
-    batch_values = _batch_indices(k, a.batch)
-    b.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-    b.line("offs_d = tl.arange(0, BLOCK_D)")
-    b.line("offs_e = tl.arange(0, BLOCK_E)")
-    if "d" in s.vectorized:
-        b.line("offs_d = tl.max_contiguous(tl.multiple_of(offs_d, BLOCK_D), BLOCK_D)")
-    if "e" in s.vectorized:
-        b.line("offs_e = tl.max_contiguous(tl.multiple_of(offs_e, BLOCK_E), BLOCK_E)")
-    b.line(f"mask_m = offs_m < {SQ}")
-    b.line(f"mask_d = offs_d < {D}")
-    b.line(f"mask_e = offs_e < {E}")
+def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) -> KernelSource:
+    """The attention kernel of the operator under `kernel`'s schedule, launched over `grid`."""
+    graph, schedule, attention = kernel.graph, kernel.schedule, kernel.pattern.attention
+    check_bindings(graph.name, schedule, {"m": "block.x", "batch": "block.y"})
+    bm, bn, bd, be = schedule.tile("m"), schedule.tile("n"), schedule.tile("d"), schedule.tile("e")
+    kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
+    kernel.body.reserve("BLOCK_D", "BLOCK_E")
+    body = kernel.body
+    SQ, SK, D, E = (kernel.extent(x.extent) for x in (attention.i, attention.j, attention.d, attention.e))
+    body.line("pid_m = tl.program_id(0)")
+    batch_values = _batch_indices(kernel, attention.batch)
+    body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    body.line("offs_d = tl.arange(0, BLOCK_D)")
+    body.line("offs_e = tl.arange(0, BLOCK_E)")
+    if "d" in schedule.vectorized:
+        body.line("offs_d = tl.max_contiguous(tl.multiple_of(offs_d, BLOCK_D), BLOCK_D)")
+    if "e" in schedule.vectorized:
+        body.line("offs_e = tl.max_contiguous(tl.multiple_of(offs_e, BLOCK_E), BLOCK_E)")
+    body.line(f"mask_m = offs_m < {SQ}")
+    body.line(f"mask_d = offs_d < {D}")
+    body.line(f"mask_e = offs_e < {E}")
 
-    operand = attention_dot_dtype(k.pattern)
+    operand = attention_dot_dtype(kernel.pattern)
     if operand == "bfloat16" and for_interpreter:
         operand = "float32"  # the interpreter multiplies bf16 bit patterns: widen for it
     precision = ', input_precision="ieee"' if operand == "float32" else ""
 
-    q_tile = _load(k, a.q, [Dim("m", "offs_m", "mask_m"), Dim("d", "offs_d", "mask_d")],
-                   {a.i: 0, a.d: 1}, batch_values, operand, "q")
-    scalar = TileEmitter(b, [], dict(batch_values), k.args, k.extent)
-    scale = scalar.as_float32(scalar.value(a.scale))
-    b.line(f"qk_scale = {scale.code} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
-    b.line("m_i = tl.full((BLOCK_M,), float(\"-inf\"), dtype=tl.float32)")
-    b.line("l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)")
-    b.line("acc = tl.zeros((BLOCK_M, BLOCK_E), dtype=tl.float32)")
-    if a.causal:
-        b.line("# causal: keys past this query block's last row are masked for all its rows")
-        b.line(f"hi = tl.minimum({SK}, (pid_m + 1) * BLOCK_M)")
+    q_tile = _load(kernel, attention.q, [Dim("m", "offs_m", "mask_m"), Dim("d", "offs_d", "mask_d")],
+                   {attention.i: 0, attention.d: 1}, batch_values, operand, "q")
+    scalar = TileEmitter(body, [], dict(batch_values), kernel.args, kernel.extent)
+    scale = scalar.as_float32(scalar.value(attention.scale))
+    body.line(f"qk_scale = {scale.code} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
+    body.line("m_i = tl.full((BLOCK_M,), float(\"-inf\"), dtype=tl.float32)")
+    body.line("l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)")
+    body.line("acc = tl.zeros((BLOCK_M, BLOCK_E), dtype=tl.float32)")
+    if attention.causal:
+        body.line("# causal: keys past this query block's last row are masked for all its rows")
+        body.line(f"hi = tl.minimum({SK}, (pid_m + 1) * BLOCK_M)")
     else:
-        b.line(f"hi = {SK}")
-    b.line("for n0 in range(0, hi, BLOCK_N):")
-    b.indent += 1
-    b.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
-    b.line(f"mask_n = offs_n < {SK}")
-    k_tile = _load(k, a.k, [Dim("d", "offs_d", "mask_d"), Dim("n", "offs_n", "mask_n")],
-                   {a.d: 0, a.j: 1}, batch_values, operand, "k")
-    b.line(f"qk = tl.dot({q_tile}, {k_tile}{precision}) * qk_scale")
+        body.line(f"hi = {SK}")
+    body.line("for n0 in range(0, hi, BLOCK_N):")
+    body.indent += 1
+    body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
+    body.line(f"mask_n = offs_n < {SK}")
+    k_tile = _load(kernel, attention.k, [Dim("d", "offs_d", "mask_d"), Dim("n", "offs_n", "mask_n")],
+                   {attention.d: 0, attention.j: 1}, batch_values, operand, "k")
+    body.line(f"qk = tl.dot({q_tile}, {k_tile}{precision}) * qk_scale")
     keep = "mask_n[None, :]"
-    if a.mask is not None:
-        em = TileEmitter(b, [Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")], dict(batch_values),
-                         k.args, k.extent)
-        em.axes[a.i] = Value(em.expand("offs_m", 0), frozenset({0}), "int32")
-        em.axes[a.j] = Value(em.expand("offs_n", 1), frozenset({1}), "int32")
-        keep = f"{keep} & ({em.value(a.mask).code})"
-    b.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
-    b.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
-    if a.mask is not None and not a.causal:
+    if attention.mask is not None:
+        emitter = TileEmitter(body, [Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")], dict(batch_values),
+                              kernel.args, kernel.extent)
+        emitter.axes[attention.i] = Value(emitter.expand("offs_m", 0), frozenset({0}), "int32")
+        emitter.axes[attention.j] = Value(emitter.expand("offs_n", 1), frozenset({1}), "int32")
+        keep = f"{keep} & ({emitter.value(attention.mask).code})"
+    body.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
+    body.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
+    if attention.mask is not None and not attention.causal:
         # a row masked over a whole block so far has max -inf: exp2(-inf - -inf) would be NaN
-        b.line("m_new = tl.where(m_new == float(\"-inf\"), 0.0, m_new)")
-    b.line("p = tl.exp2(qk - m_new[:, None])")
-    b.line("alpha = tl.exp2(m_i - m_new)")
-    b.line("l_i = l_i * alpha + tl.sum(p, 1)")
-    b.line("acc = acc * alpha[:, None]")
-    v_tile = _load(k, a.v, [Dim("n", "offs_n", "mask_n"), Dim("e", "offs_e", "mask_e")],
-                   {a.j: 0, a.e: 1}, batch_values, operand, "v")
+        body.line("m_new = tl.where(m_new == float(\"-inf\"), 0.0, m_new)")
+    body.line("p = tl.exp2(qk - m_new[:, None])")
+    body.line("alpha = tl.exp2(m_i - m_new)")
+    body.line("l_i = l_i * alpha + tl.sum(p, 1)")
+    body.line("acc = acc * alpha[:, None]")
+    v_tile = _load(kernel, attention.v, [Dim("n", "offs_n", "mask_n"), Dim("e", "offs_e", "mask_e")],
+                   {attention.j: 0, attention.e: 1}, batch_values, operand, "v")
     p = "p" if operand == "float32" else f"p.to({TL_DTYPES[operand]})"
-    b.line(f"acc = tl.dot({p}, {v_tile}, acc{precision})")
-    b.line("m_i = m_new")
-    b.indent -= 1
-    b.line("acc = acc / l_i[:, None]")
+    body.line(f"acc = tl.dot({p}, {v_tile}, acc{precision})")
+    body.line("m_i = m_new")
+    body.indent -= 1
+    body.line("acc = acc / l_i[:, None]")
 
-    em = TileEmitter(b, [Dim("m", "offs_m", "mask_m"), Dim("e", "offs_e", "mask_e")], dict(batch_values),
-                     k.args, k.extent)
-    em.axes[a.i] = Value(em.expand("offs_m", 0), frozenset({0}), "int32")
-    em.axes[a.e] = Value(em.expand("offs_e", 1), frozenset({1}), "int32")
-    k.store(em, Value("acc", frozenset({0, 1}), "float32"))
-    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
+    emitter = TileEmitter(body, [Dim("m", "offs_m", "mask_m"), Dim("e", "offs_e", "mask_e")], dict(batch_values),
+                          kernel.args, kernel.extent)
+    emitter.axes[attention.i] = Value(emitter.expand("offs_m", 0), frozenset({0}), "int32")
+    emitter.axes[attention.e] = Value(emitter.expand("offs_e", 1), frozenset({1}), "int32")
+    kernel.store(emitter, Value("acc", frozenset({0, 1}), "float32"))
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
 
 
-def _batch_indices(k: KernelContext, batch: tuple[IterVar, ...]) -> dict[IterVar, Value]:
+def _batch_indices(kernel: KernelContext, batch: tuple[IterVar, ...]) -> dict[IterVar, Value]:
     """Each batch axis's index from `program_id(1)`, the batch axes' linearised index."""
     values: dict[IterVar, Value] = {}
     if not batch:
         return values
-    b = k.body
-    b.line("pid_batch = tl.program_id(1)")
-    for axis, name in k.unflatten(batch, "pid_batch").items():
+    body = kernel.body
+    body.line("pid_batch = tl.program_id(1)")
+    for axis, name in kernel.unflatten(batch, "pid_batch").items():
         values[axis] = Value(name, frozenset(), "int32")
     return values
 
 
-def _load(k: KernelContext, read, dims: list[Dim], axes: dict[IterVar, int],
+def _load(kernel: KernelContext, read, dims: list[Dim], axes: dict[IterVar, int],
           batch_values: dict[IterVar, Value], operand: str, role: str) -> str:
     """A masked tile load of one of q, k, v in the dot's operand type (masked lanes are 0,
     which adds nothing to either dot)."""
     if not isinstance(read, Read) or not read.tensor.is_placeholder:
-        raise LoweringError(f"{k.graph.name}: attention's {role} must be read directly from an input")
-    em = TileEmitter(k.body, dims, dict(batch_values), k.args, k.extent)
+        raise LoweringError(f"{kernel.graph.name}: attention's {role} must be read directly from an input")
+    emitter = TileEmitter(kernel.body, dims, dict(batch_values), kernel.args, kernel.extent)
     for axis, d in axes.items():
-        em.axes[axis] = Value(em.expand(dims[d].offs, d), frozenset({d}), "int32")
-    v = em.value(read)
+        emitter.axes[axis] = Value(emitter.expand(dims[d].offs, d), frozenset({d}), "int32")
+    v = emitter.value(read)
     if v.dtype != operand:
-        v = Value(k.body.assign(f"{role}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
+        v = Value(kernel.body.assign(f"{role}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
     return v.code

@@ -79,19 +79,19 @@ class Family:
         """The automatic schedule at `dims`: every intermediate injective stage inlined into
         its consumers (or, after a contraction, fused into its epilogue), then the family's
         knobs."""
-        s = Schedule(self.graph, self)
+        schedule = Schedule(self.graph, self)
         contraction = self.pattern.contraction
         for stage in self.graph.stages:
             if stage is self.graph.output or stage in self.pattern.anchors or stage.reduction is not None:
                 continue
             if contraction is not None and _depends_on(stage, contraction.stage):
-                s.fuse_epilogue(stage)
+                schedule.fuse_epilogue(stage)
             else:
-                s.compute_inline(stage)
-        self.add_knobs(s, dims)
-        return s
+                schedule.compute_inline(stage)
+        self.add_knobs(schedule, dims)
+        return schedule
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         """Record the family's tiles, knobs and constraints for a workload at `dims`."""
         raise NotImplementedError
 

@@ -121,7 +121,7 @@ class RowsFamily(Family):
     def layout(self) -> RowLayout:
         return row_layout(self.graph, self.pattern)
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         layout = self.layout
         lane = evaluate_extent(layout.lane_extent, dims) if layout.lane_extent is not None else 1
         rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
@@ -132,23 +132,23 @@ class RowsFamily(Family):
                     f"{self.graph.name}: rows of {lane} elements do not fit one block (at most {MAX_LANE}); "
                     "looped reductions over longer rows are not supported yet"
                 )
-            s.tile("lane", block_lane)
+            schedule.tile("lane", block_lane)
             max_rows = max(1, min(64, MAX_ROW_TILE // block_lane))
             default_rows = max(1, min(max_rows, 2048 // block_lane, next_pow2(rows)))
-            s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, max_rows, default=default_rows))
+            schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, max_rows, default=default_rows))
         else:
-            s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 4096, default=min(1024, max(16, next_pow2(lane)))))
-            s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=1))
-            s.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-            s.constrain(
+            schedule.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 4096, default=min(1024, max(16, next_pow2(lane)))))
+            schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=1))
+            schedule.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+            schedule.constrain(
                 "tile fits registers",
                 lambda cfg: None
                 if cfg["BLOCK_ROWS"] * cfg["BLOCK_LANE"] <= MAX_ROW_TILE
                 else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_ROW_TILE}",
             )
-        s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
-        s.bind("rows", "block.x").vectorize("lane")
-        s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+        schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+        schedule.bind("rows", "block.x").vectorize("lane")
+        schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         layout = self.layout
@@ -202,29 +202,29 @@ class RowsFamily(Family):
         return shrink(dims, tiles, inner)
 
 
-def lower_rows(k: KernelContext, grid: Grid) -> KernelSource:
-    """The row kernel of the operator under `k`'s schedule, launched over `grid`."""
-    graph, s, pattern = k.graph, k.schedule, k.pattern
-    k.check_fusion()
-    check_bindings(graph.name, s, {"rows": "block.x", "lane": "block.x"})
+def lower_rows(kernel: KernelContext, grid: Grid) -> KernelSource:
+    """The row kernel of the operator under `kernel`'s schedule, launched over `grid`."""
+    graph, schedule, pattern = kernel.graph, kernel.schedule, kernel.pattern
+    kernel.check_fusion()
+    check_bindings(graph.name, schedule, {"rows": "block.x", "lane": "block.x"})
     layout = row_layout(graph, pattern)
-    block_rows, block_lane = s.tile("rows"), s.tile("lane")
-    k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
-    b = k.body
-    rows_total = " * ".join(k.extent(a.extent) for a in layout.rows) or "1"
-    lane_extent = k.extent(layout.lane_extent) if layout.lane_extent is not None else "1"
+    block_rows, block_lane = schedule.tile("rows"), schedule.tile("lane")
+    kernel.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
+    body = kernel.body
+    rows_total = " * ".join(kernel.extent(a.extent) for a in layout.rows) or "1"
+    lane_extent = kernel.extent(layout.lane_extent) if layout.lane_extent is not None else "1"
     reduction = pattern.op_class is OpClass.REDUCTION
 
-    em = k.rows_lane_tile(rows_total, lane_extent, whole_row=reduction,
-                          contiguous="lane" in s.vectorized and not reduction)
+    emitter = kernel.rows_lane_tile(rows_total, lane_extent, whole_row=reduction,
+                                    contiguous="lane" in schedule.vectorized and not reduction)
     # the fused rows unflatten into the output's outer axes (last one fastest)
-    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
-        em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
-    lane_value = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
+    for axis, name in kernel.unflatten(layout.rows, "offs_rows").items():
+        emitter.axes[axis] = Value(emitter.expand(name, 0), frozenset({0}), "int32")
+    lane_value = Value(emitter.expand("offs_lane", 1), frozenset({1}), "int32")
     if layout.lane is not None:
-        em.axes[layout.lane] = lane_value
+        emitter.axes[layout.lane] = lane_value
     for axis in layout.reduce_axes:
-        em.axes[axis] = lane_value
+        emitter.axes[axis] = lane_value
 
     anchors = set(pattern.reductions)
 
@@ -233,24 +233,24 @@ def lower_rows(k: KernelContext, grid: Grid) -> KernelSource:
         if t not in anchors:
             return None
         red = t.reduction
-        body = substitute(red.body, dict(zip(t.op.axes, read.indices)))
-        body = inline_injective(body, frozenset(anchors))
-        v = emitter.value(body)
+        red_body = substitute(red.body, dict(zip(t.op.axes, read.indices)))
+        red_body = inline_injective(red_body, frozenset(anchors))
+        v = emitter.value(red_body)
         if 1 in {d for i in read.indices for d in emitter.value(i).dims}:
             raise LoweringError(f"{graph.name}: stage '{t.name}' is read along the reduced axis; it must be read per row")
         floating = red.dtype.startswith(("float", "bfloat"))
         vf = emitter.as_float32(v) if floating else v
         identity = REDUCE_IDENTITY[red.op] if floating else int_identity(red.op, red.dtype)
-        masked = b.assign(f"{ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {identity})")
-        out = b.assign(ident(t.name), f"{REDUCE_FN[red.op]}({masked}, axis=1, keep_dims=True)")
+        masked = body.assign(f"{ident(t.name)}_in", f"tl.where({emitter.full_mask()}, {vf.code}, {identity})")
+        out = body.assign(ident(t.name), f"{REDUCE_FN[red.op]}({masked}, axis=1, keep_dims=True)")
         return Value(out, frozenset({0}), vf.dtype)
 
-    em.resolve = resolve
+    emitter.resolve = resolve
     out = graph.output
     out_read = Read(out, out.op.axes, out.dtype)
     if out in anchors:
-        value = resolve(out_read, em)
+        value = resolve(out_read, emitter)
     else:
-        value = em.value(inline_injective(out.op.body, frozenset(anchors)))
-    k.store(em, value)
-    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
+        value = emitter.value(inline_injective(out.op.body, frozenset(anchors)))
+    kernel.store(emitter, value)
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))

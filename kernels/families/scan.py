@@ -85,25 +85,26 @@ class ScanFamily(Family):
             return "rows"
         return super().role_of(axis)
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         # Each program scans BLOCK_ROWS rows in chunks of BLOCK_SCAN, carrying the running total
         # from chunk to chunk: one chunk when the row fits, a loop otherwise (never quadratic).
         layout = self.layout
         length = evaluate_extent(layout.scan.extent, dims)
         rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
         block_scan = min(1024, max(16, next_pow2(length)))
-        s.tile("scan", PowerOfTwo("BLOCK_SCAN", 16, 4096, default=block_scan))
-        s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 2048 // block_scan, next_pow2(rows)))))
-        s.constrain(*no_larger_than_axis("BLOCK_SCAN", length, floor=16))
-        s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
-        s.constrain(
+        schedule.tile("scan", PowerOfTwo("BLOCK_SCAN", 16, 4096, default=block_scan))
+        default_rows = max(1, min(64, 2048 // block_scan, next_pow2(rows)))
+        schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
+        schedule.constrain(*no_larger_than_axis("BLOCK_SCAN", length, floor=16))
+        schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+        schedule.constrain(
             "tile fits registers",
             lambda cfg: None
             if cfg["BLOCK_ROWS"] * cfg["BLOCK_SCAN"] <= MAX_SCAN_TILE
             else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_SCAN']} elements per chunk, over {MAX_SCAN_TILE}",
         )
-        s.bind("rows", "block.x")
-        s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+        schedule.bind("rows", "block.x")
+        schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         return Grid((Tiles(Extent(tuple(a.extent for a in self.layout.rows)), schedule.tile("rows")),))
@@ -175,18 +176,18 @@ FLOAT_IDENTITY: dict[ScanOp, str] = {
 }
 
 
-def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
-    """The scan kernel of the operator under `k`'s schedule, launched over `grid`."""
-    graph, s, pattern = k.graph, k.schedule, k.pattern
-    k.check_fusion()
-    check_bindings(graph.name, s, {"rows": "block.x"})
+def lower_scan(kernel: KernelContext, grid: Grid) -> KernelSource:
+    """The scan kernel of the operator under `kernel`'s schedule, launched over `grid`."""
+    graph, schedule, pattern = kernel.graph, kernel.schedule, kernel.pattern
+    kernel.check_fusion()
+    check_bindings(graph.name, schedule, {"rows": "block.x"})
     layout = scan_layout(graph, pattern)
     stage, scan = layout.stage, layout.stage.scan
     out = graph.output
-    block_rows, block_scan = s.tile("rows"), s.tile("scan")
-    k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_SCAN=block_scan)
+    block_rows, block_scan = schedule.tile("rows"), schedule.tile("scan")
+    kernel.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_SCAN=block_scan)
     if HELPERS[scan.op] is not None:
-        k.helpers.append(HELPERS[scan.op])
+        kernel.helpers.append(HELPERS[scan.op])
     floating = dt.is_float(scan.dtype)
     # fp32 accumulation for every float type (the reference scans in float64)
     acc_dtype = "float32" if floating else ("int64" if scan.dtype == "int64" else "int32")
@@ -194,32 +195,32 @@ def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
     scan_dim = 1 if layout.position == len(out.op.axes) - 1 else 0
     rows_dim = 1 - scan_dim
 
-    b = k.body
-    b.reserve("BLOCK_SCAN", "start", "carry", "offs_scan", "mask_scan")
-    b.line(f"n_rows = {py_extent(k, layout.rows)}")
-    b.line(f"n_scan = {k.extent(layout.scan.extent)}")
-    b.line("pid_rows = tl.program_id(0)")
-    b.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
-    b.line("mask_rows = offs_rows < n_rows")
+    body = kernel.body
+    body.reserve("BLOCK_SCAN", "start", "carry", "offs_scan", "mask_scan")
+    body.line(f"n_rows = {py_extent(kernel, layout.rows)}")
+    body.line(f"n_scan = {kernel.extent(layout.scan.extent)}")
+    body.line("pid_rows = tl.program_id(0)")
+    body.line("offs_rows = pid_rows * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)")
+    body.line("mask_rows = offs_rows < n_rows")
     dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("scan", "offs_scan", "mask_scan")]
     if scan_dim == 0:
         dims.reverse()
-    em = TileEmitter(b, dims, {}, k.args, k.extent)
+    emitter = TileEmitter(body, dims, {}, kernel.args, kernel.extent)
     # the fused rows unflatten into the output's other axes (last one fastest)
-    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
-        em.axes[axis] = Value(em.expand(name, rows_dim), frozenset({rows_dim}), "int32")
-    em.axes[layout.scan] = Value(em.expand("offs_scan", scan_dim), frozenset({scan_dim}), "int32")
+    for axis, name in kernel.unflatten(layout.rows, "offs_rows").items():
+        emitter.axes[axis] = Value(emitter.expand(name, rows_dim), frozenset({rows_dim}), "int32")
+    emitter.axes[layout.scan] = Value(emitter.expand("offs_scan", scan_dim), frozenset({scan_dim}), "int32")
     # the scan stage's axes run with the output's, position by position
     for own, outer in zip(stage.op.axes, out.op.axes):
-        em.axes[own] = em.axes[outer]
+        emitter.axes[own] = emitter.axes[outer]
 
     carry_shape = "(BLOCK_ROWS, 1)" if scan_dim == 1 else "(1, BLOCK_ROWS)"
-    b.line(f"# the running {scan.op} of the chunks already stored, per row")
-    b.line(f"carry = tl.full({carry_shape}, {identity}, {TL_DTYPES[acc_dtype]})")
-    b.line("for start in range(0, n_scan, BLOCK_SCAN):")
-    b.indent += 1
-    b.line("offs_scan = start + tl.arange(0, BLOCK_SCAN)")
-    b.line("mask_scan = offs_scan < n_scan")
+    body.line(f"# the running {scan.op} of the chunks already stored, per row")
+    body.line(f"carry = tl.full({carry_shape}, {identity}, {TL_DTYPES[acc_dtype]})")
+    body.line("for start in range(0, n_scan, BLOCK_SCAN):")
+    body.indent += 1
+    body.line("offs_scan = start + tl.arange(0, BLOCK_SCAN)")
+    body.line("mask_scan = offs_scan < n_scan")
 
     scanned: list[Value] = []
 
@@ -242,18 +243,18 @@ def lower_scan(k: KernelContext, grid: Grid) -> KernelSource:
         name = ident(stage.name)
         # positions past the row's end and rows past the last hold the identity, so that they
         # change neither the scan nor the chunk's total
-        chunk = b.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
-        local = b.assign(f"{name}_chunk", SCAN[scan.op].format(x=chunk, axis=scan_dim))
-        value = b.assign(name, combine(scan.op, "carry", local))
-        b.line("carry = " + combine(scan.op, "carry", TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
+        chunk = body.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
+        local = body.assign(f"{name}_chunk", SCAN[scan.op].format(x=chunk, axis=scan_dim))
+        value = body.assign(name, combine(scan.op, "carry", local))
+        body.line("carry = " + combine(scan.op, "carry", TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
         scanned.append(Value(value, frozenset({0, 1}), acc_dtype))
         return scanned[0]
 
-    em.resolve = resolve
+    emitter.resolve = resolve
     if out is stage:
-        value = resolve(Read(out, out.op.axes, out.dtype), em)
+        value = resolve(Read(out, out.op.axes, out.dtype), emitter)
     else:
-        value = em.value(inline_injective(out.op.body, frozenset({stage})))
-    k.store(em, value)
-    b.indent -= 1
-    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
+        value = emitter.value(inline_injective(out.op.body, frozenset({stage})))
+    kernel.store(emitter, value)
+    body.indent -= 1
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))

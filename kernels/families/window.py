@@ -58,33 +58,34 @@ class WindowFamily(Family):
         # the reduce axes are the window loops inside the tile
         return "window" if axis.kind == "reduce" else super().role_of(axis)
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         layout = window_layout(self.graph)
         lane = evaluate_extent(layout.lane_extent, dims)
         rows = math.prod(evaluate_extent(a.extent, dims) for a in layout.rows)
         points = max(math.prod(int(a.extent.value) for a in t.reduction.axes) for t in self.pattern.anchors)
         accumulators = len(self.pattern.anchors)
         default_lane = min(128, max(16, next_pow2(lane)))
-        s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=default_lane))
-        s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=max(1, min(64, 1024 // default_lane, next_pow2(rows)))))
-        s.unroll("window", Boolean("UNROLL_WINDOW", default=points <= MAX_UNROLLED_WINDOW))
-        s.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-        s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
-        s.constrain(
+        schedule.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=default_lane))
+        default_rows = max(1, min(64, 1024 // default_lane, next_pow2(rows)))
+        schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
+        schedule.unroll("window", Boolean("UNROLL_WINDOW", default=points <= MAX_UNROLLED_WINDOW))
+        schedule.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+        schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
+        schedule.constrain(
             "tile fits registers",
             lambda cfg: None
             if cfg["BLOCK_ROWS"] * cfg["BLOCK_LANE"] * accumulators <= MAX_WINDOW_TILE
             else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_LANE']} outputs x {accumulators} accumulators per program, "
             f"over {MAX_WINDOW_TILE}",
         )
-        s.constrain(
+        schedule.constrain(
             "unrolled window is small",
             lambda cfg: None
             if not cfg["UNROLL_WINDOW"] or points <= MAX_UNROLLED_WINDOW
             else f"a window of {points} points unrolled, over {MAX_UNROLLED_WINDOW}: loop over it instead",
         )
-        s.bind("rows", "block.x").vectorize("lane")
-        s.num_warps(Choice("num_warps", (1, 2, 4, 8), default=4))
+        schedule.bind("rows", "block.x").vectorize("lane")
+        schedule.num_warps(Choice("num_warps", (1, 2, 4, 8), default=4))
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         layout = window_layout(self.graph)
@@ -137,24 +138,24 @@ class WindowFamily(Family):
         return small
 
 
-def lower_window(k: KernelContext, grid: Grid) -> KernelSource:
-    """The window kernel of the operator under `k`'s schedule, launched over `grid`."""
-    graph, s, pattern = k.graph, k.schedule, k.pattern
-    k.check_fusion()
-    check_bindings(graph.name, s, {"rows": "block.x", "lane": "block.x"})
+def lower_window(kernel: KernelContext, grid: Grid) -> KernelSource:
+    """The window kernel of the operator under `kernel`'s schedule, launched over `grid`."""
+    graph, schedule, pattern = kernel.graph, kernel.schedule, kernel.pattern
+    kernel.check_fusion()
+    check_bindings(graph.name, schedule, {"rows": "block.x", "lane": "block.x"})
     layout = window_layout(graph)
-    block_rows, block_lane = s.tile("rows"), s.tile("lane")
-    unrolled = bool(s.unroll.get("window", 1))
-    k.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
-    b = k.body
-    rows_total = py_extent(k, layout.rows)
-    lane_extent = k.extent(layout.lane_extent)
+    block_rows, block_lane = schedule.tile("rows"), schedule.tile("lane")
+    unrolled = bool(schedule.unroll.get("window", 1))
+    kernel.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
+    body = kernel.body
+    rows_total = py_extent(kernel, layout.rows)
+    lane_extent = kernel.extent(layout.lane_extent)
 
-    em = k.rows_lane_tile(rows_total, lane_extent, whole_row=False, contiguous="lane" in s.vectorized)
+    emitter = kernel.rows_lane_tile(rows_total, lane_extent, whole_row=False, contiguous="lane" in schedule.vectorized)
     # the fused rows unflatten into the output's outer axes (last one fastest)
-    for axis, name in k.unflatten(layout.rows, "offs_rows").items():
-        em.axes[axis] = Value(em.expand(name, 0), frozenset({0}), "int32")
-    em.axes[layout.lane] = Value(em.expand("offs_lane", 1), frozenset({1}), "int32")
+    for axis, name in kernel.unflatten(layout.rows, "offs_rows").items():
+        emitter.axes[axis] = Value(emitter.expand(name, 0), frozenset({0}), "int32")
+    emitter.axes[layout.lane] = Value(emitter.expand("offs_lane", 1), frozenset({1}), "int32")
 
     windows = frozenset(pattern.anchors)
 
@@ -171,34 +172,35 @@ def lower_window(k: KernelContext, grid: Grid) -> KernelSource:
         if t not in windows:
             return None
         red = t.reduction
-        body = inline_injective(substitute(red.body, dict(zip(t.op.axes, read.indices))), windows)
+        window_body = inline_injective(substitute(red.body, dict(zip(t.op.axes, read.indices))), windows)
         floating = dt.is_float(red.dtype)
         acc_type = "float32" if floating else dt.strong(red.dtype)
         identity = REDUCE_IDENTITY[red.op] if floating else int_identity(red.op, acc_type)
-        acc = b.assign(f"{ident(t.name)}_acc", f"tl.full((BLOCK_ROWS, BLOCK_LANE), {identity}, {TL_DTYPES[acc_type]})")
+        full = f"tl.full((BLOCK_ROWS, BLOCK_LANE), {identity}, {TL_DTYPES[acc_type]})"
+        acc = body.assign(f"{ident(t.name)}_acc", full)
         loop = "tl.static_range" if unrolled else "range"
         inner_axes = dict(emitter.axes)
-        outer_indent = b.indent
+        outer_indent = body.indent
         for axis in red.axes:
-            var = b.fresh(ident(axis.name))
-            b.line(f"for {var} in {loop}({int(axis.extent.value)}):")
-            b.indent += 1
+            var = body.fresh(ident(axis.name))
+            body.line(f"for {var} in {loop}({int(axis.extent.value)}):")
+            body.indent += 1
             inner_axes[axis] = Value(var, frozenset(), "int32")
         # a fresh emitter: values that depend on the window point must be computed inside the
         # loop, and nothing computed there may be reused after it
-        inner = TileEmitter(b, emitter.dims, inner_axes, k.args, k.extent, resolve=nested)
-        v = inner.value(body)
+        inner = TileEmitter(body, emitter.dims, inner_axes, kernel.args, kernel.extent, resolve=nested)
+        v = inner.value(window_body)
         if floating:
             v = inner.as_float32(v)
-        b.line(f"{acc} = {combine(red.op, acc, v.code)}")
-        b.indent = outer_indent
+        body.line(f"{acc} = {combine(red.op, acc, v.code)}")
+        body.indent = outer_indent
         return Value(acc, frozenset({0, 1}), acc_type)
 
-    em.resolve = resolve
+    emitter.resolve = resolve
     out = graph.output
     if out in windows:
-        value = resolve(Read(out, out.op.axes, out.dtype), em)
+        value = resolve(Read(out, out.op.axes, out.dtype), emitter)
     else:
-        value = em.value(inline_injective(out.op.body, windows))
-    k.store(em, value)
-    return k.finish(f"{ident(graph.name)}_kernel", grid.code(k))
+        value = emitter.value(inline_injective(out.op.body, windows))
+    kernel.store(emitter, value)
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))

@@ -41,18 +41,18 @@ class ContractionFamily(Family):
     roles = ("batch", "m", "n", "k")
 
     def role_of(self, axis: IterVar) -> str | None:
-        c = self.pattern.contraction
+        contraction = self.pattern.contraction
         for name in ("m", "n", "k"):
-            if getattr(c, name) is axis:
+            if getattr(contraction, name) is axis:
                 return name
-        return "batch" if axis in c.batch else None
+        return "batch" if axis in contraction.batch else None
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
-        c = self.pattern.contraction
-        if c.fused is not None and c.fused.group is not None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
+        contraction = self.pattern.contraction
+        if contraction.fused is not None and contraction.fused.group is not None:
             self._check_groups(dims)
-        m, n, k = (evaluate_extent(a.extent, dims) for a in (c.m, c.n, c.k))
-        batch = math.prod(evaluate_extent(a.extent, dims) for a in c.batch)
+        m, n, k = (evaluate_extent(a.extent, dims) for a in (contraction.m, contraction.n, contraction.k))
+        batch = math.prod(evaluate_extent(a.extent, dims) for a in contraction.batch)
         operand = dot_dtype(self.pattern)
         item = dt.itemsize(operand)
         # defaults no larger than the axis needs (16 at least: tl.dot's smallest tile, masked), so a
@@ -63,31 +63,31 @@ class ContractionFamily(Family):
         default_m, default_n = (min(d, max(16, next_pow2(e))) for d, e in ((64, m), (64, n)))
         default_k = min(cap_k, max(min_k, next_pow2(k)))
         # an implicit GEMM's second (reduce + epilogue) kernel would need its fused index math too
-        split = c.fused is None and _offers_split_k(m, n, k, batch)
+        split = contraction.fused is None and _offers_split_k(m, n, k, batch)
         k_iters = cdiv(k, default_k)
-        s.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=default_m))
-        s.tile("n", PowerOfTwo("BLOCK_N", 16, 256, default=default_n))
-        s.tile("k", PowerOfTwo("BLOCK_K", min_k, 128, default=default_k))
-        s.bind("m", "block.x").bind("n", "block.x").bind("batch", "block.y")
-        s.reorder("m", "n")
-        s.swizzle("m", Choice("GROUP_M", (1, 4, 8), default=8))
-        s.vectorize("n").vectorize("k")
+        schedule.tile("m", PowerOfTwo("BLOCK_M", 16, 256, default=default_m))
+        schedule.tile("n", PowerOfTwo("BLOCK_N", 16, 256, default=default_n))
+        schedule.tile("k", PowerOfTwo("BLOCK_K", min_k, 128, default=default_k))
+        schedule.bind("m", "block.x").bind("n", "block.x").bind("batch", "block.y")
+        schedule.reorder("m", "n")
+        schedule.swizzle("m", Choice("GROUP_M", (1, 4, 8), default=8))
+        schedule.vectorize("n").vectorize("k")
         # a pipeline deeper than the K loop buffers nothing more: a short loop defaults shallower
-        s.pipeline("k", Choice("num_stages", (1, 2, 3, 4, 5), default=min(3, k_iters + 1)))
-        s.num_warps(Choice("num_warps", (2, 4, 8), default=4))
+        schedule.pipeline("k", Choice("num_stages", (1, 2, 3, 4, 5), default=min(3, k_iters + 1)))
+        schedule.num_warps(Choice("num_warps", (2, 4, 8), default=4))
         if split:
-            s.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
-        add_hopper_knobs(s, self.pattern, dims, split, operand)
+            schedule.split_k("k", Choice("SPLIT_K", SPLIT_K_CHOICES, default=1))
+        add_hopper_knobs(schedule, self.pattern, dims, split, operand)
         for name, extent, floor in (("BLOCK_M", m, 16), ("BLOCK_N", n, 16), ("BLOCK_K", k, min_k)):
-            s.constrain(*no_larger_than_axis(name, extent, floor=floor))
+            schedule.constrain(*no_larger_than_axis(name, extent, floor=floor))
         if split:
-            s.constrain(
+            schedule.constrain(
                 "no more splits than K iterations",
                 lambda cfg: None
                 if cfg["SPLIT_K"] <= (iters := cdiv(k, cfg["BLOCK_K"]))
                 else f"SPLIT_K={cfg['SPLIT_K']} splits a K loop of {iters} iterations",
             )
-        s.constrain(
+        schedule.constrain(
             "shared memory fits",
             lambda cfg: None
             if (need := cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["BLOCK_K"] * item
@@ -95,7 +95,7 @@ class ContractionFamily(Family):
             else f"{cfg['num_stages']} stages of {cfg['BLOCK_M']}x{cfg['BLOCK_K']} and {cfg['BLOCK_K']}x{cfg['BLOCK_N']} "
             f"tiles need {need} bytes, over {MAX_SHARED_BYTES}",
         )
-        s.constrain(
+        schedule.constrain(
             "accumulator fits registers",
             lambda cfg: None
             if (regs := cfg["BLOCK_M"] * cfg["BLOCK_N"] // (32 * cfg["num_warps"])) <= 256
@@ -105,9 +105,9 @@ class ContractionFamily(Family):
 
     def _check_groups(self, dims: Mapping[str, int]) -> None:
         # programs cover group count x group size output channels: a remainder would go unwritten
-        c = self.pattern.contraction
-        axis = c.fused.n_axis
-        extent, groups = evaluate_extent(axis.extent, dims), evaluate_extent(c.fused.group.extent, dims)
+        contraction = self.pattern.contraction
+        axis = contraction.fused.n_axis
+        extent, groups = evaluate_extent(axis.extent, dims), evaluate_extent(contraction.fused.group.extent, dims)
         if extent % groups:
             raise LoweringError(
                 f"{self.graph.name}: output axis '{axis.name}' has {extent} elements, not a multiple of its "
@@ -117,10 +117,10 @@ class ContractionFamily(Family):
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         """Output tiles (grouped order inside the first axis) x batch x K splits; a persistent
         grid instead launches up to `programs_per_sm` programs per SM over all tiles."""
-        c = self.pattern.contraction
+        contraction = self.pattern.contraction
         bm, bn, bk = schedule.tile("m"), schedule.tile("n"), schedule.tile("k")
-        tiles = Product((Tiles(Extent((c.m.extent,)), bm), Tiles(Extent((c.n.extent,)), bn)))
-        batch = Extent(tuple(a.extent for a in c.batch))
+        tiles = Product((Tiles(Extent((contraction.m.extent,)), bm), Tiles(Extent((contraction.n.extent,)), bn)))
+        batch = Extent(tuple(a.extent for a in contraction.batch))
         if schedule.persistent:
             item = dt.itemsize(dot_dtype(self.pattern))
             per_sm = programs_per_sm(bm, bn, bk, schedule.num_stages, schedule.num_warps, item)
@@ -135,8 +135,8 @@ class ContractionFamily(Family):
         """Per program: `k_iterations` steps of one `BLOCK_M x BLOCK_K` and one
         `BLOCK_K x BLOCK_N` tile load and a dot, then the epilogue's reads and the store (a
         split program stores an fp32 partial tile instead, and the reduce kernel's share)."""
-        graph, c = self.graph, self.pattern.contraction
-        m, n, k = (evaluate_extent(a.extent, dims) for a in (c.m, c.n, c.k))
+        graph, contraction = self.graph, self.pattern.contraction
+        m, n, k = (evaluate_extent(a.extent, dims) for a in (contraction.m, contraction.n, contraction.k))
         bm, bn, bk = schedule.tile("m"), schedule.tile("n"), schedule.tile("k")
         operand = dot_dtype(self.pattern)
         split = schedule.splits.get("k", 1)
@@ -147,7 +147,7 @@ class ContractionFamily(Family):
         epilogue_reads = sum(
             dt.itemsize(r.tensor.dtype) * (bm * bn if len(r.indices) > 1 else max(bm, bn))
             for r in walk(graph.output.op.body) if isinstance(r, Read) and r.tensor.is_placeholder
-        ) if graph.output is not c.stage else 0
+        ) if graph.output is not contraction.stage else 0
         epilogue = epilogue_reads + bm * bn * dt.itemsize(graph.output.dtype)
         if split > 1:
             # each split program writes an fp32 partial tile, and the reduce kernel reads it back
@@ -178,9 +178,9 @@ class ContractionFamily(Family):
     def verification_dims(self, dims: Mapping[str, int], schedule: ResolvedSchedule) -> dict[str, int]:
         """Dims of `m`, `n` and `k` just over two tiles and an odd remainder (a TMA candidate's
         keep their residue mod 16, so their rows stay aligned)."""
-        c = self.pattern.contraction
+        contraction = self.pattern.contraction
         tiles: dict[str, int] = {}
-        for axis, role in ((c.m, "m"), (c.n, "n"), (c.k, "k")):
+        for axis, role in ((contraction.m, "m"), (contraction.n, "n"), (contraction.k, "k")):
             if isinstance(axis.extent, DimVar):
                 tiles.setdefault(axis.extent.name, schedule.tile(role))
         return shrink(dims, tiles, keep_alignment=schedule.load == "tma")

@@ -41,11 +41,14 @@ class TmaOperand:
 def tma_operand(pattern: Pattern, factor: str, dims: Mapping[str, int] | None) -> tuple[TmaOperand | None, str]:
     """The descriptor load of factor "a" or "b", or None and why a descriptor cannot load it
     (`dims` None: the structure only, as lowering asks; the launcher checks the strides)."""
-    c = pattern.contraction
-    expr, roles = (c.a, (c.m, c.k)) if factor == "a" else (c.b, (c.k, c.n))
-    if c.fused is not None:
+    contraction = pattern.contraction
+    if factor == "a":
+        expr, roles = contraction.a, (contraction.m, contraction.k)
+    else:
+        expr, roles = contraction.b, (contraction.k, contraction.n)
+    if contraction.fused is not None:
         return None, "an implicit GEMM gathers its tiles through index arithmetic"
-    if c.batch:
+    if contraction.batch:
         return None, "batched contractions keep pointer loads"
     narrowing = narrowing_cast(expr)
     if narrowing is not None:
@@ -67,12 +70,12 @@ def tma_operand(pattern: Pattern, factor: str, dims: Mapping[str, int] | None) -
     return TmaOperand(expr, transposed=expr.indices[0] is not roles[0]), ""
 
 
-def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], split: bool, operand: str) -> None:
+def add_hopper_knobs(schedule: Schedule, pattern: Pattern, dims: Mapping[str, int], split: bool, operand: str) -> None:
     """PERSISTENT, LOAD and WARP_SPECIALIZE on a contraction schedule whose dots take `operand`
     tiles, with their constraints."""
-    s.persistent(Boolean("PERSISTENT", default=False))
-    s.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
-    s.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
+    schedule.persistent(Boolean("PERSISTENT", default=False))
+    schedule.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
+    schedule.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
     operands = [tma_operand(pattern, f, dims) for f in ("a", "b")]
     # the kernel source does not depend on dims: it loads every factor of descriptor form through
     # a descriptor, so each of those must be aligned at these dims, not just one of them
@@ -80,20 +83,20 @@ def add_hopper_knobs(s: Schedule, pattern: Pattern, dims: Mapping[str, int], spl
                  if op is None and tma_operand(pattern, f, None)[0] is not None]
     if not any(op for op, _ in operands):
         reason = f"no factor can use a tensor descriptor: a: {operands[0][1]}; b: {operands[1][1]}"
-        s.constrain("TMA loads need an aligned 2-D operand",
-                    lambda cfg: reason if cfg["LOAD"] == "tma" else None)
+        schedule.constrain("TMA loads need an aligned 2-D operand",
+                           lambda cfg: reason if cfg["LOAD"] == "tma" else None)
     elif unaligned:
         reason = f"a factor loaded through a descriptor is not aligned: {unaligned[0]}"
-        s.constrain("TMA loads need every descriptor operand aligned",
-                    lambda cfg: reason if cfg["LOAD"] == "tma" else None)
+        schedule.constrain("TMA loads need every descriptor operand aligned",
+                           lambda cfg: reason if cfg["LOAD"] == "tma" else None)
     if split:
         # split-K programs own (tile, split) pairs and write a workspace slice picked by their
         # program ids: a persistent loop over output tiles does not cover them
-        s.constrain(
+        schedule.constrain(
             "persistent programs do not split K",
             lambda cfg: f"PERSISTENT with SPLIT_K={cfg['SPLIT_K']}" if cfg["PERSISTENT"] and cfg["SPLIT_K"] > 1 else None,
         )
-    s.constrain("warp specialization applies on sm_90", lambda cfg: warp_specialization_fits(cfg, operand))
+    schedule.constrain("warp specialization applies on sm_90", lambda cfg: warp_specialization_fits(cfg, operand))
 
 
 def warp_specialization_fits(cfg, operand: str) -> str | None:
@@ -141,39 +144,39 @@ def programs_per_sm(bm: int, bn: int, bk: int, stages: int, warps: int, item: in
     return KERNEL_TARGET.blocks_per_sm(registers, stages * (bm + bn) * bk * item, warps)
 
 
-def open_persistent_loop(k: KernelContext, tiles: str, batch: str) -> None:
+def open_persistent_loop(kernel: KernelContext, tiles: str, batch: str) -> None:
     """Start the loop of a persistent program over tile ids (batch folded in, outermost) and
     leave `pid` as the tile's index within its batch entry; the body is indented under it."""
-    b = k.body
-    b.line(f"num_tiles = {tiles} * {batch}")
-    b.line("# persistent: this program walks tiles pid0, pid0 + programs, ... in the grouped order below;")
-    b.line("# flatten lets the pipeliner run the next tile's first loads under this tile's last dots")
-    b.line("for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):")
-    b.indent += 1
-    b.line(f"pid = tile_id % ({tiles})")
+    body = kernel.body
+    body.line(f"num_tiles = {tiles} * {batch}")
+    body.line("# persistent: this program walks tiles pid0, pid0 + programs, ... in the grouped order below;")
+    body.line("# flatten lets the pipeliner run the next tile's first loads under this tile's last dots")
+    body.line("for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):")
+    body.indent += 1
+    body.line(f"pid = tile_id % ({tiles})")
 
 
-def tma_operands(k: KernelContext) -> dict[str, TmaOperand]:
+def tma_operands(kernel: KernelContext) -> dict[str, TmaOperand]:
     """The factors ("a", "b") this kernel loads through tensor descriptors."""
     found = {}
     for factor in ("a", "b"):
-        op, _ = tma_operand(k.pattern, factor, None)
+        op, _ = tma_operand(kernel.pattern, factor, None)
         if op is not None:
             found[factor] = op
     return found
 
 
-def make_descriptors(k: KernelContext, operands: dict[str, TmaOperand], blocks: dict[str, tuple[str, str]]) -> dict[str, str]:
+def make_descriptors(kernel: KernelContext, operands: dict[str, TmaOperand], blocks: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Emit one device-side descriptor per operand (before any tile loop: made once per
     program) and return their names. `blocks` gives each factor's (rows, cols) tile names in
     the kernel's orientation; a transposed operand's box is the other way round."""
     names = {}
     for factor, op in operands.items():
-        arg = k.args[op.read.tensor]
-        shape = [k.extent(axis.extent) for axis in op.read.indices]
+        arg = kernel.args[op.read.tensor]
+        shape = [kernel.extent(axis.extent) for axis in op.read.indices]
         box = blocks[factor][::-1] if op.transposed else blocks[factor]
         # the launcher checked the last stride is 1: a descriptor's innermost dim is contiguous
-        names[factor] = k.body.assign(
+        names[factor] = kernel.body.assign(
             f"{factor}_desc",
             f"tl.make_tensor_descriptor({arg.ptr}, shape=[{', '.join(shape)}], strides=[{arg.strides[0]}, 1], "
             f"block_shape=[{', '.join(box)}])",
@@ -181,23 +184,23 @@ def make_descriptors(k: KernelContext, operands: dict[str, TmaOperand], blocks: 
     return names
 
 
-def descriptor_tile(k: KernelContext, factor: str, op: TmaOperand, desc: str, offsets: tuple[str, str]) -> Value:
+def descriptor_tile(kernel: KernelContext, factor: str, op: TmaOperand, desc: str, offsets: tuple[str, str]) -> Value:
     """Load one tile through `desc` at (row, col) `offsets` in the kernel's orientation; the
     copy engine fills out-of-bounds elements with zeros, so no mask is needed."""
     at = offsets[::-1] if op.transposed else offsets
     code = f"{desc}.load([{', '.join(at)}])"
     if op.transposed:
         code = f"tl.trans({code})"
-    return Value(k.body.assign(f"{factor}_tile", code), frozenset({0, 1}), op.read.tensor.dtype)
+    return Value(kernel.body.assign(f"{factor}_tile", code), frozenset({0, 1}), op.read.tensor.dtype)
 
 
-def launcher_checks(k: KernelContext, operands: dict[str, TmaOperand]) -> list[str]:
+def launcher_checks(kernel: KernelContext, operands: dict[str, TmaOperand]) -> list[str]:
     """Launcher lines that refuse tensors a descriptor cannot address, and give Triton the
     scratch allocator that device-side descriptors are built in on a GPU."""
     lines = []
     for op in operands.values():
         t = op.read.tensor
-        name = k.args[t].ptr[: -len("_ptr")]
+        name = kernel.args[t].ptr[: -len("_ptr")]
         item = dt.itemsize(t.dtype)
         lines += [
             f"    if {name}.stride(1) != 1 or ({name}.stride(0) * {item}) % 16 or {name}.data_ptr() % 16:",
@@ -205,7 +208,7 @@ def launcher_checks(k: KernelContext, operands: dict[str, TmaOperand]) -> list[s
             f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned rows and base for "
             f"LOAD='tma'; got strides {{{name}.stride()}}: pass a contiguous tensor or use LOAD='pointer'\")",
         ]
-    out = k.args[k.graph.output].ptr[: -len("_ptr")]
+    out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
     lines += [
         f"    if {out}.is_cuda:",
         "        triton.set_allocator(_descriptor_scratch)",
@@ -218,8 +221,8 @@ SCRATCH_ALLOCATOR = '''def _descriptor_scratch(size, alignment, stream):
     return torch.empty(size, dtype=torch.int8, device="cuda")'''
 
 
-def cast_to(value: Value, operand: str, k: KernelContext, name: str) -> Value:
+def cast_to(value: Value, operand: str, kernel: KernelContext, name: str) -> Value:
     """`value` converted to the dot's operand type (a no-op when it already is)."""
     if value.dtype == operand:
         return value
-    return Value(k.body.assign(f"{name}_op", f"{value.code}.to({TL_DTYPES[operand]})"), value.dims, operand)
+    return Value(kernel.body.assign(f"{name}_op", f"{value.code}.to({TL_DTYPES[operand]})"), value.dims, operand)

@@ -14,7 +14,7 @@ from tiletune.tensorexpr.analysis import Contraction
 from tiletune.tensorexpr.expr import IterVar
 
 
-def unflatten(b: CodeBuilder, k: KernelContext, axes: tuple[IterVar, ...], offs: str) -> dict[IterVar, str]:
+def unflatten(body: CodeBuilder, kernel: KernelContext, axes: tuple[IterVar, ...], offs: str) -> dict[IterVar, str]:
     """Emit the per-axis indices of fused offsets `offs` (row-major over `axes`, outermost
     first) and return their variable names; a single axis is the offsets themselves."""
     if len(axes) == 1:
@@ -23,31 +23,31 @@ def unflatten(b: CodeBuilder, k: KernelContext, axes: tuple[IterVar, ...], offs:
     inner = ""  # the product of the extents of the axes inside the current one
     for pos in reversed(range(len(axes))):
         axis = axes[pos]
-        extent = k.extent(axis.extent)
+        extent = kernel.extent(axis.extent)
         quotient = f"{offs} // ({inner})" if inner else offs
         code = f"({quotient}) % {extent}" if pos > 0 else quotient
-        names[axis] = b.assign(f"idx_{ident(axis.name)}", code)
+        names[axis] = body.assign(f"idx_{ident(axis.name)}", code)
         inner = f"{inner} * {extent}" if inner else extent
     return {axis: names[axis] for axis in axes}
 
 
 def fused_axes(
-    c: Contraction, em: TileEmitter, k: KernelContext, m_index: dict[IterVar, str], k_index: dict[IterVar, str],
-    batch_values: dict[IterVar, Value],
+    contraction: Contraction, emitter: TileEmitter, kernel: KernelContext, m_index: dict[IterVar, str],
+    k_index: dict[IterVar, str], batch_values: dict[IterVar, Value],
 ) -> dict[IterVar, Value]:
-    """The index values of the real axes behind the roles this tile (`em`) runs along."""
-    role_dim = {d.name: pos for pos, d in enumerate(em.dims)}
+    """The index values of the real axes behind the roles this tile (`emitter`) runs along."""
+    role_dim = {d.name: pos for pos, d in enumerate(emitter.dims)}
     out: dict[IterVar, Value] = {}
     for role, index in (("m", m_index), ("k", k_index)):
         if role in role_dim:
             d = role_dim[role]
-            out.update({axis: Value(em.expand(name, d), frozenset({d}), "int32") for axis, name in index.items()})
+            out.update({axis: Value(emitter.expand(name, d), frozenset({d}), "int32") for axis, name in index.items()})
     if "n" in role_dim:
         d = role_dim["n"]
-        offs = em.expand("offs_n", d)
-        group = c.fused.group
+        offs = emitter.expand("offs_n", d)
+        group = contraction.fused.group
         if group is not None:
             # the program's group picks the block of output channels this tile's columns are in
-            offs = f"({batch_values[group].code} * {k.extent(c.n.extent)} + {offs})"
-        out[c.fused.n_axis] = Value(offs, frozenset({d}), "int32")
+            offs = f"({batch_values[group].code} * {kernel.extent(contraction.n.extent)} + {offs})"
+        out[contraction.fused.n_axis] = Value(offs, frozenset({d}), "int32")
     return out

@@ -12,14 +12,14 @@ TENSOR_CORE_DTYPES = ("float16", "bfloat16", "float8_e4m3fn")
 def dot_dtype(pattern: Pattern) -> str:
     """The operand type fed to `tl.dot`: the narrow input type when both factors read only
     tensors of that one 16- or 8-bit type, else float32 (accumulation is always float32)."""
-    c = pattern.contraction
-    read_types = {n.tensor.dtype for f in (c.a, c.b) for n in walk(f) if isinstance(n, Read)}
+    contraction = pattern.contraction
+    read_types = {n.tensor.dtype for f in (contraction.a, contraction.b) for n in walk(f) if isinstance(n, Read)}
     if len(read_types) == 1 and next(iter(read_types)) in TENSOR_CORE_DTYPES:
         return next(iter(read_types))
     # a prologue that casts both factors to one 16-bit type (fp32 inputs cast to fp16, a scaled
     # fp16 input cast back to fp16) feeds the tensor cores that type without losing a bit; fp8
     # factors widened to fp32 (to accumulate in it) are fed to the dot as the fp8 they are
-    cast_types = {_cast_type(f) for f in (c.a, c.b)}
+    cast_types = {_cast_type(f) for f in (contraction.a, contraction.b)}
     if len(cast_types) == 1 and next(iter(cast_types)) in TENSOR_CORE_DTYPES:
         return next(iter(cast_types))
     return "float32"

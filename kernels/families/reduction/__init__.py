@@ -76,31 +76,31 @@ class ReductionFamily(Family):
 
     # --- the space rule -------------------------------------------------------------------
 
-    def add_knobs(self, s: Schedule, dims: Mapping[str, int]) -> None:
+    def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         """BLOCK_RED (the chunk of the fused reduce index one loop iteration reads; the whole
         row means one pass), the family's row or lane tile, and num_warps."""
-        self.add_tiles(s, dims, next_pow2(self.layout.red_extent(dims)))
-        s.vectorize("red" if self.layout.inner else "lane")
-        s.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+        self.add_tiles(schedule, dims, next_pow2(self.layout.red_extent(dims)))
+        schedule.vectorize("red" if self.layout.inner else "lane")
+        schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 
-    def add_tiles(self, s: Schedule, dims: Mapping[str, int], full: int) -> None:
+    def add_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> None:
         raise NotImplementedError
 
-    def _inner_tiles(self, s: Schedule, dims: Mapping[str, int], full: int) -> int:
+    def _inner_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> int:
         """The inner form's tiles (`BLOCK_RED` along the lane, `BLOCK_ROWS`); the default
         BLOCK_RED."""
         high = min(full, MAX_RED_BLOCK)
         rows = self._rows(dims)
-        s.tile("red", PowerOfTwo("BLOCK_RED", min(16, high), high, default=high))
+        schedule.tile("red", PowerOfTwo("BLOCK_RED", min(16, high), high, default=high))
         # the row kernel's whole-row block: BLOCK_RED >= this means one pass over a row
-        s.tile("lane", full)
+        schedule.tile("lane", full)
         default_rows = max(1, min(64, MAX_TILE // high, 2048 // high, next_pow2(rows)))
-        s.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
-        s.constrain(*no_larger_than_axis("BLOCK_ROWS", rows))
-        s.constrain("tile fits registers",
-                    lambda cfg: None if cfg["BLOCK_ROWS"] * cfg["BLOCK_RED"] <= MAX_TILE
-                    else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_RED']} elements per program, over {MAX_TILE}")
-        s.bind("rows", "block.x")
+        schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
+        schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows))
+        schedule.constrain("tile fits registers",
+                           lambda cfg: None if cfg["BLOCK_ROWS"] * cfg["BLOCK_RED"] <= MAX_TILE
+                           else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_RED']} elements per program, over {MAX_TILE}")
+        schedule.bind("rows", "block.x")
         return high
 
     def _rows(self, dims: Mapping[str, int]) -> int:
@@ -230,12 +230,12 @@ class RowReductionFamily(ReductionFamily):
     def holds(layout: ReduceLayout) -> bool:
         return layout.inner and not layout.totals
 
-    def add_tiles(self, s: Schedule, dims: Mapping[str, int], full: int) -> None:
-        high = self._inner_tiles(s, dims, full)
+    def add_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> None:
+        high = self._inner_tiles(schedule, dims, full)
         layout, red = self.layout, self.layout.red_extent(dims)
         if layout.independent and not layout.aligned and red >= SPLIT_MIN_ELEMENTS and self._rows(dims) <= 64:
             default_split = min(64, max(1, next_pow2(red // (8 * high))))
-            s.split_k("red", PowerOfTwo("SPLIT", 1, 128, default=default_split))
+            schedule.split_k("red", PowerOfTwo("SPLIT", 1, 128, default=default_split))
 
     def looped_grid(self, schedule: ResolvedSchedule) -> Grid:
         rows = Tiles(Extent(tuple(a.extent for a in self.layout.rows)), schedule.tile("rows"))
@@ -268,8 +268,8 @@ class TotalFamily(RowReductionFamily):
     def holds(layout: ReduceLayout) -> bool:
         return bool(layout.totals)
 
-    def add_tiles(self, s: Schedule, dims: Mapping[str, int], full: int) -> None:
-        self._inner_tiles(s, dims, full)
+    def add_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> None:
+        self._inner_tiles(schedule, dims, full)
 
 
 class OuterReductionFamily(ReductionFamily):
@@ -284,16 +284,16 @@ class OuterReductionFamily(ReductionFamily):
     def holds(layout: ReduceLayout) -> bool:
         return not layout.inner
 
-    def add_tiles(self, s: Schedule, dims: Mapping[str, int], full: int) -> None:
+    def add_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> None:
         lane = evaluate_extent(self.layout.lane.extent, dims)
         high = min(full, MAX_RED_BLOCK)
-        s.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=min(128, max(16, next_pow2(lane)))))
-        s.tile("red", PowerOfTwo("BLOCK_RED", 1, high, default=min(high, 32)))
-        s.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-        s.constrain("tile fits registers",
-                    lambda cfg: None if cfg["BLOCK_RED"] * cfg["BLOCK_LANE"] <= MAX_TILE
-                    else f"{cfg['BLOCK_RED']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_TILE}")
-        s.bind("lane", "block.x")
+        schedule.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=min(128, max(16, next_pow2(lane)))))
+        schedule.tile("red", PowerOfTwo("BLOCK_RED", 1, high, default=min(high, 32)))
+        schedule.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
+        schedule.constrain("tile fits registers",
+                           lambda cfg: None if cfg["BLOCK_RED"] * cfg["BLOCK_LANE"] <= MAX_TILE
+                           else f"{cfg['BLOCK_RED']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_TILE}")
+        schedule.bind("lane", "block.x")
 
     def looped_grid(self, schedule: ResolvedSchedule) -> Grid:
         rows = Extent(tuple(a.extent for a in self.layout.rows))
