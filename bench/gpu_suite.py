@@ -176,13 +176,11 @@ class Tuning:
     """tiletune's side: worker pools, the GPU measurer and a DB shared by every case of a run."""
 
     def __init__(self, db: Path, workers: int) -> None:
-        from tiletune.search.execution.workers import COMPILE_ENV, Pools, WorkerPool
-        from tiletune.search.measurement.measurers import CudaMeasurer
+        from tiletune.search.backends import LocalBackend
 
         self.db = db
-        self.gpu_pool = WorkerPool(1, env=COMPILE_ENV, name="gpu")
-        self.measurer = CudaMeasurer(self.gpu_pool)
-        self.pools = Pools(workers)
+        self.backend = LocalBackend(workers)
+        self.measurer = self.backend.measurers("cuda")[0]
 
     def tune(self, case: Case, seconds: float):
         """Tune `case` for `seconds` of wall time; returns the tuner's report."""
@@ -193,11 +191,10 @@ class Tuning:
         with TuningDB(self.db) as database:
             task = Task(TaskSpec.make(case.op, case.dims, case.dtype))
             tuner = Tuner(task, self.measurer, database)
-            return tuner.run(Budget(trials=1_000_000, seconds=seconds, batch_size=8), self.pools)
+            return tuner.run(Budget(trials=1_000_000, seconds=seconds, batch_size=8), self.backend)
 
     def close(self) -> None:
-        self.pools.close()
-        self.gpu_pool.close()
+        self.backend.close()
 
 
 def run_case(case: Case, args: argparse.Namespace, timer, tuning: Tuning) -> dict:

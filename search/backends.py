@@ -18,10 +18,11 @@ A device request is a comma-separated list of kinds: ``auto``, ``cuda``, the sim
 """
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 from tiletune.errors import UsageError
-from tiletune.search.execution.workers import COMPILE_ENV, Executor, Pools, WorkerPool
+from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool
 from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
 from tiletune.search.measurement.simulator import SIMULATED_GPUS
 
@@ -90,15 +91,20 @@ def open_backend(executor: str, workers: int | None = None, **options: object) -
 
 
 class LocalBackend:
-    """Today's worker pools on this machine, and the measurer of its one device."""
+    """Worker pools on this machine (`workers` compiling processes, one interpreting process
+    for verification), and the measurer of its one device. One or several tuners share it."""
 
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        self._pools = Pools(workers)
-        self._gpu_pools: list = []
-        self.workers = self._pools.workers
-        self.compiler, self.verifier = self._pools.compiler, self._pools.verifier
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self._gpu_pools: list[WorkerPool] = []
+        self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
+        try:
+            self.verifier = WorkerPool(1, env=INTERPRET_ENV, name="verify")
+        except BaseException:
+            self.compiler.close()
+            raise
 
     def measurers(self, device: str, *, seed: int = 0, realtime: bool = False) -> list[Measurer]:
         """`cuda` times on this machine's GPU in a worker; `sim-*` answers in this process."""
@@ -120,9 +126,8 @@ class LocalBackend:
 
     def close(self) -> None:
         """Stop every worker."""
-        for pool in self._gpu_pools:
+        for pool in (*self._gpu_pools, self.compiler, self.verifier):
             pool.close()
-        self._pools.close()
 
     def __enter__(self) -> LocalBackend:
         return self

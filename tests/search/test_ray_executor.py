@@ -169,7 +169,7 @@ def test_records_keep_the_host_of_the_actor_that_measured_them(tmp_path, monkeyp
     monkeypatch.setattr(ray_measurer.socket, "gethostname", lambda: "node-7")
 
     class ViaActor:
-        kind, device = actor.measurer.kind, actor.measurer.device
+        kind, device, needs_kernels = actor.measurer.kind, actor.measurer.device, True
 
         def measure(self, spec, candidates):
             return [actor.measure(spec, config, facts) for config, facts in candidates]

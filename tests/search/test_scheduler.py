@@ -7,7 +7,7 @@ import pytest
 
 from tiletune.errors import UsageError
 from tiletune.kernels.task import TaskSpec
-from tiletune.search.execution.workers import Pools
+from tiletune.search.backends import LocalBackend
 from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.scheduler import TaskScheduler, load_workloads
 from tiletune.search.tuner import Budget, Tuner
@@ -61,9 +61,9 @@ def test_a_missing_workloads_file_is_refused(tmp_path):
 def test_the_scheduler_spends_the_total_budget_and_favours_the_heavier_workload(tmp_path):
     specs = [TaskSpec.make("add", {"N": 300, "D": 1000}, "float32"),
              TaskSpec.make("softmax", {"N": 1000, "D": 512}, "float32")]
-    with TuningDB(tmp_path / "t.db") as db, Pools(2) as pools:
+    with TuningDB(tmp_path / "t.db") as db, LocalBackend(2) as backend:
         tuners = [Tuner(s.build(), SimMeasurer(), db, strategy="random", seed=0) for s in specs]
-        reports = TaskScheduler(tuners, [1.0, 50.0]).run(Budget(trials=16, batch_size=2), pools)
+        reports = TaskScheduler(tuners, [1.0, 50.0]).run(Budget(trials=16, batch_size=2), backend)
         assert sum(r.trials for r in reports) == 16
         assert all(r.trials >= 2 for r in reports)  # every workload gets a first batch
         assert reports[1].trials > reports[0].trials
