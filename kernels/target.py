@@ -21,6 +21,9 @@ class GPUTarget:
     """The figures of one GPU. Bandwidths in GB/s, throughputs in TFLOP/s."""
 
     name: str
+    """The simulated device's name (`--device sim-h100`), as records key it."""
+    capability: str
+    """Compute capability, as device keys spell it ("sm90")."""
     sm_count: int
     clock_ghz: float
     fp16_tensor_tflops: float
@@ -80,6 +83,7 @@ class GPUTarget:
 
 H100 = GPUTarget(
     name="sim-h100",
+    capability="sm90",
     # NVIDIA H100 SXM5, from the H100 datasheet and the Hopper architecture whitepaper.
     sm_count=132,
     clock_ghz=1.98,  # max boost; the tensor peaks below correspond to ~1.83 GHz sustained

@@ -22,6 +22,7 @@ import os
 from typing import Protocol
 
 from tiletune.errors import UsageError
+from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool
 from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
 from tiletune.search.measurement.simulator import SIMULATED_GPUS
@@ -113,7 +114,7 @@ class LocalBackend:
             if kind == "auto":
                 import torch
 
-                kind = "cuda" if torch.cuda.is_available() else "sim-h100"
+                kind = "cuda" if torch.cuda.is_available() else KERNEL_TARGET.name
             if kind == "cuda":
                 if realtime:
                     raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")

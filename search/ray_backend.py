@@ -9,6 +9,7 @@ import ray
 from ray.exceptions import RayError
 
 from tiletune.errors import UsageError
+from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.search.backends import device_kinds
 from tiletune.search.execution.ray_tasks import (
     START_ALLOWANCE_S,
@@ -58,7 +59,7 @@ class RayBackend:
                 if gpus:
                     wanted += [("cuda", t) for t in present] or [("cuda", None)]
                 else:
-                    wanted.append(("sim-h100", None))
+                    wanted.append((KERNEL_TARGET.name, None))
             elif kind.startswith("sim-"):
                 wanted.append((kind, None))
             elif kind in present:

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 from tiletune.errors import CompileError, UsageError
+from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.schedules.config import Config
 from tiletune.search.execution import faults
 from tiletune.search.measurement.results import Outcome, step_result
@@ -57,7 +58,7 @@ class SimMeasurer:
     are never mistaken for real ones.
     """
 
-    def __init__(self, kind: str = "sim-h100", *, realtime: bool = False, isolated: bool = False) -> None:
+    def __init__(self, kind: str = KERNEL_TARGET.name, *, realtime: bool = False, isolated: bool = False) -> None:
         if kind not in SIMULATED_GPUS:
             raise UsageError(f"unknown simulated device '{kind}'; known: {', '.join(SIMULATED_GPUS)}")
         import triton
@@ -68,7 +69,7 @@ class SimMeasurer:
         self.realtime = realtime  # sleep as long as measuring on the real GPU would take
         self.isolated = isolated  # runs in a worker of its own (a Ray actor), not in the tuner
         self.gpu = SIMULATED_GPUS[kind]
-        self.device = Device.make(kind, "sm90", triton.__version__)
+        self.device = Device.make(kind, self.gpu.capability, triton.__version__)
 
     def measure(self, spec: TaskSpec, candidates: Sequence[tuple[Config, dict]]) -> list[Outcome]:
         """Simulated latency of each candidate from its tile facts and compile facts."""

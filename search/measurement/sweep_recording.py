@@ -85,7 +85,7 @@ def record_sweep(
     import triton
 
     started = time.monotonic()
-    measurer = measurer or SimMeasurer("sim-h100")
+    measurer = measurer or SimMeasurer()
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     header = {
         "format": SWEEP_FORMAT, "version": SWEEP_VERSION, "device": measurer.device.name,
