@@ -41,6 +41,7 @@ from tiletune.search.features import featurize  # noqa: E402
 from tiletune.search.measurement.sweep import Sweep  # noqa: E402
 from tiletune.search.measurement.sweep_recording import record_sweep  # noqa: E402
 from tiletune.search.replay_search import ok_rows, replay_search  # noqa: E402
+from tiletune.search.strategies import STRATEGIES, make_strategy  # noqa: E402
 
 WORKLOADS = [
     TaskSpec.make("matmul", {"M": 512, "N": 512, "K": 512}, "float16"),
@@ -102,8 +103,6 @@ def default_within(sweep: Sweep, spec: TaskSpec) -> bool:
 
 def trials_to_95(sweep: Sweep, spec: TaskSpec, strategy: str, seeds: list[int], batch: int,
                  prior: list | None = None) -> list:
-    from tiletune.search.strategies import make_strategy
-
     target = sweep.best(spec).latency_us / WITHIN
     runs = []
     for seed in seeds:
@@ -171,11 +170,9 @@ def main() -> None:
                         help="seeds per strategy and workload, 0..N-1 (default 10 with --quick, else 30)")
     parser.add_argument("--batch", type=int, default=8, help="configs proposed per batch")
     parser.add_argument("--workers", type=int, default=2, help="compile workers when recording")
-    parser.add_argument("--strategies", nargs="+", default=None, help="strategies to compare (default: all)")
+    parser.add_argument("--strategies", nargs="+", default=None, choices=list(STRATEGIES),
+                        help="strategies to compare (default: all)")
     args = parser.parse_args()
-
-    from tiletune.search.strategies import STRATEGIES
-
     strategies = args.strategies or list(STRATEGIES)
     seeds = list(range(args.seeds if args.seeds is not None else 10 if args.quick else 30))
     start = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -76,6 +77,33 @@ def _db_path(db: str | None) -> Path:
     return Path(db) if db else default_db_path()
 
 
+class _HelpFromRegistry(click.Option):
+    """An option whose help is written, when help is shown, from the registry that lists its
+    values (`listing()`), so it never goes stale; the registries' modules are too slow to
+    import for every command."""
+
+    def __init__(self, *args, listing: Callable[[], str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.listing = listing
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.listing()
+        return super().get_help_record(ctx)
+
+
+def _strategy_help() -> str:
+    from tiletune.search.strategies import STRATEGIES
+
+    return ", ".join(f"{name} ({entry.summary})" for name, entry in STRATEGIES.items()) + "."
+
+
+def _device_help() -> str:
+    from tiletune.search.measurement.simulator import SIMULATED_GPUS
+
+    return (f"auto, cuda, a simulated GPU ({', '.join(SIMULATED_GPUS)}), or on Ray a GPU kind of the cluster "
+            "(H100); several kinds separated by commas are each tuned for themselves.")
+
+
 shape_option = click.option("--shape", required=True, help="Dims of the workload, e.g. M=512,N=512,K=512.")
 dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one (float16, bfloat16, float32).")
 
@@ -92,15 +120,13 @@ def main() -> None:
 @dtype_option
 @click.option("--workloads", "workloads_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML list of workloads (op, shape, dtype, weight) tuned under one total budget.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto, cuda, sim-h100 or sim-h200 (simulated GPUs), or on Ray a GPU kind of the cluster (H100); "
-                   "several kinds separated by commas are each tuned for themselves.")
+@click.option("--device", default="auto", show_default=True, cls=_HelpFromRegistry, listing=_device_help)
 @click.option("--trials", type=int, default=32, show_default=True, help="New configs to measure (in all).")
 @click.option("--time-limit", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--patience", type=int, default=None, help="Stop a workload after this many batches without a better config.")
 @db_option("db")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--strategy", default="model", show_default=True, help="model (XGBoost-ranked random pool), annealing or evolution (over the model), random or grid.")
+@click.option("--strategy", default="model", show_default=True, cls=_HelpFromRegistry, listing=_strategy_help)
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Configs proposed and recorded per batch.")
 @click.option("--workers", type=int, default=None,
               help="local: compile worker processes (default: cores, at most 4); ray: measurement actors per "

@@ -18,6 +18,7 @@ the space is exhausted.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from tiletune.errors import UsageError
@@ -37,26 +38,33 @@ __all__ = [
     "ModelGuided",
     "ModelSearch",
     "RandomSearch",
+    "Registered",
     "SimulatedAnnealing",
     "Strategy",
     "make_strategy",
 ]
 
-_MODEL_DRIVEN: dict[str, type[ModelSearch]] = {
-    "model": ModelGuided,
-    "annealing": SimulatedAnnealing,
-    "evolution": Evolution,
-}
 
-STRATEGIES = ("model", "random", "grid", "annealing", "evolution")
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A strategy as `--strategy NAME` knows it: what it does, in a phrase, and how to make it."""
+
+    summary: str
+    make: Callable[[Callable[[Config], dict], int], Strategy]  # (tile_facts, seed) -> a new strategy
+
+
+#: Every strategy, by name: the one list that the CLI's help, option checks and benchmarks read.
+STRATEGIES: dict[str, Registered] = {
+    "model": Registered("an XGBoost-ranked random pool", ModelGuided),
+    "random": Registered("distinct random configs", lambda tile_facts, seed: RandomSearch(seed)),
+    "grid": Registered("every config once, in order", lambda tile_facts, seed: GridSearch()),
+    "annealing": Registered("walks through neighbouring configs, ranked by the model", SimulatedAnnealing),
+    "evolution": Registered("offspring of the fastest configs, ranked by the model", Evolution),
+}
 
 
 def make_strategy(name: str, tile_facts: Callable[[Config], dict], seed: int) -> Strategy:
     """The strategy registered under `name`."""
-    if name == "random":
-        return RandomSearch(seed)
-    if name == "grid":
-        return GridSearch()
-    if name in _MODEL_DRIVEN:
-        return _MODEL_DRIVEN[name](tile_facts, seed)
-    raise UsageError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name].make(tile_facts, seed)
