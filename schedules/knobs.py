@@ -64,7 +64,13 @@ def _got(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Knob:
-    """One tunable value with finite, ordered legal choices; subclasses define ``choices()``."""
+    """One tunable value with finite, ordered legal choices; subclasses define ``choices()``.
+
+    Knobs are plain frozen dataclasses: their fields are their settings, so two knobs with the
+    same settings are equal and hash alike, and their repr is a constructor call that pastes
+    back. ``__post_init__`` checks the settings and brings them to plain, hashable values
+    (through ``object.__setattr__``, the way to set a field of a frozen dataclass).
+    """
 
     name: str
 
@@ -75,8 +81,10 @@ class Knob:
         """Every legal value, in a fixed order (the order of ``index`` and ``neighbors``)."""
         raise NotImplementedError(f"{type(self).__name__} does not define choices()")
 
+    @property
     def default(self) -> KnobValue:
-        """The value used when nothing better is known: the first choice unless overridden."""
+        """The value used when nothing better is known: the first choice, unless a subclass has
+        a ``default`` field."""
         return self.choices()[0]
 
     def random(self, rng: Random) -> KnobValue:
@@ -110,7 +118,7 @@ class Knob:
         return None
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, slots=True)
 class PowerOfTwo(Knob):
     """Powers of two from ``low`` to ``high`` inclusive; a tile size, a warp count.
 
@@ -120,38 +128,29 @@ class PowerOfTwo(Knob):
 
     low: int
     high: int
-    default_value: int
+    default: int | None = None  # None: the middle choice, settled at construction
 
-    def __init__(self, name: str, low: int, high: int, default: int | None = None) -> None:
-        _check_name(name)
-        for label, bound in (("low", low), ("high", high)):
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        for label, bound in (("low", self.low), ("high", self.high)):
             if _kind(bound) != "int" or bound < 1 or bound & (bound - 1):
                 raise ScheduleError(
-                    f"PowerOfTwo {name!r}: {label} must be a power of two >= 1, got {_got(bound)}"
+                    f"PowerOfTwo {self.name!r}: {label} must be a power of two >= 1, got {_got(bound)}"
                 )
-        if low > high:
-            raise ScheduleError(f"PowerOfTwo {name!r}: low {low} is greater than high {high}")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "low", int(low))
-        object.__setattr__(self, "high", int(high))
-        options = self.choices()
-        if default is None:
-            default = options[(len(options) - 1) // 2]
-        object.__setattr__(self, "default_value", default)
-        reason = self.validate(default)
+        if self.low > self.high:
+            raise ScheduleError(f"PowerOfTwo {self.name!r}: low {self.low} is greater than high {self.high}")
+        object.__setattr__(self, "low", int(self.low))
+        object.__setattr__(self, "high", int(self.high))
+        if self.default is None:
+            options = self.choices()
+            object.__setattr__(self, "default", options[(len(options) - 1) // 2])
+        reason = self.validate(self.default)
         if reason is not None:
-            raise ScheduleError(f"PowerOfTwo {name!r}: bad default: {reason}")
-
-    def __repr__(self) -> str:
-        return f"PowerOfTwo({self.name!r}, {self.low}, {self.high}, default={self.default_value})"
+            raise ScheduleError(f"PowerOfTwo {self.name!r}: bad default: {reason}")
 
     def choices(self) -> tuple[int, ...]:
         """low, 2*low, ..., high."""
         return tuple(1 << k for k in range(self.low.bit_length() - 1, self.high.bit_length()))
-
-    def default(self) -> int:
-        """The given default, else the middle choice."""
-        return self.default_value
 
     def validate(self, value: object) -> str | None:
         """None if ``value`` is a power of two in range, else the reason."""
@@ -163,74 +162,56 @@ class PowerOfTwo(Knob):
         return None
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, slots=True)
 class Choice(Knob):
-    """An explicit, ordered list of ints or of strings; neighbours are the adjacent entries."""
+    """An explicit, ordered list of ints or of strings; neighbours are the adjacent entries.
+
+    ``values`` may be given as a list; it is kept as a tuple of plain ints or strings. The
+    default is the given one, else the first value.
+    """
 
     values: tuple[int, ...] | tuple[str, ...]
-    default_value: int | str
+    default: int | str | None = None  # None: the first value, settled at construction
 
-    def __init__(
-        self,
-        name: str,
-        values: tuple[int, ...] | tuple[str, ...] | list[int] | list[str],
-        default: int | str | None = None,
-    ) -> None:
-        _check_name(name)
-        values = tuple(values)
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        values = tuple(self.values)
         if not values:
-            raise ScheduleError(f"Choice {name!r}: needs at least one value")
+            raise ScheduleError(f"Choice {self.name!r}: needs at least one value")
         kinds = {_kind(v) for v in values}
         # Booleans belong in Boolean; mixing ints and strings would make index() a poor feature.
         if kinds not in ({"int"}, {"str"}):
             raise ScheduleError(
-                f"Choice {name!r}: values must be all ints or all strings, got {values!r}"
+                f"Choice {self.name!r}: values must be all ints or all strings, got {values!r}"
             )
         if len(set(values)) != len(values):
-            raise ScheduleError(f"Choice {name!r}: values repeat, got {values!r}")
-        plain = tuple(as_knob_value(name, v) for v in values)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "values", plain)
-        object.__setattr__(self, "default_value", plain[0] if default is None else default)
-        reason = self.validate(self.default_value)
+            raise ScheduleError(f"Choice {self.name!r}: values repeat, got {values!r}")
+        object.__setattr__(self, "values", tuple(as_knob_value(self.name, v) for v in values))
+        if self.default is None:
+            object.__setattr__(self, "default", self.values[0])
+        reason = self.validate(self.default)
         if reason is not None:
-            raise ScheduleError(f"Choice {name!r}: bad default: {reason}")
-
-    def __repr__(self) -> str:
-        return f"Choice({self.name!r}, {self.values!r}, default={self.default_value!r})"
+            raise ScheduleError(f"Choice {self.name!r}: bad default: {reason}")
 
     def choices(self) -> tuple[int, ...] | tuple[str, ...]:
         """The values, in the order given."""
         return self.values
 
-    def default(self) -> int | str:
-        """The given default, else the first value."""
-        return self.default_value
 
-
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, slots=True)
 class Boolean(Knob):
     """A flag: choices (False, True); only real bools are legal, not 0 or 1."""
 
-    default_value: bool
+    default: bool = False
 
-    def __init__(self, name: str, default: bool = False) -> None:
-        _check_name(name)
-        if not isinstance(default, bool):
-            raise ScheduleError(f"Boolean {name!r}: default must be True or False, got {default!r}")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "default_value", default)
-
-    def __repr__(self) -> str:
-        return f"Boolean({self.name!r}, default={self.default_value!r})"
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if not isinstance(self.default, bool):
+            raise ScheduleError(f"Boolean {self.name!r}: default must be True or False, got {self.default!r}")
 
     def choices(self) -> tuple[bool, ...]:
         """(False, True)."""
         return (False, True)
-
-    def default(self) -> bool:
-        """The given default (False unless told)."""
-        return self.default_value
 
     def validate(self, value: object) -> str | None:
         """None for True or False, else the reason (1 and 0 are refused)."""
@@ -239,19 +220,15 @@ class Boolean(Knob):
         return None
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False)
+@dataclass(frozen=True, slots=True)
 class Fixed(Knob):
     """A knob pinned to one value (what ``ConfigSpace.fix`` puts in place of a tunable knob)."""
 
     value: KnobValue
 
-    def __init__(self, name: str, value: KnobValue) -> None:
-        _check_name(name)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "value", as_knob_value(name, value))
-
-    def __repr__(self) -> str:
-        return f"Fixed({self.name!r}, {self.value!r})"
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        object.__setattr__(self, "value", as_knob_value(self.name, self.value))
 
     def choices(self) -> tuple[KnobValue, ...]:
         """The one pinned value."""

@@ -110,7 +110,7 @@ class ConfigSpace:
         "First" is in ``enumerate()`` order, so the answer is deterministic. ScheduleError when
         no config at all is legal.
         """
-        config = Config(tuple((knob.name, knob.default()) for knob in self.knobs))
+        config = Config(tuple((knob.name, knob.default) for knob in self.knobs))
         if self.is_legal(config):
             return config
         for config in self.enumerate():

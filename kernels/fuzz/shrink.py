@@ -90,7 +90,7 @@ def _simpler_configs(program: fp.Program, config: str) -> Iterator[str]:
     except Exception:  # noqa: BLE001 - a program the shrinker cannot build has nothing simpler
         return
     for knob in space.knobs:
-        default = knob.default()
+        default = knob.default
         if knob.name in dict(current.values) and current[knob.name] != default:
             yield current.replace(**{knob.name: default}).to_json()
 

@@ -19,10 +19,10 @@ def test_power_of_two_choices_run_from_low_to_high_inclusive() -> None:
 
 
 def test_power_of_two_default_is_the_middle_choice_or_the_given_one() -> None:
-    assert PowerOfTwo("BLOCK_M", 16, 256).default() == 64
+    assert PowerOfTwo("BLOCK_M", 16, 256).default == 64
     # Even count: the lower of the two middles (smaller tiles are more often legal).
-    assert PowerOfTwo("BLOCK_M", 16, 128).default() == 32
-    assert PowerOfTwo("BLOCK_M", 16, 256, default=128).default() == 128
+    assert PowerOfTwo("BLOCK_M", 16, 128).default == 32
+    assert PowerOfTwo("BLOCK_M", 16, 256, default=128).default == 128
 
 
 def test_power_of_two_validate_names_the_knob_range_and_value() -> None:
@@ -97,8 +97,8 @@ def test_power_of_two_rejects_an_illegal_default(default: object) -> None:
 def test_choice_keeps_the_given_order_and_defaults_to_the_first() -> None:
     knob = Choice("num_warps", [8, 2, 4])
     assert knob.choices() == (8, 2, 4)
-    assert knob.default() == 8
-    assert Choice("num_warps", (2, 4, 8), default=4).default() == 4
+    assert knob.default == 8
+    assert Choice("num_warps", (2, 4, 8), default=4).default == 4
 
 
 def test_choice_neighbors_are_adjacent_entries() -> None:
@@ -144,8 +144,8 @@ def test_choice_rejects_a_default_outside_its_values() -> None:
 def test_boolean_choices_default_and_neighbors() -> None:
     knob = Boolean("swizzle")
     assert knob.choices() == (False, True)
-    assert knob.default() is False
-    assert Boolean("swizzle", default=True).default() is True
+    assert knob.default is False
+    assert Boolean("swizzle", default=True).default is True
     assert knob.neighbors(False) == (True,)
     assert knob.neighbors(True) == (False,)
     assert knob.index(True) == 1
@@ -164,7 +164,7 @@ def test_boolean_refuses_ints_and_strings() -> None:
 def test_fixed_has_one_choice_of_the_same_type() -> None:
     knob = Fixed("num_warps", 4)
     assert knob.choices() == (4,)
-    assert knob.default() == 4
+    assert knob.default == 4
     assert knob.neighbors(4) == ()
     assert knob.validate(8) == "num_warps is fixed to 4, got 8"
     assert Fixed("one", 1).validate(True) is not None
@@ -194,7 +194,7 @@ def test_random_is_deterministic_per_seed_and_covers_every_choice(knob: Knob) ->
 
 @pytest.mark.parametrize("knob", ALL_KNOBS, ids=lambda k: k.name)
 def test_default_and_neighbors_are_legal_and_never_the_value_itself(knob: Knob) -> None:
-    assert knob.validate(knob.default()) is None
+    assert knob.validate(knob.default) is None
     for value in knob.choices():
         for neighbor in knob.neighbors(value):
             assert neighbor != value
@@ -208,7 +208,7 @@ def test_knob_repr_is_pasteable_and_knobs_are_frozen_and_hashable(knob: Knob) ->
     rebuilt = eval(repr(knob), namespace)  # noqa: S307 - our own repr, by design
     assert rebuilt == knob
     assert hash(rebuilt) == hash(knob)
-    assert rebuilt.default() == knob.default()
+    assert rebuilt.default == knob.default
     with pytest.raises(dataclasses.FrozenInstanceError):
         knob.name = "other"  # type: ignore[misc]
 
