@@ -12,9 +12,8 @@ batches and transactions, and the search depends on the seed and the budget only
   the cluster, and measurement in actors that each own one device. Ray is an optional extra,
   imported only where it is used (`execution.ray_tasks`, `measurement.ray_measurer`).
 
-A device request is a comma-separated list of kinds: ``auto``, ``cuda``, the simulated GPUs
-(``sim-h100``, ``sim-h200``) and, on Ray, a GPU kind of the cluster (``H100``, as Ray's
-``accelerator_type`` names it). Each kind is tuned for itself: records are keyed by device.
+What a device request names (``auto``, ``cuda``, ``sim-h100``, a Ray cluster's GPU kind, or
+several of them) is `devices.device_kinds`'s to say; each kind is tuned for itself.
 """
 from __future__ import annotations
 
@@ -23,11 +22,15 @@ from typing import Protocol
 
 from tiletune.errors import UsageError
 from tiletune.kernels.target import KERNEL_TARGET
+from tiletune.search.devices import device_kinds
 from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool
 from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
-from tiletune.search.measurement.simulator import SIMULATED_GPUS
 
-EXECUTORS = ("local", "ray")
+#: The executors by name, with where each runs the work (the CLI's --executor help reads it).
+EXECUTORS: dict[str, str] = {
+    "local": "worker processes here",
+    "ray": "the cluster RAY_ADDRESS names, else a local Ray",
+}
 RAY_MISSING = 'the ray executor needs Ray, which is not installed: pip install "tiletune[ray]"'
 
 
@@ -45,26 +48,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Stop every worker (and the cluster, if the backend started one)."""
         ...
-
-
-def device_kinds(device: str, *, executor: str = "local") -> list[str]:
-    """The kinds a device request names, checked: UsageError saying what is known otherwise."""
-    if not isinstance(device, str) or not device.strip():
-        raise UsageError("the device is empty; expected auto, cuda or a simulated GPU such as sim-h100")
-    kinds = [part.strip() for part in device.split(",")]
-    known = ("auto", "cuda", *SIMULATED_GPUS)
-    for kind in kinds:
-        if not kind:
-            raise UsageError(f"device '{device}' has an empty entry; separate kinds with single commas")
-        if kind not in known and (executor != "ray" or not kind.replace("_", "").replace("-", "").isalnum()):
-            extra = ", or a GPU kind of the Ray cluster (--executor ray)" if executor == "local" else ""
-            raise UsageError(f"unknown device '{kind}'; expected one of {', '.join(known)}{extra}")
-    if len(set(kinds)) != len(kinds):
-        raise UsageError(f"device '{device}' names a kind twice")
-    if executor == "local" and len(kinds) > 1 and {"auto", "cuda"} & set(kinds):
-        raise UsageError("this machine has one GPU kind: with --executor local, name auto or cuda alone, "
-                         "or simulated kinds (sim-h100,sim-h200)")
-    return kinds
 
 
 def check_executor(executor: str) -> None:

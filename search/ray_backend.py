@@ -10,7 +10,7 @@ from ray.exceptions import RayError
 
 from tiletune.errors import UsageError
 from tiletune.kernels.target import KERNEL_TARGET
-from tiletune.search.backends import device_kinds
+from tiletune.search.devices import device_kinds
 from tiletune.search.execution.ray_tasks import (
     START_ALLOWANCE_S,
     RayTaskExecutor,

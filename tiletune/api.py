@@ -59,7 +59,8 @@ class TuneOptions:
             raise UsageError(f"patience must be at least 1 batch, got {self.patience}")
         if self.strategy not in STRATEGIES:  # before the DB file is created
             raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
-        from tiletune.search.backends import check_executor, device_kinds
+        from tiletune.search.backends import check_executor
+        from tiletune.search.devices import device_kinds
 
         name = self.executor if isinstance(self.executor, str) else getattr(self.executor, "name", "")
         check_executor(name)

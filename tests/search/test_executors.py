@@ -14,8 +14,8 @@ from tiletune.search.backends import (
     RAY_MISSING,
     LocalBackend,
     check_executor,
-    device_kinds,
 )
+from tiletune.search.devices import device_kinds
 from tiletune.search.execution import step_cache
 from tiletune.search.measurement import sim_realtime
 from tiletune.search.measurement.measurers import SimMeasurer

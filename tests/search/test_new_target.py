@@ -9,7 +9,7 @@ import pytest
 
 from tiletune.kernels.target import H100, TARGETS
 from tiletune.kernels.task import TaskSpec
-from tiletune.search.backends import device_kinds
+from tiletune.search.devices import device_kinds
 from tiletune.search.measurement.measurers import SimMeasurer
 from tiletune.search.tuner import Budget, Tuner
 from tiletune.tuning_db import TuningDB, Workload
