@@ -97,6 +97,12 @@ def _strategy_help() -> str:
     return ", ".join(f"{name} ({entry.summary})" for name, entry in STRATEGIES.items()) + "."
 
 
+def _executor_help() -> str:
+    from tiletune.search.backends import EXECUTORS
+
+    return " or ".join(f"{name} ({where})" for name, where in EXECUTORS.items()) + "."
+
+
 def _device_help() -> str:
     from tiletune.search.measurement.simulator import SIMULATED_GPUS
 
@@ -131,8 +137,7 @@ def main() -> None:
 @click.option("--workers", type=int, default=None,
               help="local: compile worker processes (default: cores, at most 4); ray: measurement actors per "
                    "device kind (default: one per GPU, or per CPU for simulated devices).")
-@click.option("--executor", default="local", show_default=True,
-              help="local (worker processes here) or ray (the cluster RAY_ADDRESS names, else a local Ray).")
+@click.option("--executor", default="local", show_default=True, cls=_HelpFromRegistry, listing=_executor_help)
 @click.option("--sim-realtime", is_flag=True,
               help="Simulated devices take as long per measurement as the real GPU would (sleeping).")
 @one_line_errors

@@ -15,12 +15,15 @@ from tiletune.search.strategies import STRATEGIES
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_autotune_help_lists_every_strategy_and_simulated_device() -> None:
+def test_autotune_help_lists_every_strategy_executor_and_simulated_device() -> None:
     result = CliRunner().invoke(main, ["autotune", "--help"], terminal_width=1000)
     assert result.exit_code == 0, result.output
     strategy_help = next(line for line in result.output.splitlines() if line.strip().startswith("--strategy"))
     for name, entry in STRATEGIES.items():
         assert f"{name} ({entry.summary})" in strategy_help
+    executor_help = next(line for line in result.output.splitlines() if line.strip().startswith("--executor"))
+    for name, where in EXECUTORS.items():
+        assert f"{name} ({where})" in executor_help
     device_help = next(line for line in result.output.splitlines() if line.strip().startswith("--device"))
     assert all(kind in device_help for kind in SIMULATED_GPUS)
 
