@@ -3,6 +3,13 @@
 # executor and its tests) into it.
 # On a machine without an NVIDIA GPU, torch is pinned to the CPU build (an unpinned torch
 # pulls several GB of CUDA packages that nothing here would use).
+#
+# tiletune is installed editable in setuptools' strict mode: build/__editable__.tiletune-*/ is a
+# tree of links (tiletune/kernels/lower.py -> kernels/lower.py, ...) on the venv's path, which
+# editors and static tools (pyright, jedi) follow from `tiletune.kernels.lower` to the checkout's
+# file; the default editable mode maps the folders with an import hook that they cannot see.
+# Strict mode links the files that exist when it runs, so this script re-runs the install every
+# time (a few seconds, no build environment): run it again after adding a module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -17,4 +24,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
         "${PIP[@]}" install "torch==2.13.0"
     fi
 fi
-"${PIP[@]}" install -e ".[test,plot,ray]"
+"${PIP[@]}" install "setuptools>=68"  # the build backend, used in place: no isolated build environment
+"${PIP[@]}" install --no-build-isolation --config-settings editable_mode=strict -e ".[test,plot,ray]"

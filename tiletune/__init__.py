@@ -11,6 +11,13 @@
 """
 from __future__ import annotations
 
+import pkgutil
+
+# Run from a checkout's root, `python -m ...` finds this folder first (the current directory leads
+# sys.path), yet the subpackages sit beside it (pyproject's package-dir): extend_path adds the
+# installed `tiletune/` folders on sys.path (the editable install's tree of links), which hold them.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 from tiletune._version import __version__  # noqa: E402
 
 from tiletune.errors import (  # noqa: E402
