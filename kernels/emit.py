@@ -93,6 +93,13 @@ class CodeBuilder:
         self.line(f"{name} = {code}")
         return name
 
+    def sibling(self) -> CodeBuilder:
+        """A builder for another kernel of the same module (a split's combining kernel), whose
+        fresh names differ from every name this one took."""
+        other = CodeBuilder(indent=1)
+        other.reserve(*self._taken)
+        return other
+
 
 @dataclass(frozen=True, slots=True)
 class Dim:

@@ -169,7 +169,37 @@ def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) ->
     kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
     kernel.body.reserve("BLOCK_D", "BLOCK_E")
     body = kernel.body
-    SQ, SK, D, E = (kernel.extent(x.extent) for x in (attention.i, attention.j, attention.d, attention.e))
+    batch_values = _query_block(kernel)
+    operand = attention_dot_dtype(kernel.pattern)
+    if operand == "bfloat16" and for_interpreter:
+        operand = "float32"  # the interpreter multiplies bf16 bit patterns: widen for it
+    precision = ', input_precision="ieee"' if operand == "float32" else ""
+    q_tile = _load(kernel, attention.q, [_M, _D], {attention.i: 0, attention.d: 1}, batch_values, operand, "q")
+    _open_key_loop(kernel, batch_values)
+    k_tile = _load(kernel, attention.k, [_D, _N], {attention.d: 0, attention.j: 1}, batch_values, operand, "k")
+    body.line(f"qk = tl.dot({q_tile}, {k_tile}{precision}) * qk_scale")
+    _online_softmax(kernel, batch_values)
+    v_tile = _load(kernel, attention.v, [_N, _E], {attention.j: 0, attention.e: 1}, batch_values, operand, "v")
+    p = "p" if operand == "float32" else f"p.to({TL_DTYPES[operand]})"
+    body.line(f"acc = tl.dot({p}, {v_tile}, acc{precision})")
+    body.line("m_i = m_new")
+    body.indent -= 1
+    body.line("acc = acc / l_i[:, None]")
+    emitter = _emitter(kernel, [_M, _E], {attention.i: 0, attention.e: 1}, batch_values)
+    kernel.store(emitter, Value("acc", frozenset({0, 1}), "float32"))
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+
+
+# the tile dims of attention's query rows, keys, and the two head dims
+_M, _N = Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")
+_D, _E = Dim("d", "offs_d", "mask_d"), Dim("e", "offs_e", "mask_e")
+
+
+def _query_block(kernel: KernelContext) -> dict[IterVar, Value]:
+    """This program's block of queries and batch index, and the head dims' offsets and masks;
+    the batch axes' values."""
+    body, schedule, attention = kernel.body, kernel.schedule, kernel.pattern.attention
+    SQ, D, E = (kernel.extent(x.extent) for x in (attention.i, attention.d, attention.e))
     body.line("pid_m = tl.program_id(0)")
     batch_values = _batch_indices(kernel, attention.batch)
     body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
@@ -182,14 +212,14 @@ def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) ->
     body.line(f"mask_m = offs_m < {SQ}")
     body.line(f"mask_d = offs_d < {D}")
     body.line(f"mask_e = offs_e < {E}")
+    return batch_values
 
-    operand = attention_dot_dtype(kernel.pattern)
-    if operand == "bfloat16" and for_interpreter:
-        operand = "float32"  # the interpreter multiplies bf16 bit patterns: widen for it
-    precision = ', input_precision="ieee"' if operand == "float32" else ""
 
-    q_tile = _load(kernel, attention.q, [Dim("m", "offs_m", "mask_m"), Dim("d", "offs_d", "mask_d")],
-                   {attention.i: 0, attention.d: 1}, batch_values, operand, "q")
+def _open_key_loop(kernel: KernelContext, batch_values: dict[IterVar, Value]) -> None:
+    """The scale, the running row max, row sum and accumulator, and the loop over key blocks
+    (up to the diagonal when causal) with the key block's offsets and mask."""
+    body, attention = kernel.body, kernel.pattern.attention
+    SK = kernel.extent(attention.j.extent)
     scalar = TileEmitter(body, [], dict(batch_values), kernel.args, kernel.extent)
     scale = scalar.as_float32(scalar.value(attention.scale))
     body.line(f"qk_scale = {scale.code} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
@@ -205,15 +235,15 @@ def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) ->
     body.indent += 1
     body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
     body.line(f"mask_n = offs_n < {SK}")
-    k_tile = _load(kernel, attention.k, [Dim("d", "offs_d", "mask_d"), Dim("n", "offs_n", "mask_n")],
-                   {attention.d: 0, attention.j: 1}, batch_values, operand, "k")
-    body.line(f"qk = tl.dot({q_tile}, {k_tile}{precision}) * qk_scale")
+
+
+def _online_softmax(kernel: KernelContext, batch_values: dict[IterVar, Value]) -> None:
+    """The key block's scores masked, the running max and sum updated, the accumulator
+    rescaled and the block's probabilities `p` computed."""
+    body, attention = kernel.body, kernel.pattern.attention
     keep = "mask_n[None, :]"
     if attention.mask is not None:
-        emitter = TileEmitter(body, [Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")], dict(batch_values),
-                              kernel.args, kernel.extent)
-        emitter.axes[attention.i] = Value(emitter.expand("offs_m", 0), frozenset({0}), "int32")
-        emitter.axes[attention.j] = Value(emitter.expand("offs_n", 1), frozenset({1}), "int32")
+        emitter = _emitter(kernel, [_M, _N], {attention.i: 0, attention.j: 1}, batch_values)
         keep = f"{keep} & ({emitter.value(attention.mask).code})"
     body.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
     body.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
@@ -224,20 +254,15 @@ def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) ->
     body.line("alpha = tl.exp2(m_i - m_new)")
     body.line("l_i = l_i * alpha + tl.sum(p, 1)")
     body.line("acc = acc * alpha[:, None]")
-    v_tile = _load(kernel, attention.v, [Dim("n", "offs_n", "mask_n"), Dim("e", "offs_e", "mask_e")],
-                   {attention.j: 0, attention.e: 1}, batch_values, operand, "v")
-    p = "p" if operand == "float32" else f"p.to({TL_DTYPES[operand]})"
-    body.line(f"acc = tl.dot({p}, {v_tile}, acc{precision})")
-    body.line("m_i = m_new")
-    body.indent -= 1
-    body.line("acc = acc / l_i[:, None]")
 
-    emitter = TileEmitter(body, [Dim("m", "offs_m", "mask_m"), Dim("e", "offs_e", "mask_e")], dict(batch_values),
-                          kernel.args, kernel.extent)
-    emitter.axes[attention.i] = Value(emitter.expand("offs_m", 0), frozenset({0}), "int32")
-    emitter.axes[attention.e] = Value(emitter.expand("offs_e", 1), frozenset({1}), "int32")
-    kernel.store(emitter, Value("acc", frozenset({0, 1}), "float32"))
-    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+
+def _emitter(kernel: KernelContext, dims: list[Dim], axes: dict[IterVar, int],
+             batch_values: dict[IterVar, Value]) -> TileEmitter:
+    """An emitter over a tile of `dims`, each of `axes` running along its dim."""
+    emitter = TileEmitter(kernel.body, dims, dict(batch_values), kernel.args, kernel.extent)
+    for axis, d in axes.items():
+        emitter.axes[axis] = Value(emitter.expand(dims[d].offs, d), frozenset({d}), "int32")
+    return emitter
 
 
 def _batch_indices(kernel: KernelContext, batch: tuple[IterVar, ...]) -> dict[IterVar, Value]:
@@ -258,10 +283,7 @@ def _load(kernel: KernelContext, read, dims: list[Dim], axes: dict[IterVar, int]
     which adds nothing to either dot)."""
     if not isinstance(read, Read) or not read.tensor.is_placeholder:
         raise LoweringError(f"{kernel.graph.name}: attention's {role} must be read directly from an input")
-    emitter = TileEmitter(kernel.body, dims, dict(batch_values), kernel.args, kernel.extent)
-    for axis, d in axes.items():
-        emitter.axes[axis] = Value(emitter.expand(dims[d].offs, d), frozenset({d}), "int32")
-    v = emitter.value(read)
+    v = _emitter(kernel, dims, axes, batch_values).value(read)
     if v.dtype != operand:
         v = Value(kernel.body.assign(f"{role}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
     return v.code

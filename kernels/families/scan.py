@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, converted, ident
+from tiletune.kernels.emit import TL_DTYPES, CodeBuilder, Dim, TileEmitter, Value, converted, ident
 from tiletune.kernels.facts import TileFacts, arithmetic, unique_bytes
 from tiletune.kernels.families.family import Family, shrink
 from tiletune.kernels.families.pattern import Pattern
@@ -178,24 +178,50 @@ FLOAT_IDENTITY: dict[ScanOp, str] = {
 
 def lower_scan(kernel: KernelContext, grid: Grid) -> KernelSource:
     """The scan kernel of the operator under `kernel`'s schedule, launched over `grid`."""
-    graph, schedule, pattern = kernel.graph, kernel.schedule, kernel.pattern
+    graph, schedule = kernel.graph, kernel.schedule
     kernel.check_fusion()
     check_bindings(graph.name, schedule, {"rows": "block.x"})
-    layout = scan_layout(graph, pattern)
-    stage, scan = layout.stage, layout.stage.scan
-    out = graph.output
-    block_rows, block_scan = schedule.tile("rows"), schedule.tile("scan")
-    kernel.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_SCAN=block_scan)
+    layout = scan_layout(graph, kernel.pattern)
+    stage, scan, out = layout.stage, layout.stage.scan, graph.output
+    kernel.constexprs.update(BLOCK_ROWS=schedule.tile("rows"), BLOCK_SCAN=schedule.tile("scan"))
     if HELPERS[scan.op] is not None:
         kernel.helpers.append(HELPERS[scan.op])
-    floating = dt.is_float(scan.dtype)
     # fp32 accumulation for every float type (the reference scans in float64)
-    acc_dtype = "float32" if floating else ("int64" if scan.dtype == "int64" else "int32")
-    identity = FLOAT_IDENTITY[scan.op] if floating else int_identity(scan.op, acc_dtype)
+    acc_dtype = "float32" if dt.is_float(scan.dtype) else ("int64" if scan.dtype == "int64" else "int32")
+    identity = FLOAT_IDENTITY[scan.op] if dt.is_float(scan.dtype) else int_identity(scan.op, acc_dtype)
     scan_dim = 1 if layout.position == len(out.op.axes) - 1 else 0
-    rows_dim = 1 - scan_dim
+    emitter = _scan_tile(kernel, layout, scan_dim)
+    _open_chunk_loop(kernel.body, scan.op, scan_dim, identity, acc_dtype)
+    scanned: list[Value] = []
 
-    body = kernel.body
+    def resolve(read: Read, emitter: TileEmitter) -> Value | None:
+        if read.tensor is not stage:
+            return None
+        for own, index in zip(stage.op.axes, read.indices):
+            if emitter.value(index) != emitter.axes[own]:
+                raise LoweringError(
+                    f"{graph.name}: stage '{stage.name}' is read as {describe(read)}; a scan's consumers must "
+                    "read it at the element they compute (no shifted, reversed or broadcast reads)"
+                )
+        if not scanned:
+            scanned.append(_scan_chunk(kernel.body, emitter, stage, scan_dim, identity, acc_dtype))
+        return scanned[0]
+
+    emitter.resolve = resolve
+    if out is stage:
+        value = resolve(Read(out, out.op.axes, out.dtype), emitter)
+    else:
+        value = emitter.value(inline_injective(out.op.body, frozenset({stage})))
+    kernel.store(emitter, value)
+    kernel.body.indent -= 1
+    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+
+
+def _scan_tile(kernel: KernelContext, layout: ScanLayout, scan_dim: int) -> TileEmitter:
+    """This program's rows, and an emitter over the `rows x scan` tile (`scan x rows` when
+    `scan_dim` is 0) whose axes are the output's and the scan stage's."""
+    body, out = kernel.body, kernel.graph.output
+    rows_dim = 1 - scan_dim
     body.reserve("BLOCK_SCAN", "start", "carry", "offs_scan", "mask_scan")
     body.line(f"n_rows = {py_extent(kernel, layout.rows)}")
     body.line(f"n_scan = {kernel.extent(layout.scan.extent)}")
@@ -211,50 +237,36 @@ def lower_scan(kernel: KernelContext, grid: Grid) -> KernelSource:
         emitter.axes[axis] = Value(emitter.expand(name, rows_dim), frozenset({rows_dim}), "int32")
     emitter.axes[layout.scan] = Value(emitter.expand("offs_scan", scan_dim), frozenset({scan_dim}), "int32")
     # the scan stage's axes run with the output's, position by position
-    for own, outer in zip(stage.op.axes, out.op.axes):
+    for own, outer in zip(layout.stage.op.axes, out.op.axes):
         emitter.axes[own] = emitter.axes[outer]
+    return emitter
 
+
+def _open_chunk_loop(body: CodeBuilder, op: ScanOp, scan_dim: int, identity: str, acc_dtype: str) -> None:
+    """The running total of each row (`carry`), and the loop over the chunks of the rows."""
     carry_shape = "(BLOCK_ROWS, 1)" if scan_dim == 1 else "(1, BLOCK_ROWS)"
-    body.line(f"# the running {scan.op} of the chunks already stored, per row")
+    body.line(f"# the running {op} of the chunks already stored, per row")
     body.line(f"carry = tl.full({carry_shape}, {identity}, {TL_DTYPES[acc_dtype]})")
     body.line("for start in range(0, n_scan, BLOCK_SCAN):")
     body.indent += 1
     body.line("offs_scan = start + tl.arange(0, BLOCK_SCAN)")
     body.line("mask_scan = offs_scan < n_scan")
 
-    scanned: list[Value] = []
 
-    def resolve(read: Read, emitter: TileEmitter) -> Value | None:
-        if read.tensor is not stage:
-            return None
-        for own, index in zip(stage.op.axes, read.indices):
-            if emitter.value(index) != emitter.axes[own]:
-                raise LoweringError(
-                    f"{graph.name}: stage '{stage.name}' is read as {describe(read)}; a scan's consumers must "
-                    "read it at the element they compute (no shifted, reversed or broadcast reads)"
-                )
-        if scanned:
-            return scanned[0]
-        v = emitter.value(inline_injective(scan.body, frozenset({stage})))
-        if floating:
-            v = emitter.as_float32(v)
-        elif v.dtype != acc_dtype:
-            v = converted(v, acc_dtype)
-        name = ident(stage.name)
-        # positions past the row's end and rows past the last hold the identity, so that they
-        # change neither the scan nor the chunk's total
-        chunk = body.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
-        local = body.assign(f"{name}_chunk", SCAN[scan.op].format(x=chunk, axis=scan_dim))
-        value = body.assign(name, combine(scan.op, "carry", local))
-        body.line("carry = " + combine(scan.op, "carry", TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
-        scanned.append(Value(value, frozenset({0, 1}), acc_dtype))
-        return scanned[0]
-
-    emitter.resolve = resolve
-    if out is stage:
-        value = resolve(Read(out, out.op.axes, out.dtype), emitter)
-    else:
-        value = emitter.value(inline_injective(out.op.body, frozenset({stage})))
-    kernel.store(emitter, value)
-    body.indent -= 1
-    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+def _scan_chunk(body: CodeBuilder, emitter: TileEmitter, stage: Tensor, scan_dim: int, identity: str,
+                acc_dtype: str) -> Value:
+    """The scan of this chunk of the rows, combined with the carry, and the carry updated."""
+    scan = stage.scan
+    v = emitter.value(inline_injective(scan.body, frozenset({stage})))
+    if dt.is_float(scan.dtype):
+        v = emitter.as_float32(v)
+    elif v.dtype != acc_dtype:
+        v = converted(v, acc_dtype)
+    name = ident(stage.name)
+    # positions past the row's end and rows past the last hold the identity, so that they
+    # change neither the scan nor the chunk's total
+    chunk = body.assign(f"{name}_in", f"tl.where({emitter.full_mask()}, {v.code}, {identity})")
+    local = body.assign(f"{name}_chunk", SCAN[scan.op].format(x=chunk, axis=scan_dim))
+    value = body.assign(name, combine(scan.op, "carry", local))
+    body.line("carry = " + combine(scan.op, "carry", TOTAL[scan.op].format(x=chunk, axis=scan_dim)))
+    return Value(value, frozenset({0, 1}), acc_dtype)

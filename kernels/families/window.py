@@ -28,6 +28,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
 from tiletune.tensorexpr.expr import IterVar, Read, substitute
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.tensor import Tensor
 
 # A window up to this many points is unrolled by default (tl.static_range); larger ones loop.
 MAX_UNROLLED_WINDOW = 64
@@ -147,7 +148,6 @@ def lower_window(kernel: KernelContext, grid: Grid) -> KernelSource:
     block_rows, block_lane = schedule.tile("rows"), schedule.tile("lane")
     unrolled = bool(schedule.unroll.get("window", 1))
     kernel.constexprs.update(BLOCK_ROWS=block_rows, BLOCK_LANE=block_lane)
-    body = kernel.body
     rows_total = py_extent(kernel, layout.rows)
     lane_extent = kernel.extent(layout.lane_extent)
 
@@ -159,42 +159,10 @@ def lower_window(kernel: KernelContext, grid: Grid) -> KernelSource:
 
     windows = frozenset(pattern.anchors)
 
-    def nested(read: Read, emitter: TileEmitter) -> Value | None:
-        if read.tensor in windows:
-            raise LoweringError(
-                f"{graph.name}: windowed stage '{read.tensor.name}' is read inside another window; "
-                "one kernel reduces one level of windows: split the operator in two"
-            )
-        return None
-
     def resolve(read: Read, emitter: TileEmitter) -> Value | None:
-        t = read.tensor
-        if t not in windows:
+        if read.tensor not in windows:
             return None
-        red = t.reduction
-        window_body = inline_injective(substitute(red.body, dict(zip(t.op.axes, read.indices))), windows)
-        floating = dt.is_float(red.dtype)
-        acc_type = "float32" if floating else dt.strong(red.dtype)
-        identity = REDUCE_IDENTITY[red.op] if floating else int_identity(red.op, acc_type)
-        full = f"tl.full((BLOCK_ROWS, BLOCK_LANE), {identity}, {TL_DTYPES[acc_type]})"
-        acc = body.assign(f"{ident(t.name)}_acc", full)
-        loop = "tl.static_range" if unrolled else "range"
-        inner_axes = dict(emitter.axes)
-        outer_indent = body.indent
-        for axis in red.axes:
-            var = body.fresh(ident(axis.name))
-            body.line(f"for {var} in {loop}({int(axis.extent.value)}):")
-            body.indent += 1
-            inner_axes[axis] = Value(var, frozenset(), "int32")
-        # a fresh emitter: values that depend on the window point must be computed inside the
-        # loop, and nothing computed there may be reused after it
-        inner = TileEmitter(body, emitter.dims, inner_axes, kernel.args, kernel.extent, resolve=nested)
-        v = inner.value(window_body)
-        if floating:
-            v = inner.as_float32(v)
-        body.line(f"{acc} = {combine(red.op, acc, v.code)}")
-        body.indent = outer_indent
-        return Value(acc, frozenset({0, 1}), acc_type)
+        return _window_reduction(kernel, emitter, read, windows, unrolled)
 
     emitter.resolve = resolve
     out = graph.output
@@ -204,3 +172,43 @@ def lower_window(kernel: KernelContext, grid: Grid) -> KernelSource:
         value = emitter.value(inline_injective(out.op.body, windows))
     kernel.store(emitter, value)
     return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+
+
+def _window_reduction(kernel: KernelContext, emitter: TileEmitter, read: Read, windows: frozenset[Tensor],
+                      unrolled: bool) -> Value:
+    """The accumulator of windowed stage `read.tensor` at the tile's positions: one loop per
+    window axis (static when `unrolled`) adding the body at each window point."""
+    body, stage = kernel.body, read.tensor
+    red = stage.reduction
+    window_body = inline_injective(substitute(red.body, dict(zip(stage.op.axes, read.indices))), windows)
+    floating = dt.is_float(red.dtype)
+    acc_type = "float32" if floating else dt.strong(red.dtype)
+    identity = REDUCE_IDENTITY[red.op] if floating else int_identity(red.op, acc_type)
+    full = f"tl.full((BLOCK_ROWS, BLOCK_LANE), {identity}, {TL_DTYPES[acc_type]})"
+    acc = body.assign(f"{ident(stage.name)}_acc", full)
+    loop = "tl.static_range" if unrolled else "range"
+    inner_axes = dict(emitter.axes)
+    outer_indent = body.indent
+    for axis in red.axes:
+        var = body.fresh(ident(axis.name))
+        body.line(f"for {var} in {loop}({int(axis.extent.value)}):")
+        body.indent += 1
+        inner_axes[axis] = Value(var, frozenset(), "int32")
+
+    def nested(inner_read: Read, _: TileEmitter) -> Value | None:
+        if inner_read.tensor in windows:
+            raise LoweringError(
+                f"{kernel.graph.name}: windowed stage '{inner_read.tensor.name}' is read inside another window; "
+                "one kernel reduces one level of windows: split the operator in two"
+            )
+        return None
+
+    # a fresh emitter: values that depend on the window point must be computed inside the
+    # loop, and nothing computed there may be reused after it
+    inner = TileEmitter(body, emitter.dims, inner_axes, kernel.args, kernel.extent, resolve=nested)
+    v = inner.value(window_body)
+    if floating:
+        v = inner.as_float32(v)
+    body.line(f"{acc} = {combine(red.op, acc, v.code)}")
+    body.indent = outer_indent
+    return Value(acc, frozenset({0, 1}), acc_type)

@@ -5,7 +5,7 @@ the injective consumers applied to the fp32 accumulator before the store.
 from __future__ import annotations
 
 from tiletune.errors import LoweringError
-from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
+from tiletune.kernels.emit import Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.contraction import hopper
 from tiletune.kernels.families.contraction.implicit_gemm import fused_axes, unflatten
 from tiletune.kernels.families.contraction.operands import dot_dtype
@@ -25,111 +25,163 @@ from tiletune.tensorexpr.operator import Graph
 
 def lower_contraction(kernel: KernelContext, grid: Grid, for_interpreter: bool) -> KernelSource:
     """The contraction kernel of the operator under `kernel`'s schedule, launched over `grid`."""
-    graph, schedule, pattern = kernel.graph, kernel.schedule, kernel.pattern
     kernel.check_fusion()
-    contraction = pattern.contraction
-    bm, bn, bk = schedule.tile("m"), schedule.tile("n"), schedule.tile("k")
-    check_bindings(graph.name, schedule, {"m": "block.x", "n": "block.x", "batch": "block.y"})
-    outer, inner = schedule.order if set(schedule.order) == {"m", "n"} else ("m", "n")
-    group_name = f"GROUP_{outer.upper()}"
-    kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{group_name: schedule.swizzle.get(outer, 1)})
-    body = kernel.body
-    M, N, K = (kernel.extent(a.extent) for a in (contraction.m, contraction.n, contraction.k))
-    batch = " * ".join(kernel.extent(a.extent) for a in contraction.batch) or "1"
-    tma = hopper.tma_operands(kernel) if schedule.load == "tma" else {}
-    if tma:
-        descriptors = hopper.make_descriptors(kernel, tma, {"a": ("BLOCK_M", "BLOCK_K"), "b": ("BLOCK_K", "BLOCK_N")})
-        kernel.launch_lines += hopper.launcher_checks(kernel, tma)
+    return _ContractionKernel(kernel, for_interpreter).lower(grid)
+
+
+# Each factor's tile: its (rows, columns) dims, whose names are the contraction's roles, and the
+# (row, column) offsets a tensor descriptor loads it at.
+_FACTOR_TILES = {
+    "a": ((Dim("m", "offs_m", "mask_m"), Dim("k", "offs_k", "mask_k")), ("pid_m * BLOCK_M", "k0 * BLOCK_K")),
+    "b": ((Dim("k", "offs_k", "mask_k"), Dim("n", "offs_n", "mask_n")), ("k0 * BLOCK_K", "pid_n * BLOCK_N")),
+}
+
+
+class _ContractionKernel:
+    """Emission state of one contraction kernel, written in the order of `lower`'s steps."""
+
+    def __init__(self, kernel: KernelContext, for_interpreter: bool) -> None:
+        self.kernel, self.body, self.schedule = kernel, kernel.body, kernel.schedule
+        self.contraction = kernel.pattern.contraction
+        roles = (self.contraction.m, self.contraction.n, self.contraction.k)
+        self.M, self.N, self.K = (kernel.extent(axis.extent) for axis in roles)
+        self.operand = dot_dtype(kernel.pattern)
+        if self.operand in ("bfloat16", "float8_e4m3fn") and for_interpreter:
+            self.operand = "float32"  # the interpreter multiplies their bit patterns, not their values
+        self.tma = hopper.tma_operands(kernel) if self.schedule.load == "tma" else {}
+        self.descriptors: dict[str, str] = {}
+        self.batch_values: dict[IterVar, Value] = {}
+        self.m_index: dict[IterVar, str] = {}
+        self.split = self.schedule.splits.get("k", 1)
+
+    def lower(self, grid: Grid) -> KernelSource:
+        """The steps: tiles, descriptors, this program's output tile, the K loop of dots over
+        the two factors, then the epilogue and store (or, split, the partial tile's store)."""
+        kernel, body, contraction = self.kernel, self.body, self.contraction
+        self.declare_tiles()
+        self.make_descriptors()
+        self.program_tile()
+        if self.split > 1:
+            ws_ptr, ws = kernel.add_pointer("ws", "*fp32")
+            kernel.constexprs["SPLIT_K"] = self.split
+        # an implicit GEMM's fused "m" offsets unflatten once into per-axis indices (n, oh, ow)
+        self.m_index = unflatten(body, kernel, contraction.fused.m_axes, "offs_m") if contraction.fused else {}
+        body.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+        k_index = self.open_k_loop()
+        a, b = self.factor("a", k_index), self.factor("b", k_index)
+        precision = ', input_precision="ieee"' if self.operand == "float32" else ""
+        body.line(f"acc = tl.dot({a.code}, {b.code}, acc{precision})")
+        body.indent -= 1
+        if self.schedule.persistent:
+            kernel.imports_torch = True  # the launcher asks torch for the device's SM count
+        if self.split > 1:
+            tile = _workspace_tile(ws_ptr, "pid_k", self.M, self.N)
+            body.line(f"tl.store({tile}, acc, mask=mask_m[:, None] & mask_n[None, :])")
+            return _finish_split_k(kernel, grid.code(kernel), ws)
+        _epilogue(kernel, self.batch_values, Value("acc", frozenset({0, 1}), "float32"), self.m_index)
+        return kernel.finish(f"{ident(kernel.graph.name)}_kernel", grid.code(kernel))
+
+    def declare_tiles(self) -> None:
+        """BLOCK_M, BLOCK_N, BLOCK_K and the group size of the grouped order as constexprs."""
+        kernel, schedule = self.kernel, self.schedule
+        bm, bn, bk = schedule.tile("m"), schedule.tile("n"), schedule.tile("k")
+        check_bindings(kernel.graph.name, schedule, {"m": "block.x", "n": "block.x", "batch": "block.y"})
+        self.outer, self.inner = schedule.order if set(schedule.order) == {"m", "n"} else ("m", "n")
+        self.group_name = f"GROUP_{self.outer.upper()}"
+        group_size = schedule.swizzle.get(self.outer, 1)
+        kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **{self.group_name: group_size})
+
+    def make_descriptors(self) -> None:
+        """One tensor descriptor per factor loaded through TMA, and what the launcher needs."""
+        kernel = self.kernel
+        if not self.tma:
+            return
+        self.descriptors = hopper.make_descriptors(
+            kernel, self.tma, {"a": ("BLOCK_M", "BLOCK_K"), "b": ("BLOCK_K", "BLOCK_N")})
+        kernel.launch_lines += hopper.launcher_checks(kernel, self.tma)
         kernel.helpers.append(hopper.SCRATCH_ALLOCATOR)
         kernel.imports_torch = True
-    if not schedule.persistent:
-        body.line("pid = tl.program_id(0)")
-    body.line(f"num_pid_m = tl.cdiv({M}, BLOCK_M)")
-    body.line(f"num_pid_n = tl.cdiv({N}, BLOCK_N)")
-    if schedule.persistent:
-        hopper.open_persistent_loop(kernel, "num_pid_m * num_pid_n", batch)
-    shared = "B" if outer == "m" else "A"
-    body.line(f"# grouped program order: {group_name} {'row' if outer == 'm' else 'column'}-tiles share their {shared} tiles in L2")
-    body.line(f"num_pid_in_group = {group_name} * num_pid_{inner}")
-    body.line(f"first_pid_{outer} = (pid // num_pid_in_group) * {group_name}")
-    body.line(f"group_size_{outer} = tl.minimum(num_pid_{outer} - first_pid_{outer}, {group_name})")
-    body.line(f"pid_{outer} = first_pid_{outer} + (pid % num_pid_in_group) % group_size_{outer}")
-    body.line(f"pid_{inner} = (pid % num_pid_in_group) // group_size_{outer}")
-    body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-    body.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-    if "n" in schedule.vectorized:
-        body.line("offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)")
-    body.line(f"mask_m = offs_m < {M}")
-    body.line(f"mask_n = offs_n < {N}")
-    batch_values = _batch_indices(kernel, contraction, "tile_id // (num_pid_m * num_pid_n)" if schedule.persistent else "tl.program_id(1)")
-    split = schedule.splits.get("k", 1)
-    if split > 1:
-        ws_ptr, ws = kernel.add_pointer("ws", "*fp32")
-        kernel.constexprs["SPLIT_K"] = split
 
-    # an implicit GEMM's fused "m" offsets unflatten once into per-axis indices (n, oh, ow)
-    m_index = unflatten(body, kernel, contraction.fused.m_axes, "offs_m") if contraction.fused else {}
+    def program_tile(self) -> None:
+        """This program's output tile in the grouped order (inside a persistent program's tile
+        loop), its offsets and masks, and its batch indices."""
+        body, schedule, outer, inner, group = self.body, self.schedule, self.outer, self.inner, self.group_name
+        if not schedule.persistent:
+            body.line("pid = tl.program_id(0)")
+        body.line(f"num_pid_m = tl.cdiv({self.M}, BLOCK_M)")
+        body.line(f"num_pid_n = tl.cdiv({self.N}, BLOCK_N)")
+        if schedule.persistent:
+            batch = " * ".join(self.kernel.extent(a.extent) for a in self.contraction.batch) or "1"
+            hopper.open_persistent_loop(self.kernel, "num_pid_m * num_pid_n", batch)
+        shared = "B" if outer == "m" else "A"
+        kind = "row" if outer == "m" else "column"
+        body.line(f"# grouped program order: {group} {kind}-tiles share their {shared} tiles in L2")
+        body.line(f"num_pid_in_group = {group} * num_pid_{inner}")
+        body.line(f"first_pid_{outer} = (pid // num_pid_in_group) * {group}")
+        body.line(f"group_size_{outer} = tl.minimum(num_pid_{outer} - first_pid_{outer}, {group})")
+        body.line(f"pid_{outer} = first_pid_{outer} + (pid % num_pid_in_group) % group_size_{outer}")
+        body.line(f"pid_{inner} = (pid % num_pid_in_group) // group_size_{outer}")
+        body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        body.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+        if "n" in schedule.vectorized:
+            body.line("offs_n = tl.max_contiguous(tl.multiple_of(offs_n, BLOCK_N), BLOCK_N)")
+        body.line(f"mask_m = offs_m < {self.M}")
+        body.line(f"mask_n = offs_n < {self.N}")
+        source = "tile_id // (num_pid_m * num_pid_n)" if schedule.persistent else "tl.program_id(1)"
+        self.batch_values = _batch_indices(self.kernel, self.contraction, source)
 
-    operand = dot_dtype(pattern)
-    if operand in ("bfloat16", "float8_e4m3fn") and for_interpreter:
-        operand = "float32"  # the interpreter multiplies their bit patterns, not their values
-    body.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    unroll = schedule.unroll.get("k", 1)
-    start, stop = "0", f"tl.cdiv({K}, BLOCK_K)"
-    if split > 1:
-        body.line("# split-K: this program sums its share of the K loop into an fp32 partial tile")
-        body.line("pid_k = tl.program_id(2)")
-        body.line(f"k_iters = tl.cdiv({K}, BLOCK_K)")
-        body.line("k_per_split = tl.cdiv(k_iters, SPLIT_K)")
-        start, stop = "pid_k * k_per_split", "tl.minimum((pid_k + 1) * k_per_split, k_iters)"
-    options = [f"loop_unroll_factor={unroll}"] if unroll > 1 else []
-    if "k" in schedule.warp_specialized:
-        options.append("warp_specialize=True")
-    loop = f"tl.range({start}, {stop}, {', '.join(options)})" if options else f"range({start}, {stop})"
-    body.line(f"for k0 in {loop}:")
-    body.indent += 1
-    if len(tma) < 2:  # descriptors address the K tile themselves, and mask it
-        body.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
-        body.line(f"mask_k = offs_k < {K}")
-    k_index = unflatten(body, kernel, contraction.fused.k_axes, "offs_k") if contraction.fused else {}
-    dims_a = [Dim("m", "offs_m", "mask_m"), Dim("k", "offs_k", "mask_k")]
-    dims_b = [Dim("k", "offs_k", "mask_k"), Dim("n", "offs_n", "mask_n")]
-    factors = []
-    for name, dims, axes, factor in (
-        ("a", dims_a, {contraction.m: 0, contraction.k: 1}, contraction.a),
-        ("b", dims_b, {contraction.k: 0, contraction.n: 1}, contraction.b),
-    ):
-        emitter = TileEmitter(body, dims, dict(batch_values), kernel.args, kernel.extent)
-        for axis, d in axes.items():
-            emitter.axes[axis] = Value(emitter.expand(dims[d].offs, d), frozenset({d}), "int32")
+    def open_k_loop(self) -> dict[IterVar, str]:
+        """Open the K loop (this program's share of it, split) with the K tile's offsets and
+        mask; an implicit GEMM's per-axis indices of the fused "k" offsets."""
+        body, schedule, K = self.body, self.schedule, self.K
+        unroll = schedule.unroll.get("k", 1)
+        start, stop = "0", f"tl.cdiv({K}, BLOCK_K)"
+        if self.split > 1:
+            body.line("# split-K: this program sums its share of the K loop into an fp32 partial tile")
+            body.line("pid_k = tl.program_id(2)")
+            body.line(f"k_iters = tl.cdiv({K}, BLOCK_K)")
+            body.line("k_per_split = tl.cdiv(k_iters, SPLIT_K)")
+            start, stop = "pid_k * k_per_split", "tl.minimum((pid_k + 1) * k_per_split, k_iters)"
+        options = [f"loop_unroll_factor={unroll}"] if unroll > 1 else []
+        if "k" in schedule.warp_specialized:
+            options.append("warp_specialize=True")
+        loop = f"tl.range({start}, {stop}, {', '.join(options)})" if options else f"range({start}, {stop})"
+        body.line(f"for k0 in {loop}:")
+        body.indent += 1
+        if len(self.tma) < 2:  # descriptors address the K tile themselves, and mask it
+            body.line("offs_k = k0 * BLOCK_K + tl.arange(0, BLOCK_K)")
+            body.line(f"mask_k = offs_k < {K}")
+        fused = self.contraction.fused
+        return unflatten(body, self.kernel, fused.k_axes, "offs_k") if fused else {}
+
+    def factor(self, name: str, k_index: dict[IterVar, str]) -> Value:
+        """The K step's tile of factor `name` ("a" or "b") in the dot's operand type."""
+        kernel, contraction = self.kernel, self.contraction
+        dims, offsets = _FACTOR_TILES[name]
+        if name in self.tma:
+            tile = hopper.descriptor_tile(kernel, name, self.tma[name], self.descriptors[name], offsets)
+            return hopper.cast_to(tile, self.operand, kernel, name)
+        emitter = TileEmitter(self.body, list(dims), dict(self.batch_values), kernel.args, kernel.extent)
+        for d, dim in enumerate(dims):
+            emitter.axes[getattr(contraction, dim.name)] = Value(emitter.expand(dim.offs, d), frozenset({d}), "int32")
         if contraction.fused:
-            emitter.axes.update(fused_axes(contraction, emitter, kernel, m_index, k_index, batch_values))
-        if name in tma:
-            offsets = {"a": ("pid_m * BLOCK_M", "k0 * BLOCK_K"), "b": ("k0 * BLOCK_K", "pid_n * BLOCK_N")}[name]
-            factors.append(hopper.cast_to(hopper.descriptor_tile(kernel, name, tma[name], descriptors[name], offsets),
-                                          operand, kernel, name))
-            continue
+            emitter.axes.update(fused_axes(contraction, emitter, kernel, self.m_index, k_index, self.batch_values))
+        return self.load_factor(emitter, name, getattr(contraction, name))
+
+    def load_factor(self, emitter: TileEmitter, name: str, factor: Expr) -> Value:
+        """A factor loaded by pointers (any prologue computed on the tile), in the operand type."""
+        operand = self.operand
         if is_plain_load(factor) and strip_casts(factor).dtype == operand and widening_only(factor):
             factor = strip_casts(factor)  # load the operand in its own type: no round trip through fp32
-        elif isinstance(factor, Cast) and factor.dtype == operand and is_plain_load(factor.x) and widening_only(factor.x):
+        elif (isinstance(factor, Cast) and factor.dtype == operand and is_plain_load(factor.x)
+              and widening_only(factor.x)):
             factor = strip_casts(factor.x)  # a prologue cast to the dot's type: load, convert once
-        v = emitter.value(factor)
+        value = emitter.value(factor)
         if not is_plain_load(factor):
             # computed factors may be non-zero where loads were masked: zero them for the dot
-            v = Value(body.assign(f"{name}_masked", f"tl.where({emitter.full_mask()}, {emitter.as_float32(v).code}, 0.0)"), v.dims, "float32")
-        if v.dtype != operand:
-            v = Value(body.assign(f"{name}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
-        factors.append(v)
-    precision = ', input_precision="ieee"' if operand == "float32" else ""
-    body.line(f"acc = tl.dot({factors[0].code}, {factors[1].code}, acc{precision})")
-    body.indent -= 1
-    if schedule.persistent:
-        kernel.imports_torch = True  # the launcher asks torch for the device's SM count
-    if split > 1:
-        body.line(f"tl.store({_workspace_tile(ws_ptr, 'pid_k', M, N)}, acc, mask=mask_m[:, None] & mask_n[None, :])")
-        return _finish_split_k(kernel, grid.code(kernel), ws)
-    _epilogue(kernel, batch_values, Value("acc", frozenset({0, 1}), "float32"), m_index)
-    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+            masked = f"tl.where({emitter.full_mask()}, {emitter.as_float32(value).code}, 0.0)"
+            value = Value(self.body.assign(f"{name}_masked", masked), value.dims, "float32")
+        return hopper.cast_to(value, operand, self.kernel, name)
 
 
 def _batch_indices(kernel: KernelContext, contraction, source: str = "tl.program_id(1)") -> dict[IterVar, Value]:
@@ -210,12 +262,14 @@ def _finish_split_k(kernel: KernelContext, grid: list[str], ws: str) -> KernelSo
     body.line("# the splits' partial sums, added in a fixed order: the result does not vary run to run")
     body.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     body.line("for split in tl.static_range(SPLIT_K):")
-    body.line(f"    acc += tl.load({_workspace_tile(ws_ptr, 'split', M, N)}, mask=mask_m[:, None] & mask_n[None, :], other=0.0)")
+    partial = f"tl.load({_workspace_tile(ws_ptr, 'split', M, N)}, mask=mask_m[:, None] & mask_n[None, :], other=0.0)"
+    body.line(f"    acc += {partial}")
     _epilogue(reduce_kernel, batch_values, Value("acc", frozenset({0, 1}), "float32"))
 
     kernel.imports_torch = True
     text_lines = kernel.preamble()
-    text_lines += kernel.kernel_def(name) + kernel.body.lines + ["", ""] + reduce_kernel.kernel_def(reduce_name) + reduce_kernel.body.lines
+    text_lines += kernel.kernel_def(name) + kernel.body.lines + ["", ""]
+    text_lines += reduce_kernel.kernel_def(reduce_name) + reduce_kernel.body.lines
     split = kernel.constexprs["SPLIT_K"]
     schedule = kernel.schedule
     consts = [f"{key}={v}" for key, v in kernel.constexprs.items()]

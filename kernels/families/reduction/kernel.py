@@ -16,6 +16,8 @@ Scalar totals over the rows of the row reductions (a loss) are `reduction.total`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.reduction.layout import ReduceLayout
@@ -47,7 +49,9 @@ def online_pairs(pattern_reductions: tuple[Tensor, ...], keep: frozenset[Tensor]
         if not (isinstance(diff, Binary) and diff.op is BinaryOp.SUB):
             continue
         m = strip_casts(diff.b)
-        if not isinstance(m, Read) or m.tensor not in pattern_reductions[:pos] or m.tensor.reduction.op is not ReduceOp.MAX:
+        if not isinstance(m, Read) or m.tensor not in pattern_reductions[:pos]:
+            continue
+        if m.tensor.reduction.op is not ReduceOp.MAX:
             continue
         if any(isinstance(n, Read) and n.tensor in keep for n in walk(diff.a)):
             continue
@@ -271,27 +275,67 @@ def lower_reduction(kernel: KernelContext, layout: ReduceLayout, grid: Grid) -> 
 
 
 def _lower_split(kernel: KernelContext, layout: ReduceLayout, split: int) -> KernelSource:
-    graph, schedule = kernel.graph, kernel.schedule
+    """A reduction split across `split` programs per row: pass 1 stores each program's partial
+    results in workspaces, pass 2 (a second kernel) combines them and writes the output."""
+    _check_split(kernel, layout, split)
+    kernel.constexprs["SPLIT"] = split
+    workspaces = [_Workspace(t, index) for t in kernel.pattern.reductions
+                  for index in ((False, True) if t.reduction.op in ARG_REDUCE_OPS else (False,))]
+    kernel.body.reserve(*(w.ptr for w in workspaces))
+    _store_partials(kernel, layout, workspaces)
+    combine_body = _combine_partials(kernel, layout)
+    text = _split_module(kernel, workspaces, combine_body) + _split_launcher(kernel, layout, split, workspaces)
+    return kernel.source(f"{ident(kernel.graph.name)}_kernel", text, _split_params(kernel, workspaces))
+
+
+@dataclass(frozen=True, slots=True)
+class _Workspace:
+    """Partial results of a split reduction `stage`, one per (row, program): its running values
+    (fp32) or, for an arg-reduction's second workspace, the running positions (`index`, int32)."""
+
+    stage: Tensor
+    index: bool
+
+    @property
+    def ptr(self) -> str:
+        return f"ws_{ident(self.stage.name)}{'_idx' if self.index else ''}_ptr"
+
+    @property
+    def local(self) -> str:
+        """The launcher's name for the workspace tensor."""
+        return self.ptr[: -len("_ptr")]
+
+    @property
+    def aot_type(self) -> str:
+        return "*i32" if self.index else "*fp32"
+
+    @property
+    def stored(self) -> str:
+        """The variable pass 1 stores: an arg-reduction's value workspace holds its extreme."""
+        name = ident(self.stage.name)
+        return f"{name}_best" if self.stage.reduction.op in ARG_REDUCE_OPS and not self.index else name
+
+
+_COMBINE_CONSTEXPRS = ("BLOCK_ROWS", "SPLIT")
+
+
+def _check_split(kernel: KernelContext, layout: ReduceLayout, split: int) -> None:
+    graph = kernel.graph
     if not layout.inner or layout.aligned or not layout.independent or layout.totals:
         raise LoweringError(
             f"{graph.name}: SPLIT={split} splits a reduction across programs, which needs independent "
             "reductions, one output value per row and no totals over the rows; use SPLIT=1"
         )
-    kernel.constexprs["SPLIT"] = split
-    kernel_name = f"{ident(graph.name)}_kernel"
-    reductions = kernel.pattern.reductions
-    # workspaces: one fp32 partial per (row, program) and stage; argmax/argmin add an index
-    workspaces: list[tuple[Tensor, str, str]] = []
-    for t in reductions:
-        workspaces.append((t, f"ws_{ident(t.name)}_ptr", "*fp32"))
-        if t.reduction.op in ARG_REDUCE_OPS:
-            workspaces.append((t, f"ws_{ident(t.name)}_idx_ptr", "*i32"))
-    for t in reductions:
+    for t in kernel.pattern.reductions:
         if not dt.is_float(t.reduction.body.dtype):
-            raise LoweringError(f"{graph.name}: SPLIT>1 combines float partial results; stage '{t.name}' reduces {t.reduction.body.dtype}")
-    kernel.body.reserve(*(w for _, w, _ in workspaces))
+            raise LoweringError(
+                f"{graph.name}: SPLIT>1 combines float partial results; stage '{t.name}' reduces "
+                f"{t.reduction.body.dtype}"
+            )
 
-    # pass 1: each program reduces its range of every row
+
+def _store_partials(kernel: KernelContext, layout: ReduceLayout, workspaces: list[_Workspace]) -> None:
+    """Pass 1, the main kernel: each program reduces its range of every row into the workspaces."""
     reduction = _Reduction(kernel, layout, kernel.body)
     body = kernel.body
     body.line(f"n_red = {' * '.join(kernel.extent(e) for e in layout.slots)}")
@@ -301,67 +345,73 @@ def _lower_split(kernel: KernelContext, layout: ReduceLayout, split: int) -> Ker
     body.line("red_lo = pid_split * red_chunk")
     body.line("red_hi = tl.minimum(red_lo + red_chunk, n_red)")
     reduction.reduce_all("red_lo", "red_hi")
-    for t, ws, _ in workspaces:
-        value = f"{ident(t.name)}_best" if t.reduction.op in ARG_REDUCE_OPS and not ws.endswith("_idx_ptr") else ident(t.name)
-        body.line(f"tl.store({ws} + offs_rows[:, None] * SPLIT + pid_split, {value}, mask=mask_rows[:, None])")
+    for w in workspaces:
+        body.line(f"tl.store({w.ptr} + offs_rows[:, None] * SPLIT + pid_split, {w.stored}, mask=mask_rows[:, None])")
 
-    # pass 2: combine the partials and write the output
-    combine_body = CodeBuilder(indent=1)
-    combine_body.reserve(*kernel.body._taken)
+
+def _combine_partials(kernel: KernelContext, layout: ReduceLayout) -> CodeBuilder:
+    """Pass 2, the combining kernel's body: each row's partial results combined, then the output."""
+    combine_body = kernel.body.sibling()
     combine_rows = _Reduction(kernel, layout, combine_body)
     combine_rows.emit_rows()
     combine_body.line("offs_split = tl.arange(0, SPLIT)")
-    for t in reductions:
+    where = "offs_rows[:, None] * SPLIT + offs_split[None, :]"
+    for t in kernel.pattern.reductions:
         name, op = ident(t.name), t.reduction.op
-        where = "offs_rows[:, None] * SPLIT + offs_split[None, :]"
         if op in ARG_REDUCE_OPS:
-            fn = REDUCE_FN[op]
             combine_body.line(f"{name}_parts = tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other=0.0)")
-            combine_body.line(f"{name}_idx_parts = tl.load(ws_{name}_idx_ptr + {where}, mask=mask_rows[:, None], other=0)")
-            combine_body.line(f"{name}_best = {fn}({name}_parts, axis=1, keep_dims=True)")
+            combine_body.line(
+                f"{name}_idx_parts = tl.load(ws_{name}_idx_ptr + {where}, mask=mask_rows[:, None], other=0)")
+            combine_body.line(f"{name}_best = {REDUCE_FN[op]}({name}_parts, axis=1, keep_dims=True)")
             # earlier programs hold earlier indices: the smallest index among the extremes is the first
-            combine_body.line(f"{name} = tl.min(tl.where({name}_parts == {name}_best, {name}_idx_parts, {_INT_MAX}), axis=1, keep_dims=True)")
+            first = f"tl.where({name}_parts == {name}_best, {name}_idx_parts, {_INT_MAX})"
+            combine_body.line(f"{name} = tl.min({first}, axis=1, keep_dims=True)")
         else:
-            combine_body.line(f"{name}_parts = tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other={REDUCE_IDENTITY[op]})")
+            other = REDUCE_IDENTITY[op]
+            combine_body.line(f"{name}_parts = tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other={other})")
             combine_body.line(f"{name} = {REDUCE_FN[op]}({name}_parts, axis=1, keep_dims=True)")
-        combine_rows.current[t] = Value(name, frozenset({0}), reduction.value_type(t))
+        combine_rows.current[t] = Value(name, frozenset({0}), combine_rows.value_type(t))
     saved = kernel.body
     kernel.body = combine_body
     try:
         combine_rows.write_output()
     finally:
         kernel.body = saved
+    return combine_body
 
-    params = kernel.params() + [(w, typ) for _, w, typ in workspaces]
-    head = kernel.header(kernel_name)
-    # the workspaces go after the dims, before the constexprs
+
+def _split_params(kernel: KernelContext, workspaces: list[_Workspace]) -> list[tuple[str, str]]:
+    """Both kernels' parameters: the tensors' and dims', then the workspaces."""
+    return kernel.params() + [(w.ptr, w.aot_type) for w in workspaces]
+
+
+def _split_module(kernel: KernelContext, workspaces: list[_Workspace], combine_body: CodeBuilder) -> str:
+    """The module: the main kernel (workspaces after the dims, before the constexprs), then the
+    combining kernel."""
+    name = ident(kernel.graph.name)
+    head = kernel.header(f"{name}_kernel")
     consts = [f"    {c}: tl.constexpr," for c in kernel.constexprs]
-    head = head[: len(head) - 1 - len(consts)] + [f"    {w}," for _, w, _ in workspaces] + consts + ["):"]
-    combine_name = f"{ident(graph.name)}_combine"
-    combine_consts = ("BLOCK_ROWS", "SPLIT")
-    combine_head = ["", "", "@triton.jit", f"def {combine_name}("]
-    combine_head += [f"    {p}," for p, _ in params] + [f"    {c}: tl.constexpr," for c in combine_consts] + ["):"]
+    head = head[: len(head) - 1 - len(consts)] + [f"    {w.ptr}," for w in workspaces] + consts + ["):"]
+    combine_head = ["", "", "@triton.jit", f"def {name}_combine("]
+    combine_head += [f"    {p}," for p, _ in _split_params(kernel, workspaces)]
+    combine_head += [f"    {c}: tl.constexpr," for c in _COMBINE_CONSTEXPRS] + ["):"]
     text = "\n".join(head + kernel.body.lines + combine_head + combine_body.lines) + "\n"
-    text = text.replace("import triton\n", "import torch\nimport triton\n", 1)
+    return text.replace("import triton\n", "import torch\nimport triton\n", 1)
 
-    # launcher
-    tensors = [kernel.args[t].ptr[: -len("_ptr")] for t in (*graph.inputs, graph.output)]
-    dims = list(kernel.dim_names.values())
-    call = []
-    for t in (*graph.inputs, graph.output):
-        name = kernel.args[t].ptr[: -len("_ptr")]
-        call.append(name)
-        call.extend(f"{name}.stride({d})" for d in range(t.ndim))
-    call.extend(dims)
-    call.extend(w[: -len("_ptr")] for _, w, _ in workspaces)
-    rows = py_extent(kernel, layout.rows)
+
+def _split_launcher(kernel: KernelContext, layout: ReduceLayout, split: int, workspaces: list[_Workspace]) -> str:
+    """`launch()`: allocate the workspaces, run the main kernel over rows x splits, then the
+    combining kernel over rows."""
+    graph, schedule = kernel.graph, kernel.schedule
+    kernel_name, combine_name = f"{ident(graph.name)}_kernel", f"{ident(graph.name)}_combine"
+    call = kernel.call_args() + [w.local for w in workspaces]
     out_name = kernel.args[graph.output].ptr[: -len("_ptr")]
-    lines = ["", "", f"def launch({', '.join(tensors + dims)}):",
+    lines = ["", "", kernel.launch_signature(),
              f'    """Run {kernel_name} over {split} programs per row, then {combine_name} to combine them."""',
-             f"    n_rows = {rows}"]
-    for _, w, typ in workspaces:
-        torch_type = "torch.int32" if typ == "*i32" else "torch.float32"
-        lines.append(f"    {w[: -len('_ptr')]} = torch.empty((n_rows, {split}), dtype={torch_type}, device={out_name}.device)")
+             f"    n_rows = {py_extent(kernel, layout.rows)}"]
+    for w in workspaces:
+        torch_type = "torch.int32" if w.index else "torch.float32"
+        lines.append(f"    {w.local} = torch.empty((n_rows, {split}), dtype={torch_type}, device={out_name}.device)")
     block_rows = schedule.tile("rows")
     lines.append(f"    {kernel_name}[(triton.cdiv(n_rows, {block_rows}), {split})](")
     lines += [f"        {a}," for a in call]
@@ -369,7 +419,6 @@ def _lower_split(kernel: KernelContext, layout: ReduceLayout, split: int) -> Ker
     lines += [f"        num_warps={schedule.num_warps},", f"        num_stages={schedule.num_stages},", "    )"]
     lines.append(f"    {combine_name}[(triton.cdiv(n_rows, {block_rows}),)](")
     lines += [f"        {a}," for a in call]
-    lines += [f"        {c}={kernel.constexprs[c]}," for c in combine_consts]
+    lines += [f"        {c}={kernel.constexprs[c]}," for c in _COMBINE_CONSTEXPRS]
     lines += ["        num_warps=4,", "    )"]
-    text += "\n".join(lines) + "\n"
-    return kernel.source(kernel_name, text, params)
+    return "\n".join(lines) + "\n"

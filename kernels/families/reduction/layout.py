@@ -99,31 +99,11 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
     totals = total_stages(pattern)
     stages = tuple(s for s in pattern.reductions if s not in totals)
     keep = frozenset(stages)
-    out = graph.output
     bodies = {s: inline_injective(s.reduction.body, keep) for s in stages}
     stage_axes = {s: _slot_order(s.reduction.axes, bodies[s]) for s in stages}
-    first = stages[0]
-    slots = tuple(a.extent for a in stage_axes[first])
-    for s, axes in stage_axes.items():
-        if tuple(a.extent for a in axes) != slots:
-            raise LoweringError(
-                f"{graph.name}: stage '{s.name}' reduces over extents {[a.extent for a in axes]!r} but "
-                f"'{first.name}' over {list(slots)!r}; one kernel reduces rows of one length"
-            )
-    aligned: dict[IterVar, int] = {}
-    out_body = inline_injective(out.op.body, keep)
-    if out.reduction is None and not totals:
-        out_reads = _reads(out_body)
-        for s, axes in stage_axes.items():
-            for slot, k in enumerate(axes):
-                for r in _reads(bodies[s]):
-                    if k not in r.indices:
-                        continue
-                    pos = r.indices.index(k)
-                    for o in out_reads:
-                        index = o.indices[pos] if o.tensor is r.tensor else None
-                        if isinstance(index, IterVar) and index in out.op.axes and index.extent == k.extent:
-                            aligned.setdefault(index, slot)
+    slots = _common_slots(graph, stage_axes)
+    out_body = inline_injective(graph.output.op.body, keep)
+    aligned = {} if graph.output.reduction is not None or totals else _aligned_axes(graph, out_body, bodies, stage_axes)
     if aligned and sorted(set(aligned.values())) != list(range(len(slots))):
         raise LoweringError(
             f"{graph.name}: the output runs along some of the reduced axes but not all "
@@ -132,7 +112,57 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
     if totals:
         outer_axes = _check_totals(graph, totals, stages)
     else:
-        outer_axes = tuple(a for a in out.op.axes if a not in aligned)
+        outer_axes = tuple(a for a in graph.output.op.axes if a not in aligned)
+    _check_rows(graph, stages, outer_axes)
+    # inner when a reduced axis indexes some input's last dimension
+    # (totals: always; the kernel that combines them over rows has the inner form only)
+    inner = bool(totals) or not outer_axes or any(
+        any(k in {n for n in walk(r.indices[-1])} for k in stage_axes[s])
+        for s in stages for r in _reads(bodies[s]) if r.tensor.is_placeholder and r.indices
+    )
+    lane = None if inner else _lane_axis(stages, outer_axes, (out_body, *bodies.values()))
+    inner = inner or lane is None
+    rows = tuple(a for a in outer_axes if a is not lane)
+    reduction_reads = {r.tensor for s in stages for r in _reads(bodies[s])}
+    independent = not (reduction_reads & keep)
+    return ReduceLayout(slots, stage_axes, aligned, outer_axes, rows, lane, inner, independent, totals)
+
+
+def _common_slots(graph: Graph, stage_axes: dict[Tensor, tuple[IterVar, ...]]) -> tuple[Expr, ...]:
+    """The extents of the reduced axes, which every reduction stage must share."""
+    (first, first_axes), *_ = stage_axes.items()
+    slots = tuple(a.extent for a in first_axes)
+    for s, axes in stage_axes.items():
+        if tuple(a.extent for a in axes) != slots:
+            raise LoweringError(
+                f"{graph.name}: stage '{s.name}' reduces over extents {[a.extent for a in axes]!r} but "
+                f"'{first.name}' over {list(slots)!r}; one kernel reduces rows of one length"
+            )
+    return slots
+
+
+def _aligned_axes(graph: Graph, out_body: Expr, bodies: dict[Tensor, Expr],
+                  stage_axes: dict[Tensor, tuple[IterVar, ...]]) -> dict[IterVar, int]:
+    """The output axes that run along a reduced axis (a normalisation), each mapped to its slot:
+    an output axis that indexes an input where a reduce axis indexes it, with the same extent."""
+    out = graph.output
+    aligned: dict[IterVar, int] = {}
+    out_reads = _reads(out_body)
+    for s, axes in stage_axes.items():
+        for slot, k in enumerate(axes):
+            for r in _reads(bodies[s]):
+                if k not in r.indices:
+                    continue
+                pos = r.indices.index(k)
+                for o in out_reads:
+                    index = o.indices[pos] if o.tensor is r.tensor else None
+                    if isinstance(index, IterVar) and index in out.op.axes and index.extent == k.extent:
+                        aligned.setdefault(index, slot)
+    return aligned
+
+
+def _check_rows(graph: Graph, stages: tuple[Tensor, ...], outer_axes: tuple[IterVar, ...]) -> None:
+    """Every reduction stage is one value per output row."""
     for s in stages:
         extents = tuple(a.extent for a in s.op.axes)
         if extents != tuple(a.extent for a in outer_axes):
@@ -141,28 +171,16 @@ def reduce_layout(graph: Graph, pattern: Pattern) -> ReduceLayout:
                 f"output's rows are {list(a.extent for a in outer_axes)!r}; each reduction must be one value "
                 "per output row"
             )
-    # inner when a reduced axis indexes some input's last dimension
-    # (totals: always; the kernel that combines them over rows has the inner form only)
-    inner = bool(totals) or not outer_axes or any(
-        any(k in {n for n in walk(r.indices[-1])} for k in stage_axes[s])
-        for s in stages for r in _reads(bodies[s]) if r.tensor.is_placeholder and r.indices
-    )
-    lane = None
-    if not inner:
-        last_indexed = {r.indices[-1] for e in (out_body, *bodies.values()) for r in _reads(e)
-                        if r.tensor.is_placeholder and r.indices}
-        # the output axis that indexes the last input dimension, mapped back through the stages
-        candidates = [a for a in outer_axes if a in last_indexed]
-        if not candidates:
-            for s in stages:
-                for pos, a in enumerate(s.op.axes):
-                    if a in last_indexed:
-                        candidates.append(outer_axes[pos])
-        if candidates:
-            lane = candidates[-1]
-        else:
-            inner = True
-    rows = tuple(a for a in outer_axes if a is not lane)
-    reduction_reads = {r.tensor for s in stages for r in _reads(bodies[s])}
-    independent = not (reduction_reads & keep)
-    return ReduceLayout(slots, stage_axes, aligned, outer_axes, rows, lane, inner, independent, totals)
+
+
+def _lane_axis(stages: tuple[Tensor, ...], outer_axes: tuple[IterVar, ...], bodies: tuple[Expr, ...]) -> IterVar | None:
+    """The outer form's lane: the output axis that indexes an input's last dimension, mapped
+    back through the stages' axes; None when there is none (the inner form then)."""
+    last_indexed = {r.indices[-1] for e in bodies for r in _reads(e) if r.tensor.is_placeholder and r.indices}
+    candidates = [a for a in outer_axes if a in last_indexed]
+    if not candidates:
+        for s in stages:
+            for pos, a in enumerate(s.op.axes):
+                if a in last_indexed:
+                    candidates.append(outer_axes[pos])
+    return candidates[-1] if candidates else None

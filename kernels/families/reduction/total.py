@@ -19,6 +19,7 @@ from tiletune.kernels.kernel import KernelContext, KernelSource, py_extent
 from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, combine
 from tiletune.tensorexpr.analysis import inline_injective
 from tiletune.tensorexpr.expr import Read
+from tiletune.tensorexpr.tensor import Tensor
 
 if TYPE_CHECKING:
     from tiletune.kernels.families.reduction.kernel import _Reduction
@@ -30,42 +31,58 @@ BLOCK_PARTS = 1024
 def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) -> KernelSource:
     """The two kernels of an operator with totals (see the module docstring); `rows` emits the
     row reductions into `kernel.body`."""
-    graph, schedule = kernel.graph, kernel.schedule
     if not layout.inner:
-        raise LoweringError(f"{graph.name}: totals over rows need the inner reduction form")
-    totals = layout.totals
-    workspaces = {t: kernel.add_pointer(f"ws_{ident(t.name)}", "*fp32") for t in totals}
-    kernel_name = f"{ident(graph.name)}_kernel"
-    combine_name = f"{ident(graph.name)}_combine"
+        raise LoweringError(f"{kernel.graph.name}: totals over rows need the inner reduction form")
+    workspaces = {t: kernel.add_pointer(f"ws_{ident(t.name)}", "*fp32") for t in layout.totals}
+    pointers = {t: ptr for t, (ptr, _) in workspaces.items()}
+    _store_partial_totals(kernel, layout, rows, pointers)
+    combine_body = _combine_totals(kernel, layout, rows, pointers)
+    name = ident(kernel.graph.name)
+    text = "\n".join(kernel.header(f"{name}_kernel") + kernel.body.lines) + "\n"
+    combine_head = ["", "", "@triton.jit", f"def {name}_combine("]
+    combine_head += [f"    {p}," for p, _ in kernel.params()]
+    combine_head += ["    BLOCK_ROWS: tl.constexpr,", "    BLOCK_PARTS: tl.constexpr,", "):"]
+    text += "\n".join(combine_head + combine_body.lines) + "\n"
+    text = text.replace("import triton\n", "import torch\nimport triton\n", 1)
+    text += _launcher(kernel, layout, [local for _, local in workspaces.values()])
+    return kernel.source(f"{name}_kernel", text, kernel.params())
 
-    # pass 1: the row reductions of this program's rows, then each total over those rows
+
+def _store_partial_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction,
+                          workspaces: dict[Tensor, str]) -> None:
+    """Pass 1, the main kernel: the row reductions of this program's rows, then each total over
+    those rows, stored in the program's slot of the total's workspace."""
     body = kernel.body
     body.line(f"n_red = {' * '.join(kernel.extent(e) for e in layout.slots)}")
     rows.emit_rows()
     rows.reduce_all("0", "n_red")
     emitter = rows.emitter(None)
     body.line("# each total over this program's rows: one partial value per program")
-    for t in totals:
+    for t in layout.totals:
         op, name = t.reduction.op, ident(t.name)
         v = emitter.as_float32(emitter.value(inline_injective(t.reduction.body, rows.keep)))
         x = body.assign(f"{name}_rows", f"tl.where({emitter.expand('mask_rows', 0)}, {v.code}, {REDUCE_IDENTITY[op]})")
-        body.line(f"tl.store({workspaces[t][0]} + pid_rows, {REDUCE_FN[op]}({x}))")
+        body.line(f"tl.store({workspaces[t]} + pid_rows, {REDUCE_FN[op]}({x}))")
 
-    # pass 2: combine the partials, then the output's epilogue on the totals
-    combine_body = CodeBuilder(indent=1)
-    combine_body.reserve(*body._taken)
+
+def _combine_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction,
+                    workspaces: dict[Tensor, str]) -> CodeBuilder:
+    """Pass 2, the combining kernel's body: the partial totals combined chunk by chunk, then the
+    output's epilogue on the totals."""
+    graph, totals = kernel.graph, layout.totals
+    combine_body = kernel.body.sibling()
     combine_body.line(f"n_parts = tl.cdiv({py_extent(kernel, layout.rows)}, BLOCK_ROWS)")
-    current: dict = {}
     for t in totals:
-        op, name = t.reduction.op, ident(t.name)
-        combine_body.line(f"{name}_acc = tl.full([BLOCK_PARTS], {REDUCE_IDENTITY[op]}, tl.float32)")
+        identity = REDUCE_IDENTITY[t.reduction.op]
+        combine_body.line(f"{ident(t.name)}_acc = tl.full([BLOCK_PARTS], {identity}, tl.float32)")
     combine_body.line("for part_start in range(0, n_parts, BLOCK_PARTS):")
     combine_body.line("    offs_part = part_start + tl.arange(0, BLOCK_PARTS)")
     combine_body.line("    mask_part = offs_part < n_parts")
     for t in totals:
         op, name = t.reduction.op, ident(t.name)
-        part = f"tl.load({workspaces[t][0]} + offs_part, mask=mask_part, other={REDUCE_IDENTITY[op]})"
+        part = f"tl.load({workspaces[t]} + offs_part, mask=mask_part, other={REDUCE_IDENTITY[op]})"
         combine_body.line(f"    {name}_acc = {combine(op, f'{name}_acc', part)}")
+    current: dict[Tensor, Value] = {}
     for t in totals:
         name = ident(t.name)
         combine_body.line(f"{name} = {REDUCE_FN[t.reduction.op]}({name}_acc, axis=0)")
@@ -82,7 +99,8 @@ def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) 
         return None
 
     out = graph.output
-    combine_emitter = TileEmitter(combine_body, [Dim("part", "offs_part", "mask_part")], {}, kernel.args, kernel.extent)
+    parts = [Dim("part", "offs_part", "mask_part")]
+    combine_emitter = TileEmitter(combine_body, parts, {}, kernel.args, kernel.extent)
     combine_emitter.resolve = resolve
     saved, kernel.body = kernel.body, combine_body
     try:
@@ -90,20 +108,20 @@ def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) 
         kernel.store(combine_emitter, value)
     finally:
         kernel.body = saved
+    return combine_body
 
-    params = kernel.params()
-    text = "\n".join(kernel.header(kernel_name) + body.lines) + "\n"
-    combine_head = ["", "", "@triton.jit", f"def {combine_name}("]
-    combine_head += [f"    {p}," for p, _ in params] + ["    BLOCK_ROWS: tl.constexpr,", "    BLOCK_PARTS: tl.constexpr,", "):"]
-    text += "\n".join(combine_head + combine_body.lines) + "\n"
-    text = text.replace("import triton\n", "import torch\nimport triton\n", 1)
 
+def _launcher(kernel: KernelContext, layout: ReduceLayout, workspaces: list[str]) -> str:
+    """`launch()`: allocate the workspaces (one slot per program), run the main kernel over the
+    row tiles, then the combining kernel once."""
+    graph, schedule = kernel.graph, kernel.schedule
+    kernel_name, combine_name = f"{ident(graph.name)}_kernel", f"{ident(graph.name)}_combine"
     call = kernel.call_args()
-    out_name = kernel.args[out].ptr[: -len("_ptr")]
-    lines = ["", "", kernel.launch_signature(),
-             f'    """Run {kernel_name} over the rows (one partial per program), then {combine_name} to combine them."""',
+    out_name = kernel.args[graph.output].ptr[: -len("_ptr")]
+    doc = f"Run {kernel_name} over the rows (one partial per program), then {combine_name} to combine them."
+    lines = ["", "", kernel.launch_signature(), f'    """{doc}"""',
              f"    n_parts = triton.cdiv({py_extent(kernel, layout.rows)}, {schedule.tile('rows')})"]
-    for _, local in workspaces.values():
+    for local in workspaces:
         lines.append(f"    {local} = torch.empty((n_parts,), dtype=torch.float32, device={out_name}.device)")
     lines.append(f"    {kernel_name}[(n_parts,)](")
     lines += [f"        {a}," for a in call]
@@ -111,6 +129,6 @@ def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) 
     lines += [f"        num_warps={schedule.num_warps},", f"        num_stages={schedule.num_stages},", "    )"]
     lines.append(f"    {combine_name}[(1,)](")
     lines += [f"        {a}," for a in call]
-    lines += [f"        BLOCK_ROWS={schedule.tile('rows')},", f"        BLOCK_PARTS={BLOCK_PARTS},", "        num_warps=4,", "    )"]
-    text += "\n".join(lines) + "\n"
-    return kernel.source(kernel_name, text, params)
+    lines += [f"        BLOCK_ROWS={schedule.tile('rows')},", f"        BLOCK_PARTS={BLOCK_PARTS},"]
+    lines += ["        num_warps=4,", "    )"]
+    return "\n".join(lines) + "\n"
