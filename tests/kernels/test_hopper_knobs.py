@@ -196,4 +196,4 @@ def test_each_knob_compiles_for_sm90_within_the_shared_memory_model(compiled, ca
 
 
 def test_descriptor_loads_free_registers(compiled):
-    assert compiled["tma"]["usage"]["registers"] < compiled["pointer"]["usage"]["registers"]
+    assert compiled["tma"]["data"]["usage"]["registers"] < compiled["pointer"]["data"]["usage"]["registers"]
