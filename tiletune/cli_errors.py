@@ -2,8 +2,8 @@
 
 `one_line_errors` wraps a command: a `TiletuneError` (a user's mistake) is one `error: ...` line
 and exit status 2; anything else is a bug, still one line (exit 1) with its traceback on request
-(`TILETUNE_TRACEBACK=1`); Ctrl-C exits 130. `warnings_as_lines` prints each warning a command
-raised as one `warning: ...` line. `tiletune` (cli.py) and `tiletune db` (db_cli.py) share them.
+(`TILETUNE_TRACEBACK=1`); Ctrl-C exits 130, and a closed output pipe (`| head`) ends quietly.
+`warnings_as_lines` prints each warning a command raised as one `warning: ...` line. `tiletune` (cli.py) and `tiletune db` (db_cli.py) share them.
 """
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def one_line_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted; every finished batch is in the DB", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader went away (`tiletune list | head`): nothing left to say, and Python's
+            # own flush of stdout at exit must not fail on the closed pipe either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except click.ClickException:  # click's own usage errors: the group prints them on one line
             raise
         except Exception as error:  # a bug, not a mistake: still one line, the traceback on request

@@ -3,6 +3,7 @@ random argument strings give one `error:` line and a non-zero exit, never a trac
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -220,3 +221,15 @@ def test_the_command_in_a_real_process_prints_one_line_and_exits_2(tmp_path):
         assert done.stdout == "" and "Traceback" not in done.stderr
         assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
     assert not (tmp_path / "t.db").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    # `tiletune list | head`: the pipe's reading end is closed before the command writes at all
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "tiletune.cli", "list", "--db", str(tmp_path / "t.db")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
