@@ -10,6 +10,8 @@ interpreter, which cannot compute in bfloat16.
 """
 from __future__ import annotations
 
+import keyword
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,6 +30,7 @@ from tiletune.kernels.syntax import (
     positive,
 )
 from tiletune.tensorexpr import dtypes as dt
+from tiletune.tensorexpr.analysis import inline_injective
 from tiletune.tensorexpr.expr import (
     Binary,
     BinaryOp,
@@ -44,6 +47,8 @@ from tiletune.tensorexpr.expr import (
     Unary,
     UnaryOp,
     describe,
+    substitute,
+    walk,
 )
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -138,6 +143,10 @@ class TileEmitter:
     `axes` maps each axis to its index value; `extent_code` renders a shape expression;
     `resolve` may answer a read itself (a stage held in registers: an accumulator, a row
     reduction) and returns None to let the emitter load it from memory.
+
+    A value that gets a variable is named after what it computes, so that a reader maps the
+    kernel back to the operator: a stage's value after the stage (`e`, `y`), a value inside
+    a stage after the stage and its operation (`e_sub`), unique with a suffix where needed.
     """
 
     body: CodeBuilder
@@ -149,6 +158,8 @@ class TileEmitter:
     cache: dict[Expr, Value] = field(default_factory=dict)
     loads: dict[str, Value] = field(default_factory=dict)
     named: dict[str, Value] = field(default_factory=dict)
+    stage_names: dict[Expr, str] = field(default_factory=dict)  # an inlined stage's body: its name
+    scope: list[str] = field(default_factory=list)  # the stages (or parts) being emitted, innermost last
 
     # --- shapes -------------------------------------------------------------------------------
 
@@ -169,13 +180,41 @@ class TileEmitter:
 
     # --- values -------------------------------------------------------------------------------
 
-    def value(self, e: Expr) -> Value:
-        """The emitted value of `e` (memoized: each subexpression is emitted once)."""
+    def value(self, e: Expr, within: str | None = None) -> Value:
+        """The emitted value of `e` (memoized: each subexpression is emitted once); `within`
+        names the stage (or part of the kernel) `e` belongs to, for its temporaries' names."""
         if e in self.cache:
             return self.cache[e]
-        v = self._emit(e)
+        scope = self.stage_names.get(e, within)
+        if scope is not None:
+            self.scope.append(scope)
+        try:
+            v = self._emit(e)
+        finally:
+            if scope is not None:
+                self.scope.pop()
         self.cache[e] = v
         return v
+
+    def inlined(self, e: Expr, keep: frozenset[Tensor]) -> Expr:
+        """`e` with every injective stage it reads (not in `keep`) inlined, as `inline_injective`
+        does; the emitter remembers the stage each inlined body computes, to name it so."""
+        for node in walk(e):
+            stage = node.tensor if isinstance(node, Read) else None
+            if stage is None or stage.is_placeholder or stage in keep:
+                continue
+            if stage.reduction is not None or stage.scan is not None:
+                continue
+            body = self.inlined(substitute(stage.op.body, dict(zip(stage.op.axes, node.indices))), keep)
+            self.stage_names.setdefault(body, stage.name)
+        return inline_injective(e, keep)
+
+    def computed(self, stage: Tensor, keep: frozenset[Tensor]) -> Value:
+        """The value of `stage` (the output, typically) from its body, the stages it reads
+        inlined but for those in `keep` (which `resolve` answers)."""
+        body = self.inlined(stage.op.body, keep)
+        self.stage_names.setdefault(body, stage.name)
+        return self.value(body)
 
     def as_float32(self, v: Value) -> Value:
         """`v` widened to fp32 for arithmetic (integers and bools convert too)."""
@@ -185,7 +224,7 @@ class TileEmitter:
             return _literal(float(v.const), v.dims)
         if not v.dims and dt.is_int(v.dtype):
             # a scalar (a dim argument) may arrive as a plain int when Triton specializes it
-            return Value(f"({operand(v, Prec.PRODUCT)} * 1.0)", v.dims, "float32")
+            return Value(f"{operand(v, Prec.PRODUCT)} * 1.0", v.dims, "float32", Prec.PRODUCT)
         return Value(f"{operand(v, Prec.CALL)}.to(tl.float32)", v.dims, "float32", Prec.CALL)
 
     def _emit(self, e: Expr) -> Value:
@@ -228,15 +267,24 @@ class TileEmitter:
         raise LoweringError(f"cannot emit {type(e).__name__}")
 
     def _bind(self, e: Expr, rendered: tuple[str, Prec], dims: frozenset[int], dtype: str) -> Value:
-        code, _ = rendered
+        code, prec = rendered
         # Index arithmetic stays inline (short, and Triton folds it); values get a name.
         if dt.is_int(e.dtype) and dt.is_weak(e.dtype):
-            return Value(f"({code})", dims, dtype)
+            return Value(code, dims, dtype, prec)
         # two expressions can be one computation on the tile (x[i, j] - m[i] and x[i, k] - m[i]
         # when j and k run along the same tile dim), as two reads can be one load
         if code not in self.named:
-            self.named[code] = Value(self.body.assign(f"t{len(self.cache)}", code), dims, dtype)
+            self.named[code] = Value(self.body.assign(self._name(e), code), dims, dtype)
         return self.named[code]
+
+    def _name(self, e: Expr) -> str:
+        """A variable name for the value of `e`: its stage's, or its enclosing stage's and its
+        operation's (a valid identifier, never a keyword)."""
+        if e in self.stage_names:
+            return variable(self.stage_names[e])
+        operation = e.op.value if isinstance(e, (Binary, Unary, Compare, Logical)) else type(e).__name__.lower()
+        operation = {"select": "where"}.get(operation, operation)
+        return variable(f"{self.scope[-1]}_{operation}" if self.scope else operation)
 
     def _operands(self, a: Expr, b: Expr) -> tuple[Value, Value]:
         va, vb = self.value(a), self.value(b)
@@ -315,6 +363,14 @@ def ident(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
+def variable(name: str) -> str:
+    """`name` as a variable of the kernel: an identifier that is not a keyword."""
+    base = ident(name)
+    if not base.isidentifier():
+        base = f"t_{base}"
+    return f"{base}_" if keyword.iskeyword(base) else base
+
+
 def converted(value: Value, dtype: str) -> Value:
     """`value` converted to `dtype`: `.to()` on a tile; `tl.cast` on a scalar, which may be a
     literal (a constant output) or a plain int (a dim Triton specialized), without `.to()`."""
@@ -329,13 +385,12 @@ def _const(e: Const) -> Value:
         return Value("True" if e.value else "False", frozenset(), "bool", const=e.value)
     if isinstance(e.value, float) or dt.is_float(e.dtype):
         return _literal(float(e.value))
-    return Value(str(int(e.value)), frozenset(), "int32", const=int(e.value))
+    return Value(str(int(e.value)), frozenset(), "int32", Prec.UNARY if e.value < 0 else Prec.ATOM, const=int(e.value))
 
 
 def _literal(value: float, dims: frozenset[int] = frozenset()) -> Value:
     """A float literal (inf and nan spelled as `float("...")`)."""
     if value != value or abs(value) == float("inf"):
         return Value(f'float("{value}")', dims, "float32", Prec.CALL, const=value)
-    text = repr(value)
-    # the parentheses the generated code has always put around an exponent with a sign (1e+20)
-    return Value(text, dims, "float32", Prec.CALL if "+" in text else Prec.ATOM, const=value)
+    # a negative number is a unary minus on a literal as Python reads it
+    return Value(repr(value), dims, "float32", Prec.UNARY if math.copysign(1.0, value) < 0 else Prec.ATOM, const=value)

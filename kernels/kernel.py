@@ -73,8 +73,10 @@ class KernelContext:
         names.taken.add(f"{ident(graph.name)}_kernel")  # a launcher argument must not shadow the kernel
         self.dim_names = {d.name: names.make(d.name) for d in graph.dims}
         self.args: dict[Tensor, TensorArg] = {}
+        tensor_names = set()
         for t in (*graph.inputs, graph.output):
             base = names.make(t.name)
+            tensor_names.add(base)
             strides = tuple(names.make(f"stride_{base}_{d}") for d in range(t.ndim))
             self.args[t] = TensorArg(t, f"{base}_ptr", strides)
             names.taken.add(f"{base}_ptr")
@@ -82,7 +84,10 @@ class KernelContext:
         # (kernel parameter, AOT type, the launcher's name for it): a workspace, after the dims
         self.extra_params: list[tuple[str, str, str]] = []
         self.body = CodeBuilder(indent=1)
-        self.body.reserve(*names.taken, "BLOCK_ROWS", "BLOCK_LANE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
+        # the tensors' own names are the launcher's arguments, not the kernel's: a value may be
+        # named after the output stage (`y`, stored through `y_ptr`)
+        kernel_names = names.taken - tensor_names
+        self.body.reserve(*kernel_names, "BLOCK_ROWS", "BLOCK_LANE", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")
         self.constexprs: dict[str, int] = {}
         # module-level @triton.jit helpers (a scan's combine function), emitted before the kernel
         self.helpers: list[str] = []
@@ -180,7 +185,7 @@ class KernelContext:
         # value's: a scalar output of a row reduction gets its (1, 1) tile's shape on the pointer
         for d in sorted(value.dims - dims):
             address += f" + {emitter.expand(emitter.dims[d].offs, d)} * 0"
-        stored = converted(Value(paren_code(value.code), value.dims, value.dtype), out.dtype)
+        stored = converted(value, out.dtype)
         self.body.line(f"tl.store({address}, {stored.code}, mask={mask})")
 
     def header(self, kernel_name: str) -> list[str]:
@@ -310,10 +315,6 @@ def widening_only(e: Expr) -> bool:
     """True when every cast down to the read is exact (to a wider float type), so that skipping
     them changes no value; a narrowing cast (an fp32 operand rounded to fp16) must stay."""
     return narrowing_cast(e) is None
-
-
-def paren_code(code: str) -> str:
-    return code if re.fullmatch(r"[\w.]+", code) else f"({code})"
 
 
 def is_plain_load(e: Expr) -> bool:

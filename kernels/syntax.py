@@ -49,11 +49,18 @@ class Code(Protocol):
     prec: Prec
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A piece of code and how tightly it binds (a name or a call given as text is an atom)."""
+
+    code: str
+    prec: Prec = Prec.ATOM
+
+
 def operand(value: Code, place: Prec) -> str:
-    """`value`'s code where an expression binding as tightly as `place` may stand."""
-    # Every operand that is not an atom is parenthesized, whatever its place allows: the
-    # generated code has always read so (calls in parentheses included).
-    return value.code if value.prec >= Prec.ATOM else f"({value.code})"
+    """`value`'s code where an expression binding as tightly as `place` may stand: in
+    parentheses when it binds looser."""
+    return value.code if value.prec >= place else f"({value.code})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +97,15 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Formula:
-    """Code for a function Triton lacks, in terms of its argument `{x}`, which sits where it
-    binds as tightly as `place` (None: as it is)."""
+    """Code for a function Triton lacks, in terms of its argument `{x}`, which sits where an
+    expression binding as tightly as `place` may stand."""
 
     template: str
     prec: Prec
-    place: Prec | None = None
+    place: Prec
 
     def render(self, x: Code) -> tuple[str, Prec]:
-        return self.template.format(x=x.code if self.place is None else operand(x, self.place)), self.prec
+        return self.template.format(x=operand(x, self.place)), self.prec
 
 
 Spelling = Union[Infix, Prefix, Call, Formula]
@@ -118,12 +125,12 @@ COMPARE: dict[CompareOp, Infix] = {
 }
 LOGICAL: dict[LogicalOp, Infix] = {LogicalOp.AND: Infix("&", Prec.BIT_AND), LogicalOp.OR: Infix("|", Prec.BIT_OR)}
 UNARY: dict[UnaryOp, Spelling] = {
-    UnaryOp.NEG: Prefix("-"), UnaryOp.NOT: Prefix("~"), UnaryOp.ABS: Formula("tl.abs({x})", Prec.CALL, Prec.ATOM),
+    UnaryOp.NEG: Prefix("-"), UnaryOp.NOT: Prefix("~"), UnaryOp.ABS: Call("tl.abs"),
     UnaryOp.EXP: Call("tl.exp"), UnaryOp.LOG: Call("tl.log"), UnaryOp.SQRT: Call("tl.sqrt"),
     UnaryOp.RSQRT: Call("tl.rsqrt"), UnaryOp.SIGMOID: Call("tl.sigmoid"), UnaryOp.ERF: Call("tl.erf"),
     # tanh through sigmoid: exact in real arithmetic, and it runs in Triton's interpreter
     # as well as on every GPU backend (libdevice's tanh is CUDA-only).
-    UnaryOp.TANH: Formula("(2.0 * tl.sigmoid(2.0 * {x}) - 1.0)", Prec.ATOM),
+    UnaryOp.TANH: Formula("2.0 * tl.sigmoid(2.0 * {x}) - 1.0", Prec.SUM, Prec.UNARY),
 }
 # the identity (as fp32 code) and the Triton reduction of each float reduction; an
 # arg-reduction keeps the running extreme of its values with the identity of max or min
@@ -136,16 +143,17 @@ REDUCE_FN: dict[ReduceOp, str] = {
     ReduceOp.ARGMAX: "tl.max", ReduceOp.ARGMIN: "tl.min",
 }
 
-# how a running value (a reduction's or a scan's) combines with the next
-COMBINE: dict[ScanOp, str] = {
-    ScanOp.SUM: "{a} + {b}", ScanOp.PROD: "{a} * {b}", ScanOp.MAX: "tl.maximum({a}, {b})", ScanOp.MIN: "tl.minimum({a}, {b})",
+# the binary operator that combines a running value (a reduction's or a scan's) with the next
+COMBINE: dict[ScanOp, BinaryOp] = {
+    ScanOp.SUM: BinaryOp.ADD, ScanOp.PROD: BinaryOp.MUL, ScanOp.MAX: BinaryOp.MAXIMUM, ScanOp.MIN: BinaryOp.MINIMUM,
 }
 
 
-def combine(op: ReduceOp | ScanOp, a: str, b: str) -> str:
+def combine(op: ReduceOp | ScanOp, a: Code | str, b: Code | str) -> str:
     """Code combining running value `a` with `b` for a sum, product, max or min (a reduction
-    other than an arg-reduction, or a scan)."""
-    return COMBINE[ScanOp(op.value)].format(a=a, b=b)
+    other than an arg-reduction, or a scan); text stands for a name or a call."""
+    a, b = (Piece(x) if isinstance(x, str) else x for x in (a, b))
+    return BINARY[COMBINE[ScanOp(op.value)]].render(a, b)[0]
 
 
 def int_identity(op: ReduceOp | ScanOp, dtype: str) -> str:
@@ -193,15 +201,24 @@ def positive(e: Expr) -> bool:
     return False
 
 
-def floor_divmod(op: BinaryOp, a_value: Code, b_value: Code, positive_divisor: bool) -> tuple[str, Prec]:
+def floor_divmod(op: BinaryOp, a: Code, b: Code, positive_divisor: bool) -> tuple[str, Prec]:
     """Code for Python's `a // b` or `a % b` from Triton's truncating operators."""
-    a, b = operand(a_value, Prec.ATOM), operand(b_value, Prec.ATOM)
+
+    def infix(spelling: Infix | Call, x: Code, y: Code) -> Piece:
+        return Piece(*spelling.render(x, y))
+
+    zero = Piece("0")
+    rem = infix(BINARY[BinaryOp.MOD], a, b)
     if positive_divisor:
         # arithmetic only, so that it also serves scalars (dims, batch indices)
-        fmod = f"(({a} % {b}) + {b}) % {b}"
-        return (fmod, Prec.PRODUCT) if op is BinaryOp.MOD else (f"({a} - {fmod}) // {b}", Prec.PRODUCT)
-    rem = f"({a} % {b})"
-    wrong_sign = f"({rem} != 0) & (({rem} < 0) != ({b} < 0))"
+        fmod = infix(BINARY[BinaryOp.MOD], infix(BINARY[BinaryOp.ADD], rem, b), b)
+        if op is BinaryOp.MOD:
+            return fmod.code, fmod.prec
+        return BINARY[BinaryOp.FLOORDIV].render(infix(BINARY[BinaryOp.SUB], a, fmod), b)
+    negative = COMPARE[CompareOp.LT]
+    wrong_sign = infix(LOGICAL[LogicalOp.AND], infix(COMPARE[CompareOp.NE], rem, zero),
+                       infix(COMPARE[CompareOp.NE], infix(negative, rem, zero), infix(negative, b, zero)))
     if op is BinaryOp.MOD:
-        return f"tl.where({wrong_sign}, {rem} + {b}, {rem})", Prec.CALL
-    return f"tl.where({wrong_sign}, ({a} // {b}) - 1, {a} // {b})", Prec.CALL
+        return Call("tl.where").render(wrong_sign, infix(BINARY[BinaryOp.ADD], rem, b), rem)
+    quotient = infix(BINARY[BinaryOp.FLOORDIV], a, b)
+    return Call("tl.where").render(wrong_sign, infix(BINARY[BinaryOp.SUB], quotient, Piece("1")), quotient)

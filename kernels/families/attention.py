@@ -18,6 +18,7 @@ from tiletune.kernels.families.family import Family
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings
+from tiletune.kernels.syntax import Prec, operand
 from tiletune.kernels.target import MAX_SHARED_BYTES
 from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
@@ -221,7 +222,7 @@ def _open_key_loop(kernel: KernelContext, batch_values: dict[IterVar, Value]) ->
     body, attention = kernel.body, kernel.pattern.attention
     SK = kernel.extent(attention.j.extent)
     scalar = TileEmitter(body, [], dict(batch_values), kernel.args, kernel.extent)
-    scale = scalar.as_float32(scalar.value(attention.scale))
+    scale = scalar.as_float32(scalar.value(attention.scale, within="scale"))
     body.line(f"qk_scale = {scale.code} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
     body.line("m_i = tl.full((BLOCK_M,), float(\"-inf\"), dtype=tl.float32)")
     body.line("l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)")
@@ -244,7 +245,7 @@ def _online_softmax(kernel: KernelContext, batch_values: dict[IterVar, Value]) -
     keep = "mask_n[None, :]"
     if attention.mask is not None:
         emitter = _emitter(kernel, [_M, _N], {attention.i: 0, attention.j: 1}, batch_values)
-        keep = f"{keep} & ({emitter.value(attention.mask).code})"
+        keep = f"{keep} & {operand(emitter.value(attention.mask, within='mask'), Prec.BIT_AND + 1)}"
     body.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
     body.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
     if attention.mask is not None and not attention.causal:

@@ -234,8 +234,8 @@ def lower_rows(kernel: KernelContext, grid: Grid) -> KernelSource:
             return None
         red = t.reduction
         red_body = substitute(red.body, dict(zip(t.op.axes, read.indices)))
-        red_body = inline_injective(red_body, frozenset(anchors))
-        v = emitter.value(red_body)
+        red_body = emitter.inlined(red_body, frozenset(anchors))
+        v = emitter.value(red_body, within=t.name)
         if 1 in {d for i in read.indices for d in emitter.value(i).dims}:
             raise LoweringError(f"{graph.name}: stage '{t.name}' is read along the reduced axis; it must be read per row")
         floating = red.dtype.startswith(("float", "bfloat"))
@@ -251,6 +251,6 @@ def lower_rows(kernel: KernelContext, grid: Grid) -> KernelSource:
     if out in anchors:
         value = resolve(out_read, emitter)
     else:
-        value = emitter.value(inline_injective(out.op.body, frozenset(anchors)))
+        value = emitter.computed(out, frozenset(anchors))
     kernel.store(emitter, value)
     return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))

@@ -211,7 +211,7 @@ def lower_scan(kernel: KernelContext, grid: Grid) -> KernelSource:
     if out is stage:
         value = resolve(Read(out, out.op.axes, out.dtype), emitter)
     else:
-        value = emitter.value(inline_injective(out.op.body, frozenset({stage})))
+        value = emitter.computed(out, frozenset({stage}))
     kernel.store(emitter, value)
     kernel.body.indent -= 1
     return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
@@ -257,7 +257,7 @@ def _scan_chunk(body: CodeBuilder, emitter: TileEmitter, stage: Tensor, scan_dim
                 acc_dtype: str) -> Value:
     """The scan of this chunk of the rows, combined with the carry, and the carry updated."""
     scan = stage.scan
-    v = emitter.value(inline_injective(scan.body, frozenset({stage})))
+    v = emitter.value(emitter.inlined(scan.body, frozenset({stage})), within=stage.name)
     if dt.is_float(scan.dtype):
         v = emitter.as_float32(v)
     elif v.dtype != acc_dtype:

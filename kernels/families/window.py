@@ -169,7 +169,7 @@ def lower_window(kernel: KernelContext, grid: Grid) -> KernelSource:
     if out in windows:
         value = resolve(Read(out, out.op.axes, out.dtype), emitter)
     else:
-        value = emitter.value(inline_injective(out.op.body, windows))
+        value = emitter.computed(out, windows)
     kernel.store(emitter, value)
     return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
 
@@ -180,7 +180,6 @@ def _window_reduction(kernel: KernelContext, emitter: TileEmitter, read: Read, w
     window axis (static when `unrolled`) adding the body at each window point."""
     body, stage = kernel.body, read.tensor
     red = stage.reduction
-    window_body = inline_injective(substitute(red.body, dict(zip(stage.op.axes, read.indices))), windows)
     floating = dt.is_float(red.dtype)
     acc_type = "float32" if floating else dt.strong(red.dtype)
     identity = REDUCE_IDENTITY[red.op] if floating else int_identity(red.op, acc_type)
@@ -206,9 +205,10 @@ def _window_reduction(kernel: KernelContext, emitter: TileEmitter, read: Read, w
     # a fresh emitter: values that depend on the window point must be computed inside the
     # loop, and nothing computed there may be reused after it
     inner = TileEmitter(body, emitter.dims, inner_axes, kernel.args, kernel.extent, resolve=nested)
-    v = inner.value(window_body)
+    window_body = inner.inlined(substitute(red.body, dict(zip(stage.op.axes, read.indices))), windows)
+    v = inner.value(window_body, within=stage.name)
     if floating:
         v = inner.as_float32(v)
-    body.line(f"{acc} = {combine(red.op, acc, v.code)}")
+    body.line(f"{acc} = {combine(red.op, acc, v)}")
     body.indent = outer_indent
     return Value(acc, frozenset({0, 1}), acc_type)

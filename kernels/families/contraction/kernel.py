@@ -176,7 +176,7 @@ class _ContractionKernel:
         elif (isinstance(factor, Cast) and factor.dtype == operand and is_plain_load(factor.x)
               and widening_only(factor.x)):
             factor = strip_casts(factor.x)  # a prologue cast to the dot's type: load, convert once
-        value = emitter.value(factor)
+        value = emitter.value(factor, within=name)
         if not is_plain_load(factor):
             # computed factors may be non-zero where loads were masked: zero them for the dot
             masked = f"tl.where({emitter.full_mask()}, {emitter.as_float32(value).code}, 0.0)"
@@ -212,15 +212,15 @@ def _epilogue(kernel: KernelContext, batch_values: dict[IterVar, Value], acc_val
     if out is contraction.stage:
         value = acc_value
     else:
-        body = inline_injective(out.op.body, frozenset({contraction.stage}))
-        out_axes = _epilogue_axes(graph, contraction, body, emitter)
+        keep = frozenset({contraction.stage})
+        out_axes = _epilogue_axes(graph, contraction, inline_injective(out.op.body, keep), emitter)
         emitter.axes.update(out_axes)
 
         def resolve(read: Read, emitter: TileEmitter) -> Value | None:
             return acc_value if read.tensor is contraction.stage else None
 
         emitter.resolve = resolve
-        value = emitter.value(body)
+        value = emitter.computed(out, keep)
     kernel.store(emitter, value)
 
 

@@ -185,7 +185,7 @@ class _Reduction:
         """One chunk of `stage`'s reduction into its running value."""
         body, op, rd = self.body, stage.reduction.op, self.rd
         name = ident(stage.name)
-        v = emitter.value(inline_injective(stage.reduction.body, self.keep))
+        v = emitter.value(emitter.inlined(stage.reduction.body, self.keep), within=stage.name)
         floating = dt.is_float(stage.reduction.body.dtype)
         vf = emitter.as_float32(v) if floating else v
         mask = emitter.full_mask()
@@ -243,11 +243,11 @@ class _Reduction:
             kernel.body.line("# the output runs along the reduced axes: a last pass writes it chunk by chunk")
             slots = self.loop("0", "n_red")
             emitter = self.emitter(slots)
-            kernel.store(emitter, emitter.value(inline_injective(out.op.body, self.keep)))
+            kernel.store(emitter, emitter.computed(out, self.keep))
             self.end_loop()
         else:
             emitter = self.emitter(None)
-            kernel.store(emitter, emitter.value(inline_injective(out.op.body, self.keep)))
+            kernel.store(emitter, emitter.computed(out, self.keep))
 
 
 def lower_reduction(kernel: KernelContext, layout: ReduceLayout, grid: Grid) -> KernelSource:
@@ -368,7 +368,8 @@ def _combine_partials(kernel: KernelContext, layout: ReduceLayout) -> CodeBuilde
             combine_body.line(f"{name} = tl.min({first}, axis=1, keep_dims=True)")
         else:
             other = REDUCE_IDENTITY[op]
-            combine_body.line(f"{name}_parts = tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other={other})")
+            load = f"tl.load(ws_{name}_ptr + {where}, mask=mask_rows[:, None], other={other})"
+            combine_body.line(f"{name}_parts = {load}")
             combine_body.line(f"{name} = {REDUCE_FN[op]}({name}_parts, axis=1, keep_dims=True)")
         combine_rows.current[t] = Value(name, frozenset({0}), combine_rows.value_type(t))
     saved = kernel.body

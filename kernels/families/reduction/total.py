@@ -17,7 +17,6 @@ from tiletune.kernels.emit import CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.reduction.layout import ReduceLayout
 from tiletune.kernels.kernel import KernelContext, KernelSource, py_extent
 from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, combine
-from tiletune.tensorexpr.analysis import inline_injective
 from tiletune.tensorexpr.expr import Read
 from tiletune.tensorexpr.tensor import Tensor
 
@@ -60,7 +59,7 @@ def _store_partial_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Re
     body.line("# each total over this program's rows: one partial value per program")
     for t in layout.totals:
         op, name = t.reduction.op, ident(t.name)
-        v = emitter.as_float32(emitter.value(inline_injective(t.reduction.body, rows.keep)))
+        v = emitter.as_float32(emitter.value(emitter.inlined(t.reduction.body, rows.keep), within=t.name))
         x = body.assign(f"{name}_rows", f"tl.where({emitter.expand('mask_rows', 0)}, {v.code}, {REDUCE_IDENTITY[op]})")
         body.line(f"tl.store({workspaces[t]} + pid_rows, {REDUCE_FN[op]}({x}))")
 
@@ -104,7 +103,7 @@ def _combine_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reductio
     combine_emitter.resolve = resolve
     saved, kernel.body = kernel.body, combine_body
     try:
-        value = current[out] if out in current else combine_emitter.value(inline_injective(out.op.body, rows.keep))
+        value = current[out] if out in current else combine_emitter.computed(out, rows.keep)
         kernel.store(combine_emitter, value)
     finally:
         kernel.body = saved
