@@ -9,7 +9,8 @@ the end. The best untried configs seen on the way are the candidates.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from tiletune.search.strategies.base import History
 from tiletune.search.strategies.model import ModelSearch
 
 
+@dataclass(eq=False)
 class SimulatedAnnealing(ModelSearch):
     """`chains` annealing walks of `steps` moves each; half the chains start from the fastest
     measured configs, the rest from random ones.
@@ -28,26 +30,16 @@ class SimulatedAnnealing(ModelSearch):
     the scores.
     """
 
-    name = "annealing"
+    name: ClassVar[str] = "annealing"
 
-    def __init__(
-        self,
-        tile_facts: Callable[[Config], dict],
-        seed: int = 0,
-        *,
-        warmup: int = 8,
-        explore: float = 0.25,
-        chains: int = 4,
-        steps: int = 60,
-        temperature: float = 1.0,
-    ) -> None:
-        super().__init__(tile_facts, seed, warmup=warmup, explore=explore)
-        self.chains, self.steps, self.temperature = chains, steps, temperature
+    _: KW_ONLY
+    chains: int = 4
+    steps: int = 60
+    temperature: float = 1.0
 
     def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
         """Untried configs the chains visited, best scored first."""
-        current = history.fastest(self.chains // 2)
-        current += space.sample(self.rng, self.chains - len(current), exclude=current)
+        current = self.starts(space, history, self.chains, fastest=self.chains // 2)
         scores = list(self.scores(current))
         seen = {c: s for c, s in zip(current, scores) if c not in exclude}
         start = self.temperature * self._spread(history)

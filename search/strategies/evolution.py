@@ -7,7 +7,8 @@ often. Only legal, untried, new children are kept, and the model ranks them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
 
 from tiletune.schedules.config import Config
 from tiletune.schedules.space import ConfigSpace
@@ -15,33 +16,23 @@ from tiletune.search.strategies.base import History
 from tiletune.search.strategies.model import ModelSearch
 
 
+@dataclass(eq=False)
 class Evolution(ModelSearch):
     """`population` parents breed up to `offspring` children per batch (at most `10 *
     offspring` tries); `crossover` is the chance a child has two parents, `mutation` the chance
     a crossed child is also mutated (a child of one parent always is)."""
 
-    name = "evolution"
+    name: ClassVar[str] = "evolution"
 
-    def __init__(
-        self,
-        tile_facts: Callable[[Config], dict],
-        seed: int = 0,
-        *,
-        warmup: int = 8,
-        explore: float = 0.25,
-        population: int = 16,
-        offspring: int = 128,
-        crossover: float = 0.5,
-        mutation: float = 0.5,
-    ) -> None:
-        super().__init__(tile_facts, seed, warmup=warmup, explore=explore)
-        self.population, self.offspring = population, offspring
-        self.crossover, self.mutation = crossover, mutation
+    _: KW_ONLY
+    population: int = 16
+    offspring: int = 128
+    crossover: float = 0.5
+    mutation: float = 0.5
 
     def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
         """Legal untried children of the population, best predicted first."""
-        parents = history.fastest(self.population)
-        parents += space.sample(self.rng, self.population - len(parents), exclude=parents)
+        parents = self.starts(space, history, self.population)
         children: dict[Config, None] = {}
         for _ in range(10 * self.offspring):
             if len(children) >= self.offspring or not parents:

@@ -12,8 +12,9 @@ how it finds promising candidates (`candidates`):
 """
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from random import Random
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -28,32 +29,31 @@ from tiletune.search.strategies.random_search import RandomSearch
 FEATURE_CACHE = 50_000
 
 
+@dataclass(eq=False)
 class ModelSearch:
     """Base of the strategies that search over the cost model; see the module docstring.
 
     `prior` holds (features, latency, workload) rows of other workloads (set by the tuner from
     the DB): with them the model ranks from the first batch, since what was learned on other
-    shapes and operators transfers through the shared features.
+    shapes and operators transfers through the shared features. Subclasses add their own
+    settings as keyword-only fields.
     """
 
-    name = "model-search"
+    name: ClassVar[str] = "model-search"
 
-    def __init__(
-        self,
-        tile_facts: Callable[[Config], dict],
-        seed: int = 0,
-        *,
-        warmup: int = 8,
-        explore: float = 0.25,
-    ) -> None:
-        self.tile_facts = tile_facts
-        self.rng = Random(seed)
-        self.random = RandomSearch(seed)
+    tile_facts: Callable[[Config], dict]
+    seed: int = 0
+    _: KW_ONLY
+    warmup: int = 8
+    explore: float = 0.25
+    prior: list[tuple[np.ndarray, float, str]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = Random(self.seed)
+        self.random = RandomSearch(self.seed)
         # One thread: the training sets are small, the compile workers have the other cores,
         # and on a busy machine xgboost's thread hand-offs cost more than the work (10x or more).
-        self.model = XGBCostModel(seed=seed, nthread=1)
-        self.warmup, self.explore = warmup, explore
-        self.prior: list[tuple[np.ndarray, float, str]] = []
+        self.model = XGBCostModel(seed=self.seed, nthread=1)
         self._features: dict[Config, np.ndarray] = {}
 
     def features(self, config: Config) -> np.ndarray:
@@ -76,6 +76,12 @@ class ModelSearch:
         """`configs` best predicted first (ties keep their order)."""
         scores = self.scores(configs)
         return [configs[i] for i in sorted(range(len(configs)), key=lambda i: (-scores[i], i))]
+
+    def starts(self, space: ConfigSpace, history: History, k: int, fastest: int | None = None) -> list[Config]:
+        """`k` configs to search from: the `fastest` (default all `k`) fastest measured ones,
+        topped up with random ones."""
+        best = history.fastest(k if fastest is None else fastest)
+        return best + space.sample(self.rng, k - len(best), exclude=best)
 
     def fit(self, history: History) -> None:
         """Retrain the model on the measured history plus the prior rows of other workloads."""
@@ -112,26 +118,19 @@ class ModelSearch:
         return picks[:n]
 
 
+@dataclass(eq=False)
 class ModelGuided(ModelSearch):
     """The cost model ranks a pool of untried configs: the one-knob neighbours of the `elite`
     fastest measured configs (where the best ones usually are) and `pool` random ones (so the
     search is not confined to their neighbourhood). The random share of each batch is 10%: the
     pool already spans the space, and every random trial is one the model did not choose."""
 
-    name = "model"
+    name: ClassVar[str] = "model"
 
-    def __init__(
-        self,
-        tile_facts: Callable[[Config], dict],
-        seed: int = 0,
-        *,
-        warmup: int = 8,
-        pool: int = 512,
-        elite: int = 4,
-        explore: float = 0.1,
-    ) -> None:
-        super().__init__(tile_facts, seed, warmup=warmup, explore=explore)
-        self.pool, self.elite = pool, elite
+    _: KW_ONLY
+    explore: float = 0.1
+    pool: int = 512
+    elite: int = 4
 
     def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
         """Neighbours of the fastest configs and a random pool, best predicted first."""
