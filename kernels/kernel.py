@@ -272,6 +272,22 @@ class KernelContext:
         lines.append("    )")
         return "\n".join(lines) + "\n"
 
+    def two_kernel_launcher(self, doc: str, setup: list[str], call: list[str], main_grid: str,
+                            combine_grid: str, combine_constexprs: dict[str, object]) -> str:
+        """`launch()` of a kernel that writes partial results and the `<name>_combine` kernel
+        that combines them: the `setup` lines (sizes, workspaces), the main kernel over
+        `main_grid` with every constexpr, then the combining kernel over `combine_grid` with
+        `combine_constexprs`; both take the positional arguments `call`."""
+        name = ident(self.graph.name)
+        args = [f"        {a}," for a in call]
+        lines = ["", "", self.launch_signature(), f'    """{doc}"""', *setup, f"    {name}_kernel[{main_grid}](", *args]
+        lines += [f"        {c}={v}," for c, v in self.constexprs.items()]
+        lines += [f"        num_warps={self.schedule.num_warps},", f"        num_stages={self.schedule.num_stages},", "    )"]
+        lines += [f"    {name}_combine[{combine_grid}](", *args]
+        lines += [f"        {c}={v}," for c, v in combine_constexprs.items()]
+        lines += ["        num_warps=4,", "    )"]
+        return "\n".join(lines) + "\n"
+
 
 def check_bindings(name: str, schedule: ResolvedSchedule, supported: dict[str, str]) -> None:
     """Refuse bindings this kernel shape cannot honour (rather than silently ignore them)."""

@@ -10,24 +10,20 @@ because only the combining kernel writes it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import CodeBuilder, Dim, TileEmitter, Value, ident
 from tiletune.kernels.families.reduction.layout import ReduceLayout
+from tiletune.kernels.families.reduction.loops import ReductionLoops
 from tiletune.kernels.kernel import KernelContext, KernelSource, py_extent
 from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, combine
 from tiletune.tensorexpr.expr import Read
 from tiletune.tensorexpr.tensor import Tensor
 
-if TYPE_CHECKING:
-    from tiletune.kernels.families.reduction.kernel import _Reduction
-
 # Partial results the combining kernel reads per loop iteration.
 BLOCK_PARTS = 1024
 
 
-def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) -> KernelSource:
+def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: ReductionLoops) -> KernelSource:
     """The two kernels of an operator with totals (see the module docstring); `rows` emits the
     row reductions into `kernel.body`."""
     if not layout.inner:
@@ -47,7 +43,7 @@ def lower_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction) 
     return kernel.source(f"{name}_kernel", text, kernel.params())
 
 
-def _store_partial_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction,
+def _store_partial_totals(kernel: KernelContext, layout: ReduceLayout, rows: ReductionLoops,
                           workspaces: dict[Tensor, str]) -> None:
     """Pass 1, the main kernel: the row reductions of this program's rows, then each total over
     those rows, stored in the program's slot of the total's workspace."""
@@ -64,7 +60,7 @@ def _store_partial_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Re
         body.line(f"tl.store({workspaces[t]} + pid_rows, {REDUCE_FN[op]}({x}))")
 
 
-def _combine_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reduction,
+def _combine_totals(kernel: KernelContext, layout: ReduceLayout, rows: ReductionLoops,
                     workspaces: dict[Tensor, str]) -> CodeBuilder:
     """Pass 2, the combining kernel's body: the partial totals combined chunk by chunk, then the
     output's epilogue on the totals."""
@@ -113,21 +109,12 @@ def _combine_totals(kernel: KernelContext, layout: ReduceLayout, rows: _Reductio
 def _launcher(kernel: KernelContext, layout: ReduceLayout, workspaces: list[str]) -> str:
     """`launch()`: allocate the workspaces (one slot per program), run the main kernel over the
     row tiles, then the combining kernel once."""
-    graph, schedule = kernel.graph, kernel.schedule
-    kernel_name, combine_name = f"{ident(graph.name)}_kernel", f"{ident(graph.name)}_combine"
-    call = kernel.call_args()
-    out_name = kernel.args[graph.output].ptr[: -len("_ptr")]
-    doc = f"Run {kernel_name} over the rows (one partial per program), then {combine_name} to combine them."
-    lines = ["", "", kernel.launch_signature(), f'    """{doc}"""',
-             f"    n_parts = triton.cdiv({py_extent(kernel, layout.rows)}, {schedule.tile('rows')})"]
-    for local in workspaces:
-        lines.append(f"    {local} = torch.empty((n_parts,), dtype=torch.float32, device={out_name}.device)")
-    lines.append(f"    {kernel_name}[(n_parts,)](")
-    lines += [f"        {a}," for a in call]
-    lines += [f"        {c}={v}," for c, v in kernel.constexprs.items()]
-    lines += [f"        num_warps={schedule.num_warps},", f"        num_stages={schedule.num_stages},", "    )"]
-    lines.append(f"    {combine_name}[(1,)](")
-    lines += [f"        {a}," for a in call]
-    lines += [f"        BLOCK_ROWS={schedule.tile('rows')},", f"        BLOCK_PARTS={BLOCK_PARTS},"]
-    lines += ["        num_warps=4,", "    )"]
-    return "\n".join(lines) + "\n"
+    name = ident(kernel.graph.name)
+    out_name = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
+    block_rows = kernel.schedule.tile("rows")
+    setup = [f"    n_parts = triton.cdiv({py_extent(kernel, layout.rows)}, {block_rows})"]
+    setup += [f"    {local} = torch.empty((n_parts,), dtype=torch.float32, device={out_name}.device)"
+              for local in workspaces]
+    return kernel.two_kernel_launcher(
+        f"Run {name}_kernel over the rows (one partial per program), then {name}_combine to combine them.",
+        setup, kernel.call_args(), "(n_parts,)", "(1,)", {"BLOCK_ROWS": block_rows, "BLOCK_PARTS": BLOCK_PARTS})
