@@ -7,7 +7,7 @@ stages are different loops.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 from tiletune.errors import DSLError
 from tiletune.tensorexpr import dtypes as dt
@@ -16,11 +16,18 @@ from tiletune.tensorexpr.ops import (  # noqa: F401 - re-exported: the operators
     ScanOp, UnaryOp, op_of,
 )
 
-if TYPE_CHECKING:
-    from tiletune.tensorexpr.tensor import Tensor
-
 Scalar = Union[int, float, bool]
 ExprLike = Union["Expr", int, float, bool]
+
+
+class TensorRef:
+    """What a `Read` reads: a named tensor with a shape and a dtype. `tensor.Tensor` is the one
+    kind; the IR names only this base, so it needs nothing of the module that builds tensors."""
+
+    __slots__ = ()
+    name: str
+    shape: tuple[Expr, ...]
+    dtype: str
 
 
 class Expr:
@@ -158,7 +165,7 @@ class IterVar(Expr):
 class Read(Expr):
     """`tensor[indices]`: one element of a placeholder or of another stage."""
 
-    tensor: Tensor
+    tensor: TensorRef
     indices: tuple[Expr, ...]
     dtype: str
 
@@ -279,9 +286,7 @@ def as_expr(value: ExprLike, what: str = "operand") -> Expr:
         return Const(value, dt.WEAK_INT)
     if isinstance(value, float):
         return Const(value, dt.WEAK_FLOAT)
-    from tiletune.tensorexpr.tensor import Tensor
-
-    if isinstance(value, Tensor):
+    if isinstance(value, TensorRef):
         raise DSLError(
             f"{what}: tensor '{value.name}' used as a value; index it, e.g. {value.name}[i, j]"
         )
@@ -442,8 +447,3 @@ def substitute(e: Expr, mapping: dict[Expr, Expr]) -> Expr:
 def axes_of(e: Expr) -> set[IterVar]:
     """The axes an expression depends on."""
     return {n for n in walk(e) if isinstance(n, IterVar)}
-
-
-def dims_of(e: Expr) -> set[DimVar]:
-    """The symbolic dims an expression mentions."""
-    return {n for n in walk(e) if isinstance(n, DimVar)}

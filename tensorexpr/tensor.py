@@ -1,8 +1,8 @@
 """Tensors and the DSL's constructors: `placeholder`, `compute`, `reduce_axis`, reductions."""
 from __future__ import annotations
 
-import math
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -20,7 +20,10 @@ from tiletune.tensorexpr.expr import (
     IterVar,
     Read,
     Reduce,
+    ReduceOp,
     Scan,
+    ScanOp,
+    TensorRef,
     Unary,
     as_expr,
     describe,
@@ -48,7 +51,7 @@ class ComputeOp:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Tensor:
+class Tensor(TensorRef):
     """A named multi-dimensional value: an input (placeholder) or a computed stage."""
 
     name: str
@@ -256,7 +259,7 @@ def _check_body(name: str, axes: tuple[IterVar, ...], body: Expr) -> None:
         raise DSLError(f"compute '{name}': a stage of bools is not supported; use te.where(cond, 1.0, 0.0)")
 
 
-def _reduce(op: str, body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:
+def _reduce(op: ReduceOp, body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:
     axes = (axis,) if isinstance(axis, IterVar) else tuple(axis)
     if not axes:
         raise DSLError(f"te.{op}: give at least one reduce axis (axis=k)")
@@ -274,31 +277,31 @@ def _reduce(op: str, body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:
 
 def sum(body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:  # noqa: A001 - the DSL's name
     """Sum of `body` over the reduce axes."""
-    return _reduce("sum", body, axis)
+    return _reduce(ReduceOp.SUM, body, axis)
 
 
 def max(body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:  # noqa: A001
     """Maximum of `body` over the reduce axes."""
-    return _reduce("max", body, axis)
+    return _reduce(ReduceOp.MAX, body, axis)
 
 
 def min(body: ExprLike, axis: IterVar | Sequence[IterVar]) -> Expr:  # noqa: A001
     """Minimum of `body` over the reduce axes."""
-    return _reduce("min", body, axis)
+    return _reduce(ReduceOp.MIN, body, axis)
 
 
 def argmax(body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object = "int64") -> Expr:
     """Index of the maximum of `body` over the reduce axes (row-major over several axes; the
     first index on ties, as torch.argmax); `dtype` is int64 or int32."""
-    return _arg_reduce("argmax", body, axis, dtype)
+    return _arg_reduce(ReduceOp.ARGMAX, body, axis, dtype)
 
 
 def argmin(body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object = "int64") -> Expr:
     """Index of the minimum of `body` over the reduce axes (first index on ties)."""
-    return _arg_reduce("argmin", body, axis, dtype)
+    return _arg_reduce(ReduceOp.ARGMIN, body, axis, dtype)
 
 
-def _arg_reduce(op: str, body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object) -> Expr:
+def _arg_reduce(op: ReduceOp, body: ExprLike, axis: IterVar | Sequence[IterVar], dtype: object) -> Expr:
     index_dtype = dt.canonical(dtype)
     if index_dtype not in ("int32", "int64"):
         raise DSLError(f"te.{op}: the index dtype must be int32 or int64, got {index_dtype}")
@@ -311,12 +314,13 @@ def _arg_reduce(op: str, body: ExprLike, axis: IterVar | Sequence[IterVar], dtyp
 assert set(REDUCE_OPS) == {"sum", "max", "min"}
 
 
-def scan(op: str, body: ExprLike, axis: IterVar) -> Expr:
+def scan(op: ScanOp | str, body: ExprLike, axis: IterVar) -> Expr:
     """The inclusive scan of `body` along the stage's spatial `axis` with the associative
     combine `op` ("sum", "prod", "max" or "min"): `te.compute((N, D), lambda i, j:
     te.scan("sum", x[i, j], axis=j))` is torch.cumsum(x, dim=1)."""
     if op not in SCAN_OPS:
         raise DSLError(f"te.scan: unknown combine {op!r}; expected one of {', '.join(SCAN_OPS)}")
+    op = ScanOp(op)
     what = f"te.cum{op}"
     if not isinstance(axis, IterVar):
         raise DSLError(f"{what}: axis must be an axis of the stage (a lambda parameter), got {axis!r}")
@@ -335,19 +339,19 @@ def scan(op: str, body: ExprLike, axis: IterVar) -> Expr:
 
 def cumsum(body: ExprLike, axis: IterVar) -> Expr:
     """Inclusive cumulative sum of `body` along the stage's `axis` (torch.cumsum)."""
-    return scan("sum", body, axis)
+    return scan(ScanOp.SUM, body, axis)
 
 
 def cumprod(body: ExprLike, axis: IterVar) -> Expr:
     """Inclusive cumulative product of `body` along the stage's `axis` (torch.cumprod)."""
-    return scan("prod", body, axis)
+    return scan(ScanOp.PROD, body, axis)
 
 
 def cummax(body: ExprLike, axis: IterVar) -> Expr:
     """Running maximum of `body` along the stage's `axis` (the values of torch.cummax)."""
-    return scan("max", body, axis)
+    return scan(ScanOp.MAX, body, axis)
 
 
 def cummin(body: ExprLike, axis: IterVar) -> Expr:
     """Running minimum of `body` along the stage's `axis` (the values of torch.cummin)."""
-    return scan("min", body, axis)
+    return scan(ScanOp.MIN, body, axis)

@@ -16,16 +16,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Cycles known and left as they are, each with the reason; any other cycle fails the test.
-# (There is no Ray-related one: search/backends.py imports the optional Ray backend inside
-# open_backend, and both backends read device requests from search/devices.py.)
-ALLOWED_CYCLES = {
-    # Inside the DSL and the reduction family (their owners know): expr.py imports Tensor (for
-    # type hints and in one function) from tensor.py, which builds on expr.py; total.py names
-    # the reduction kernel's class in a type hint.
-    frozenset({"tiletune.tensorexpr.expr", "tiletune.tensorexpr.tensor"}),
-    frozenset({"tiletune.kernels.families.reduction.kernel", "tiletune.kernels.families.reduction.total"}),
-}
+# None is allowed. (There is no Ray-related one: search/backends.py imports the optional Ray
+# backend inside open_backend, and both backends read device requests from search/devices.py.)
 
 
 def project_modules() -> dict[str, tuple[Path, bool]]:
@@ -106,12 +98,12 @@ def test_the_graph_sees_function_level_imports_and_the_folder_mapping() -> None:
 
 def test_no_import_cycles_between_project_modules() -> None:
     graph = import_graph(project_modules())
-    unexpected = [c for c in cycles(graph) if frozenset(c) not in ALLOWED_CYCLES]
+    found = list(cycles(graph))
     lines = []
-    for component in unexpected:
+    for component in found:
         lines.append("cycle: " + ", ".join(sorted(component)))
         for module in sorted(component):
             path = project_modules()[module][0].relative_to(ROOT)
             lines += [f"  {path}:{line} imports {other}" for other, line in sorted(graph[module].items())
                       if other in component]
-    assert not unexpected, "import cycles between project modules:\n" + "\n".join(lines)
+    assert not found, "import cycles between project modules:\n" + "\n".join(lines)
