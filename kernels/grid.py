@@ -36,8 +36,8 @@ class Extent:
 
     exprs: tuple[Expr, ...]
 
-    def code(self, k: KernelContext) -> str:
-        return " * ".join(k.extent(e) for e in self.exprs) or "1"
+    def code(self, kernel: KernelContext) -> str:
+        return " * ".join(kernel.extent(e) for e in self.exprs) or "1"
 
     def size(self, dims: Mapping[str, int], sm_count: int | None) -> int:
         return math.prod(evaluate_extent(e, dims) for e in self.exprs)
@@ -50,8 +50,8 @@ class Tiles:
     extent: Extent
     block: int
 
-    def code(self, k: KernelContext) -> str:
-        return f"triton.cdiv({self.extent.code(k)}, {self.block})"
+    def code(self, kernel: KernelContext) -> str:
+        return f"triton.cdiv({self.extent.code(kernel)}, {self.block})"
 
     def size(self, dims: Mapping[str, int], sm_count: int | None) -> int:
         return cdiv(self.extent.size(dims, sm_count), self.block)
@@ -63,7 +63,7 @@ class Constant:
 
     value: int
 
-    def code(self, k: KernelContext) -> str:
+    def code(self, kernel: KernelContext) -> str:
         return str(self.value)
 
     def size(self, dims: Mapping[str, int], sm_count: int | None) -> int:
@@ -76,8 +76,8 @@ class Product:
 
     terms: tuple[Term, ...]
 
-    def code(self, k: KernelContext) -> str:
-        return " * ".join(t.code(k) for t in self.terms)
+    def code(self, kernel: KernelContext) -> str:
+        return " * ".join(t.code(kernel) for t in self.terms)
 
     def size(self, dims: Mapping[str, int], sm_count: int | None) -> int:
         return math.prod(t.size(dims, sm_count) for t in self.terms)
@@ -91,11 +91,11 @@ class Persistent:
     work: Term
     per_sm: int
 
-    def code(self, k: KernelContext) -> str:
-        out = k.args[k.graph.output].ptr[: -len("_ptr")]
+    def code(self, kernel: KernelContext) -> str:
+        out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
         programs = (f"(torch.cuda.get_device_properties({out}.device).multi_processor_count * {self.per_sm} "
                     f"if {out}.is_cuda else {INTERPRETER_PROGRAMS})")
-        return f"min({self.work.code(k)}, {programs})"
+        return f"min({self.work.code(kernel)}, {programs})"
 
     def size(self, dims: Mapping[str, int], sm_count: int | None) -> int:
         slots = INTERPRETER_PROGRAMS if sm_count is None else sm_count * self.per_sm
@@ -111,9 +111,9 @@ class Grid:
 
     axes: tuple[Term, ...]
 
-    def code(self, k: KernelContext) -> list[str]:
+    def code(self, kernel: KernelContext) -> list[str]:
         """Each axis as the launcher's Python."""
-        return [axis.code(k) for axis in self.axes]
+        return [axis.code(kernel) for axis in self.axes]
 
     def shape(self, dims: Mapping[str, int], sm_count: int | None) -> tuple[int, ...]:
         """Programs along each axis at `dims` on a GPU of `sm_count` SMs (None: the interpreter)."""

@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import ClassVar, Mapping
 
 from tiletune.kernels.facts import TileFacts
+from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Grid
 from tiletune.kernels.kernel import KernelContext, KernelSource
-from tiletune.kernels.families.pattern import Pattern
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr.analysis import OpClass
 from tiletune.tensorexpr.expr import IterVar, Read, walk

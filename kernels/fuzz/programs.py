@@ -22,7 +22,16 @@ import math
 import random
 from typing import Callable
 
-from tiletune.kernels.fuzz.builder import Builder, ELEMENT_BUDGET, INPUT_BOUND, Leaf, axis_ref, random_value, read, unify
+from tiletune.kernels.fuzz.builder import (
+    ELEMENT_BUDGET,
+    INPUT_BOUND,
+    Builder,
+    Leaf,
+    axis_ref,
+    random_value,
+    read,
+    unify,
+)
 from tiletune.kernels.fuzz.program import Program, nodes
 
 # -- templates ------------------------------------------------------------------------------

@@ -90,10 +90,9 @@ def run_pair_text(program_text: str, config: str | None, seed: int = 0) -> dict:
 
 def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) -> PairResult:
     """Check one pair (`config` None: one drawn from the space with `seed`)."""
+    from tiletune.kernels.families import analyse, default_schedule
     from tiletune.kernels.lower import lower
     from tiletune.kernels.verify import check
-    from tiletune.kernels.families import default_schedule
-    from tiletune.kernels.families import analyse
 
     start = time.perf_counter()
     text = fp.dumps(program)

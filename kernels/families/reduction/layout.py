@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 
 from tiletune.errors import LoweringError
-from tiletune.tensorexpr import dtypes as dt
 from tiletune.kernels.families.pattern import Pattern
+from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
 from tiletune.tensorexpr.expr import REDUCE_OPS, Expr, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
