@@ -21,6 +21,7 @@ def test_every_bench_file_is_a_script_or_a_known_helper() -> None:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.slow
 def test_bench_script_help_runs_from_the_checkout(script: str) -> None:
     done = subprocess.run([sys.executable, f"bench/{script}", "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)

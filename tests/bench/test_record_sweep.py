@@ -19,6 +19,7 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 def test_a_sweep_is_recorded_then_resumed_without_measuring_again(tmp_path, capsys):
     script = _script()
     out = tmp_path / "sweep.jsonl"

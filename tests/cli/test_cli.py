@@ -77,6 +77,7 @@ def tuned(tmp_path_factory, private_kernel_cache) -> tuple[Path, Result]:
 # --- autotune --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_autotune_writes_every_trial_to_the_db_as_simulated_records(tuned):
     db_path, result = tuned
     assert result.exit_code == 0, result.output
@@ -110,6 +111,7 @@ def test_autotune_summary_names_best_config_trials_failures_db_and_says_simulate
     assert re.search(rf"^db\s+{re.escape(str(db_path))}$", out, re.MULTILINE), out
 
 
+@pytest.mark.slow
 def test_autotune_without_db_option_writes_to_TILETUNE_DB(tmp_path, monkeypatch):
     env_db = tmp_path / "from-env.db"
     cwd = tmp_path / "cwd"
@@ -126,6 +128,7 @@ def test_autotune_without_db_option_writes_to_TILETUNE_DB(tmp_path, monkeypatch)
     assert listed.exit_code == 0 and str(env_db) in listed.stdout and "N=5" in listed.stdout
 
 
+@pytest.mark.slow
 def test_autotune_an_operator_from_a_users_file_then_load_it(rmsnorm_file, tmp_path):
     db = tmp_path / "user.db"
     result = invoke("autotune", f"{rmsnorm_file}:rmsnorm", "--shape", "N=37,D=70",
@@ -143,6 +146,7 @@ def test_autotune_an_operator_from_a_users_file_then_load_it(rmsnorm_file, tmp_p
     torch.testing.assert_close(op(x, w), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_autotune_again_resumes_without_measuring_a_config_twice(tuned, tmp_path):
     db = copy_db(tuned[0], tmp_path / "resumed.db")
     result = autotune_matmul(db)
@@ -268,6 +272,7 @@ def test_show_with_a_bad_argument_is_one_error_line(args, words, tmp_path):
 # --- the installed entry point ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_installed_tiletune_command_tunes_lists_and_shows_end_to_end(tmp_path):
     exe = Path(sys.executable).with_name("tiletune")
     assert exe.exists(), f"no tiletune entry point next to {sys.executable}"
@@ -291,6 +296,7 @@ def test_installed_tiletune_command_tunes_lists_and_shows_end_to_end(tmp_path):
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and bad.stderr.startswith("error:")
 
 
+@pytest.mark.slow
 def test_autotune_many_workloads_from_a_file_under_one_budget(tmp_path):
     workloads = tmp_path / "w.json"
     workloads.write_text('[{"op": "add", "shape": "N=300,D=1000", "dtype": "float32"},'

@@ -211,6 +211,7 @@ def test_an_operator_name_that_is_a_file_path_is_never_imported(db_copy, tmp_pat
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_tuning_into_a_db_with_bad_records_skips_them_and_keeps_them(db_copy, tmp_path):
     path, best = db_copy
     for make in ALL_BAD.values():

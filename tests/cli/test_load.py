@@ -145,6 +145,7 @@ def test_untuned_warning_of_a_users_operator_suggests_a_command_that_tunes_it(rm
 # --- tuned, nearest, and configs the DB should not have ---------------------------------------
 
 
+@pytest.mark.slow
 def test_selection_is_tuned_at_the_tuned_shape_and_nearest_elsewhere(tuned_db):
     op = tt.load("matmul", db=tuned_db)
     at_tuned = random_inputs([(37, 70), (70, 45)])

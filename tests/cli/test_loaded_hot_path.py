@@ -5,7 +5,7 @@ No DB read, no lowering, no hashing, no file work; and the Python around the lau
 from __future__ import annotations
 
 import dataclasses
-import time
+import sys
 
 import pytest
 import torch
@@ -50,8 +50,9 @@ def test_the_cached_path_keeps_checking_its_inputs(tmp_path):
 
 
 def test_python_dispatch_per_call_stays_small(tmp_path):
-    """The loaded call with the launch replaced by a no-op, against the no-op called directly:
-    a bound generous enough for a busy 2-core CI machine (about 1-3 us is typical)."""
+    """What a cached call runs before its launch, counted rather than timed (a timing would
+    measure the machine's load; bench/call_overhead.py times it): a frame or two of tiletune's
+    Python, a dict lookup and the output's allocation."""
     op = tt.load("matmul", db=tmp_path / "none.db")
     a, b = torch.randn(9, 5, dtype=torch.float16), torch.randn(5, 7, dtype=torch.float16)
     op.selection(a, b)
@@ -59,12 +60,22 @@ def test_python_dispatch_per_call_stays_small(tmp_path):
     entry = op._entries[key]
     calls = []
     op._entries[key] = dataclasses.replace(entry, launch=lambda *args: calls.append(len(args)))
-    n = 2000
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(n):
-            op(a, b)
-        best = min(best, (time.perf_counter() - start) / n)
-    assert calls[0] == 2 + 1 + 3  # inputs, output, dims
-    assert best < 50e-6, f"a cached loaded call costs {best * 1e6:.1f} us of Python"
+    op(a, b)
+    events: list[tuple[str, str]] = []
+
+    def record(frame, event, arg):
+        if event == "call":
+            events.append(("python", frame.f_code.co_name))
+        elif event == "c_call":
+            events.append(("builtin", arg.__name__))
+
+    sys.setprofile(record)
+    try:
+        op(a, b)
+    finally:
+        sys.setprofile(None)
+    launch = events.index(("python", "<lambda>"))  # the stand-in launch; what follows is the test's
+    before = events[:launch]
+    assert calls == [2 + 1 + 3] * 2  # inputs, output, dims
+    assert sum(kind == "python" for kind, _ in before) <= 3, before
+    assert {name for kind, name in before if kind == "builtin"} <= {"get", "empty"}, before

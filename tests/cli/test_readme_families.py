@@ -52,6 +52,7 @@ def test_readme_operator_matches_the_reference(families, name, op_class, dims, d
     assert verdict.ok, verdict.reason
 
 
+@pytest.mark.slow
 def test_readme_autotune_line_tunes_on_the_simulated_h100(families_file, tmp_path):
     result = CliRunner().invoke(main, [
         "autotune", f"{families_file}:max_pool_2x2", "--shape", "N=2,C=8,H=30,W=30",
@@ -62,6 +63,7 @@ def test_readme_autotune_line_tunes_on_the_simulated_h100(families_file, tmp_pat
     assert "best" in result.stdout
 
 
+@pytest.mark.slow
 def test_an_attribute_variant_is_an_operator_name_on_the_command_line(tmp_path):
     result = CliRunner().invoke(main, [
         "autotune", "softmax_nd[dim=1]", "--shape", "A=2,B=5,C=3,D=7", "--dtype", "float32",

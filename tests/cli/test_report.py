@@ -131,6 +131,7 @@ def device_section(stdout: str, device_name: str) -> str:
     return section
 
 
+@pytest.mark.slow
 def test_show_prints_the_curve_and_failures_of_a_tuning_run(tuned_add):
     result = invoke(*SHOW_ADD, "--db", str(tuned_add))
     assert result.exit_code == 0, result.output

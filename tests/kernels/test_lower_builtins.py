@@ -73,6 +73,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, dtype, shape_no, label", CASES)
+@pytest.mark.slow
 def test_builtin_matches_reference(lowered, name, dtype, shape_no, label):
     graph = BUILTINS[name].graph(dtype)
     dims = SHAPES[_family(name)][shape_no]

@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 
 ray = pytest.importorskip("ray", reason='the Ray executor needs the ray extra: pip install "tiletune[ray]"')
+pytestmark = pytest.mark.slow  # a Ray cluster and worker processes: over a minute on 2 cores
 
 from tiletune.kernels.task import TaskSpec  # noqa: E402
 from tiletune.search.execution.ray_tasks import RayTaskExecutor, init  # noqa: E402

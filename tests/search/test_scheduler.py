@@ -58,6 +58,7 @@ def test_a_missing_workloads_file_is_refused(tmp_path):
         load_workloads(tmp_path / "nope.json")
 
 
+@pytest.mark.slow
 def test_the_scheduler_spends_the_total_budget_and_favours_the_heavier_workload(tmp_path):
     specs = [TaskSpec.make("add", {"N": 300, "D": 1000}, "float32"),
              TaskSpec.make("softmax", {"N": 1000, "D": 512}, "float32")]

@@ -157,6 +157,7 @@ def best_found(name: str, seed: int) -> tuple[int, int | None]:
     return best, first
 
 
+@pytest.mark.slow
 def test_annealing_and_evolution_find_the_top_configs_much_sooner_than_random():
     """Over 5 seeds: the model searches' median best rank is within the true top 0.5 % and at
     most a third of random search's (whose expected best of 48 draws from 4032 is rank ~80),

@@ -12,6 +12,8 @@ from tiletune.search.strategies import History, ModelGuided, RandomSearch
 from tiletune.search.tuner import Budget, Tuner
 from tiletune.tuning_db import TuningDB, Workload
 
+pytestmark = pytest.mark.slow  # each test starts worker pools and tunes
+
 ADD = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
 MATMUL = TaskSpec.make("matmul", {"M": 256, "N": 256, "K": 256}, "float16")
 

@@ -90,9 +90,10 @@ def test_timeout_kills_the_worker_and_a_replacement_serves_the_next_task(pool, f
     pid = pool.run(fx.getpid).value
     start = time.monotonic()
     result = pool.run(fx.sleep_for, 60, timeout=0.5)
-    assert time.monotonic() - start < 5
+    # the task sleeps 60 s: well under that means it was killed, however busy the machine
+    assert time.monotonic() - start < 30
     assert (result.ok, result.status) == (False, "timeout")
-    assert "0.5 s" in result.reason and 0.5 <= result.seconds < 5
+    assert "0.5 s" in result.reason and 0.5 <= result.seconds < 30
     assert pool.restarts == 1
     follow = pool.run(fx.getpid)
     assert follow.ok and follow.value != pid
@@ -168,7 +169,7 @@ def test_close_with_a_hung_task_returns_within_seconds(fx, tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - interrupted_at[0] < 3
+    assert time.monotonic() - interrupted_at[0] < 30  # the task hangs for 600 s
     assert pool.closed
     pool.close()  # a second close does nothing
     with pytest.raises(ProcessLookupError):
@@ -180,7 +181,7 @@ def test_a_task_that_ignores_sigterm_is_killed_after_the_grace_period(fx):
         start = time.monotonic()
         result = pool.run(fx.ignore_sigterm_and_hang, timeout=0.3)
         assert result.status == "timeout"
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 30  # the task hangs for 600 s
         assert pool.run(fx.square, 2).value == 4
 
 

@@ -164,6 +164,7 @@ COMPILE_WORKLOADS = [
 ]
 
 
+@pytest.mark.slow
 def test_default_configs_compile_for_sm90():
     """Each built-in's default config AOT-compiles for Hopper, in compiling worker processes
     (TRITON_INTERPRET=0), within the device's registers and shared memory."""
@@ -183,6 +184,7 @@ def test_default_configs_compile_for_sm90():
         assert res.value.data["tile"]["programs"] > 0
 
 
+@pytest.mark.slow
 def test_autotune_attention_on_sim_h100(tmp_path):
     import tiletune as tt
 

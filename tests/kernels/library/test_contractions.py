@@ -198,6 +198,7 @@ COMPILE_WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_every_default_and_a_split_k_config_compile_for_sm90(tmp_path):
     cases = [dict(id=name, op=name, dims={k: max(v, 16) for k, v in dims.items()}, dtype="float16", values=None)
              for name, dims in SHAPES.items()]
@@ -215,6 +216,7 @@ def test_every_default_and_a_split_k_config_compile_for_sm90(tmp_path):
     assert results["split"]["kernels"] == ["matmul_bias_gelu_kernel", "matmul_bias_gelu_reduce_kernel"]
 
 
+@pytest.mark.slow
 def test_a_split_k_workload_tunes_on_the_simulated_h100(tmp_path):
     report = tt.autotune("matmul_bias_silu", dict(M=64, N=64, K=2048), dtype="float16", device="sim-h100",
                          trials=2, batch_size=2, workers=1, db=tmp_path / "t.db")

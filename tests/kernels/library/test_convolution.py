@@ -122,6 +122,7 @@ def test_bad_parameters_and_ungroupable_channels_are_refused():
         default_schedule(graph, dict(N=1, C=4, H=5, W=5, K=5, R=3, S=3))
 
 
+@pytest.mark.slow
 def test_default_configs_aot_compile_for_sm90():
     from tiletune.kernels.task import TaskSpec
     from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
@@ -145,6 +146,7 @@ def test_default_configs_aot_compile_for_sm90():
         assert res.value.data["usage"]["registers"] > 0
 
 
+@pytest.mark.slow
 def test_autotune_on_simulated_h100(tmp_path):
     report = tt.autotune("conv2d_s2_p1", dict(N=1, C=3, H=13, W=13, K=8, R=3, S=3), dtype="float16",
                          device="sim-h100", trials=2, batch_size=2, workers=2, db=tmp_path / "t.db")

@@ -165,6 +165,7 @@ def test_verification_of_a_rank_4_candidate_stays_small():
     assert small == dict(N=8, C=5, H=5, W=56)
 
 
+@pytest.mark.slow
 def test_an_operator_with_attributes_tunes_under_its_own_name(tmp_path):
     # workers rebuild the variant from its reference, `leaky_relu[negative_slope=0.2]`
     op = activations.leaky_relu.with_attrs(negative_slope=0.2)
@@ -186,6 +187,7 @@ def test_attribute_references_are_literals_only(ref, message):
         resolve_operator(ref)
 
 
+@pytest.mark.slow
 def test_tuning_a_broadcast_builtin_on_the_simulated_h100(tmp_path):
     report = tt.autotune("broadcast_add", {"N": 4, "C": 32, "H": 14, "W": 14}, dtype="float16",
                          device="sim-h100", trials=2, batch_size=2, workers=1, db=tmp_path / "t.db")
@@ -193,6 +195,7 @@ def test_tuning_a_broadcast_builtin_on_the_simulated_h100(tmp_path):
     assert report.best_latency_us > 0
 
 
+@pytest.mark.slow
 def test_every_elementwise_and_activation_builtin_compiles_for_sm90():
     from tiletune.kernels.task import TaskSpec
     from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool

@@ -42,6 +42,7 @@ VARIANTS = ["softmax_nd[dim=1]", "log_softmax_nd[dim=0]", "sum4d[axes=(0, 2)]", 
 
 
 @pytest.mark.parametrize("ref", sorted(BUILTINS) + VARIANTS)
+@pytest.mark.slow
 def test_a_tuning_trial_of_every_builtin(ref):
     op = resolve_operator(ref)
     dims = SHAPES[op.dim_names]

@@ -111,6 +111,7 @@ def test_a_user_operator_on_fp8_placeholders_lowers_and_matches(lowered):
     assert verdict.ok, verdict.reason
 
 
+@pytest.mark.slow
 def test_matmul_fp8_tunes_on_the_simulated_h100(tmp_path):
     report = tt.autotune("matmul_fp8", dict(M=256, N=256, K=512), dtype="float16", device="sim-h100",
                          trials=2, batch_size=2, workers=1, db=tmp_path / "t.db")
@@ -148,6 +149,7 @@ COMPILE_WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_matmul_fp8_compiles_for_sm90_to_fp8_wgmma(tmp_path):
     cases = [
         dict(id="default", dims=dict(M=33, N=17, K=65), values={}),

@@ -103,6 +103,7 @@ def test_cross_entropy_matches_torch_with_ignored_targets(lowered, dtype):
     assert torch.isnan(everything_ignored)  # as torch: a mean over no rows
 
 
+@pytest.mark.slow
 def test_cross_entropy_combines_many_row_programs(lowered):
     """More partials than the combining kernel reads in one iteration: its loop runs."""
     dims = dict(N=1100, C=3)
@@ -168,6 +169,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_every_builtin_of_the_family_compiles_for_sm90(tmp_path):
     cases = {"mse_loss": dict(N=64, D=4099), "huber_loss": dict(N=8, D=4096),
              "cross_entropy": dict(N=64, C=4099), "kl_div": dict(N=32, C=1000)}
@@ -180,6 +182,7 @@ def test_every_builtin_of_the_family_compiles_for_sm90(tmp_path):
     assert set(registers) == set(cases) and all(r > 0 for r in registers.values())
 
 
+@pytest.mark.slow
 def test_autotune_cross_entropy_on_the_simulated_h100(tmp_path):
     report = tiletune.autotune("cross_entropy", {"N": 64, "C": 1000}, dtype="float16",
                                device="sim-h100", trials=3, db=tmp_path / "t.db", workers=1)

@@ -71,6 +71,7 @@ def test_sum_to_a_scalar_split_across_programs(lowered, dtype, dims):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dim", [0, 1, 2, 3])
+@pytest.mark.slow
 def test_softmax_log_softmax_and_l2_normalize_along_any_dim(lowered, dtype, dim):
     x = torch.randn(2, 3, 5, 17).to(getattr(torch, dtype))
     for name, want in (("softmax_nd", torch.softmax(x.double(), dim)),
@@ -155,6 +156,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_every_builtin_of_the_family_compiles_for_sm90(tmp_path):
     cases = {n: (D4 if "A" in BUILTINS[n].dim_names else
                  {d: 8 for d in BUILTINS[n].dim_names}) for m in ("reductions", "normalizations")
@@ -168,6 +170,7 @@ def test_every_builtin_of_the_family_compiles_for_sm90(tmp_path):
     assert set(registers) == set(cases) and all(r > 0 for r in registers.values())
 
 
+@pytest.mark.slow
 def test_autotune_a_looped_softmax_on_the_simulated_h100(tmp_path):
     report = tiletune.autotune("softmax_nd", {"A": 1, "B": 4, "C": 3, "D": 5000}, dtype="float16",
                                device="sim-h100", trials=4, db=tmp_path / "t.db", workers=1)

@@ -179,6 +179,7 @@ def test_unsupported_scan_patterns_fail_at_lowering_with_the_reason():
 # --- AOT compile and tuning -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_builtin_default_config_compiles_for_sm90():
     from tiletune.kernels.task import TaskSpec
     from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
@@ -193,6 +194,7 @@ def test_every_builtin_default_config_compiles_for_sm90():
         assert res.value.data["usage"]["registers"] > 0 and res.value.data["usage"]["spill_bytes"] == 0
 
 
+@pytest.mark.slow
 def test_autotune_cumsum_on_the_simulated_h100(tmp_path):
     import tiletune as tt
 

@@ -41,6 +41,7 @@ def cases():
 
 
 @pytest.mark.parametrize("name, dims, dtype, values", list(cases()))
+@pytest.mark.slow
 def test_builtin_matches_reference(verified, name, dims, dtype, values):
     verified(getattr(windows, name).graph(dtype), dims, **values)
 
@@ -161,6 +162,7 @@ TUNE_DIMS_2D = dict(N=8, C=64, H=56, W=56)
 TUNE_DIMS_1D = dict(N=8, C=64, L=1001)
 
 
+@pytest.mark.slow
 def test_default_configs_compile_for_sm90():
     """Each built-in's default config AOT-compiles for Hopper, in one compiling worker process
     (this process interprets), with sane resources."""
@@ -180,6 +182,7 @@ def test_default_configs_compile_for_sm90():
         assert 0 < usage["registers"] <= 255 and usage["spill_bytes"] == 0, (spec, usage)
 
 
+@pytest.mark.slow
 def test_autotune_a_window_builtin_on_the_simulated_h100(tmp_path):
     import tiletune as tt
 
