@@ -72,24 +72,23 @@ class Tensor(TensorRef):
     @property
     def reduction(self) -> Reduce | None:
         """The reduction at the root of this stage's body, if it is a reduction stage."""
-        if isinstance(self.op, ComputeOp):
-            body = self.op.body
-            while isinstance(body, Cast):
-                body = body.x
-            if isinstance(body, Reduce):
-                return body
-        return None
+        root = self._root()
+        return root if isinstance(root, Reduce) else None
 
     @property
     def scan(self) -> Scan | None:
         """The scan at the root of this stage's body, if it is a scan stage."""
-        if isinstance(self.op, ComputeOp):
-            body = self.op.body
-            while isinstance(body, Cast):
-                body = body.x
-            if isinstance(body, Scan):
-                return body
-        return None
+        root = self._root()
+        return root if isinstance(root, Scan) else None
+
+    def _root(self) -> Expr | None:
+        """A computed stage's body under its casts (None for a placeholder)."""
+        if not isinstance(self.op, ComputeOp):
+            return None
+        body = self.op.body
+        while isinstance(body, Cast):
+            body = body.x
+        return body
 
     def __getitem__(self, index: ExprLike | tuple[ExprLike, ...]) -> Expr:
         indices = index if isinstance(index, tuple) else (index,)

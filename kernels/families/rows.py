@@ -21,7 +21,7 @@ from tiletune.kernels.grid import Extent, Grid, Product, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings
 from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, int_identity
 from tiletune.schedules.knobs import Choice, PowerOfTwo
-from tiletune.schedules.limits import next_pow2, no_larger_than_axis
+from tiletune.schedules.limits import next_pow2, no_larger_than_axis, tile_at_most
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
 from tiletune.tensorexpr.expr import DimVar, Expr, IterVar, Read, substitute, walk
@@ -140,12 +140,7 @@ class RowsFamily(Family):
             schedule.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 4096, default=min(1024, max(16, next_pow2(lane)))))
             schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=1))
             schedule.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-            schedule.constrain(
-                "tile fits registers",
-                lambda cfg: None
-                if cfg["BLOCK_ROWS"] * cfg["BLOCK_LANE"] <= MAX_ROW_TILE
-                else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_ROW_TILE}",
-            )
+            schedule.constrain(*tile_at_most(("BLOCK_ROWS", "BLOCK_LANE"), MAX_ROW_TILE, "program"))
         schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
         schedule.bind("rows", "block.x").vectorize("lane")
         schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))

@@ -26,7 +26,7 @@ from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings, py_extent
 from tiletune.kernels.syntax import combine, int_identity
 from tiletune.schedules.knobs import Choice, PowerOfTwo
-from tiletune.schedules.limits import next_pow2, no_larger_than_axis
+from tiletune.schedules.limits import next_pow2, no_larger_than_axis, tile_at_most
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass, inline_injective
@@ -97,12 +97,7 @@ class ScanFamily(Family):
         schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
         schedule.constrain(*no_larger_than_axis("BLOCK_SCAN", length, floor=16))
         schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows, floor=1))
-        schedule.constrain(
-            "tile fits registers",
-            lambda cfg: None
-            if cfg["BLOCK_ROWS"] * cfg["BLOCK_SCAN"] <= MAX_SCAN_TILE
-            else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_SCAN']} elements per chunk, over {MAX_SCAN_TILE}",
-        )
+        schedule.constrain(*tile_at_most(("BLOCK_ROWS", "BLOCK_SCAN"), MAX_SCAN_TILE, "chunk"))
         schedule.bind("rows", "block.x")
         schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
 

@@ -28,7 +28,7 @@ from tiletune.kernels.families.rows import RowsFamily, lower_rows, row_layout
 from tiletune.kernels.grid import Constant, Extent, Grid, Product, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource
 from tiletune.schedules.knobs import Choice, PowerOfTwo
-from tiletune.schedules.limits import next_pow2, no_larger_than_axis
+from tiletune.schedules.limits import next_pow2, no_larger_than_axis, tile_at_most
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr.analysis import OpClass
 from tiletune.tensorexpr.expr import REDUCE_OPS, DimVar
@@ -97,9 +97,7 @@ class ReductionFamily(Family):
         default_rows = max(1, min(64, MAX_TILE // high, 2048 // high, next_pow2(rows)))
         schedule.tile("rows", PowerOfTwo("BLOCK_ROWS", 1, 64, default=default_rows))
         schedule.constrain(*no_larger_than_axis("BLOCK_ROWS", rows))
-        schedule.constrain("tile fits registers",
-                           lambda cfg: None if cfg["BLOCK_ROWS"] * cfg["BLOCK_RED"] <= MAX_TILE
-                           else f"{cfg['BLOCK_ROWS']}x{cfg['BLOCK_RED']} elements per program, over {MAX_TILE}")
+        schedule.constrain(*tile_at_most(("BLOCK_ROWS", "BLOCK_RED"), MAX_TILE, "program"))
         schedule.bind("rows", "block.x")
         return high
 
@@ -290,9 +288,7 @@ class OuterReductionFamily(ReductionFamily):
         schedule.tile("lane", PowerOfTwo("BLOCK_LANE", 16, 1024, default=min(128, max(16, next_pow2(lane)))))
         schedule.tile("red", PowerOfTwo("BLOCK_RED", 1, high, default=min(high, 32)))
         schedule.constrain(*no_larger_than_axis("BLOCK_LANE", lane, floor=16))
-        schedule.constrain("tile fits registers",
-                           lambda cfg: None if cfg["BLOCK_RED"] * cfg["BLOCK_LANE"] <= MAX_TILE
-                           else f"{cfg['BLOCK_RED']}x{cfg['BLOCK_LANE']} elements per program, over {MAX_TILE}")
+        schedule.constrain(*tile_at_most(("BLOCK_RED", "BLOCK_LANE"), MAX_TILE, "program"))
         schedule.bind("lane", "block.x")
 
     def looped_grid(self, schedule: ResolvedSchedule) -> Grid:
