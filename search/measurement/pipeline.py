@@ -19,45 +19,38 @@ if TYPE_CHECKING:
     from tiletune.kernels.task import TaskSpec
 
 
-def run_step(executor: Executor, step: Step, fn: Callable[..., StepResult], items: Sequence[tuple],
-             timeout: float | None) -> list[StepResult]:
-    """`fn(*item)` for every item on `executor`, each answer (or its worker's failure) as the
-    step's result, in input order."""
-    return [step_result(step, task, timeout) for task in executor.map(fn, items, timeout=timeout)]
-
-
-def compile_batch(spec: TaskSpec, batch: Sequence[Config], compiler: Executor, timeout: float
-                  ) -> tuple[dict[Config, Outcome], list[tuple[Config, dict]]]:
-    """Compile `batch` on `compiler`: the failures as outcomes, and the rest with their compile
-    facts (`usage`, `tile`, `dot_dtype`)."""
-    failed: dict[Config, Outcome] = {}
-    compiled: list[tuple[Config, dict]] = []
-    results = run_step(compiler, "compile", compile_step, [(spec, c.to_json()) for c in batch], timeout)
-    for config, result in zip(batch, results):
+def _run_step(executor: Executor, step: Step, fn: Callable[..., StepResult],
+              candidates: Sequence[tuple[Config, dict]], args: Callable[[Config], tuple], timeout: float,
+              outcomes: dict[Config, Outcome]) -> list[tuple[Config, dict, StepResult]]:
+    """`fn(*args(config))` for every candidate on `executor`: a candidate whose step failed (or
+    whose worker did) gets its outcome in `outcomes`, with the facts known so far; the others
+    come back, in order, with the step's result."""
+    tasks = executor.map(fn, [args(config) for config, _ in candidates], timeout=timeout)
+    passed = []
+    for (config, facts), task in zip(candidates, tasks):
+        result = step_result(step, task, timeout)
         if result.ok:
-            compiled.append((config, result.data))
+            passed.append((config, facts, result))
         else:
-            failed[config] = Outcome.failed(config, result.status, result.reason)
-    return failed, compiled
+            outcomes[config] = Outcome.failed(config, result.status, result.reason, facts)
+    return passed
 
 
 def evaluate(spec: TaskSpec, batch: Sequence[Config], measurer: Measurer, compiler: Executor,
              verifier: Executor | None, *, seed: int = 0, compile_timeout: float = 180.0,
              verify_timeout: float = 300.0) -> list[Outcome]:
-    """The outcome of every config of `batch`, in order. Without a `verifier` nothing is checked
-    in the interpreter (a sweep recorded to compare searches; a GPU measurer still checks on
-    the device before it times)."""
-    outcomes, candidates = compile_batch(spec, batch, compiler, compile_timeout)
+    """The outcome of every config of `batch`, in order: compiled on `compiler` (its facts are
+    `usage`, `tile`, `dot_dtype`), checked on `verifier`, measured. Without a `verifier`
+    nothing is checked in the interpreter (a sweep recorded to compare searches; a GPU measurer
+    still checks on the device before it times)."""
+    outcomes: dict[Config, Outcome] = {}
+    compiled = _run_step(compiler, "compile", compile_step, [(config, {}) for config in batch],
+                         lambda config: (spec, config.to_json()), compile_timeout, outcomes)
+    candidates = [(config, result.data) for config, _, result in compiled]
     if verifier is not None:
-        checks = run_step(verifier, "verify", verify_step,
-                          [(spec, config.to_json(), seed) for config, _ in candidates], verify_timeout)
-        passed = []
-        for (config, facts), check in zip(candidates, checks):
-            if check.ok:
-                passed.append((config, facts))
-            else:
-                outcomes[config] = Outcome.failed(config, check.status, check.reason, facts)
-        candidates = passed
+        checked = _run_step(verifier, "verify", verify_step, candidates,
+                            lambda config: (spec, config.to_json(), seed), verify_timeout, outcomes)
+        candidates = [(config, facts) for config, facts, _ in checked]
     for outcome in measurer.measure(spec, candidates):
         outcomes[outcome.config] = outcome
     return [outcomes[config] for config in batch]
