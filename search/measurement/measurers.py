@@ -93,17 +93,18 @@ class SimMeasurer:
                 wrong = faults.inject("measure", config, in_process=not self.isolated)
                 result = simulate(kf, self.gpu)
             except DoesNotFit as error:
-                outcomes.append(Outcome.failed(config, Status.COMPILE_ERROR, f"does not fit {self.gpu.name}: {error}", facts))
+                failure = (Status.COMPILE_ERROR, f"does not fit {self.gpu.name}: {error}")
             except CompileError as error:
-                outcomes.append(Outcome.failed(config, Status.COMPILE_ERROR, str(error), facts))
+                failure = (Status.COMPILE_ERROR, str(error))
             except MemoryError as error:
-                outcomes.append(Outcome.failed(config, Status.RUNTIME_ERROR, f"out of memory: MemoryError: {error}", facts))
+                failure = (Status.RUNTIME_ERROR, f"out of memory: MemoryError: {error}")
             else:
-                if wrong:
-                    outcomes.append(Outcome.failed(config, Status.WRONG_RESULT, wrong, facts))
-                else:
-                    sim = {"limiter": result.limiter, "occupancy": result.occupancy, "waves": result.waves}
-                    outcomes.append(Outcome.measured(config, result.latency_us, facts={**facts, "sim": sim}))
+                failure = (Status.WRONG_RESULT, wrong) if wrong else None
+            if failure is not None:
+                outcomes.append(Outcome.failed(config, *failure, facts))
+                continue
+            sim = {"limiter": result.limiter, "occupancy": result.occupancy, "waves": result.waves}
+            outcomes.append(Outcome.measured(config, result.latency_us, facts={**facts, "sim": sim}))
         if self.realtime:
             time.sleep(sum(measurement_seconds(self.gpu, o.latency_us) for o in outcomes))
         return outcomes

@@ -1,10 +1,8 @@
 """The reduction kernel: reductions over any axes, looped over chunks of the reduce index.
 
-The tile is `rows x red` (inner form) or `red x lane` (outer form, see `reduction.layout`). Each reduction stage is one loop over chunks of `BLOCK_RED`
-elements of the fused reduce index, keeping one running value per row; a max followed by a sum
-of `exp(e - max)` (softmax, log-softmax) is one loop with the online rewrite (running max,
-rescaled running sum). An output that runs along the reduced axes (a normalisation) is written
-by a last loop over the chunks; an output of one value per row is stored once.
+The tile is `rows x red` (inner form) or `red x lane` (outer form, see `reduction.layout`); the
+loops over the chunks, with their running values, are `reduction.loops`'. One program holds a
+row tile with every chunk of its rows.
 
 With `SPLIT > 1` (few rows of very many elements, e.g. a sum to a scalar), `SPLIT` programs
 each reduce a contiguous range of every row and store fp32 partial results in a workspace; a
