@@ -22,7 +22,7 @@ from typing import Protocol
 
 from tiletune.errors import UsageError
 from tiletune.kernels.target import KERNEL_TARGET
-from tiletune.search.devices import device_kinds
+from tiletune.search.devices import REALTIME_ON_A_GPU, device_kinds
 from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool
 from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
 
@@ -100,7 +100,7 @@ class LocalBackend:
                 kind = "cuda" if torch.cuda.is_available() else KERNEL_TARGET.name
             if kind == "cuda":
                 if realtime:
-                    raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
+                    raise UsageError(REALTIME_ON_A_GPU)
                 pool = WorkerPool(1, env=COMPILE_ENV, name="gpu")
                 self._gpu_pools.append(pool)
                 result.append(CudaMeasurer(pool, seed=seed))

@@ -11,6 +11,9 @@ from __future__ import annotations
 from tiletune.errors import UsageError
 from tiletune.search.measurement.simulator import SIMULATED_GPUS
 
+#: Refusal of --sim-realtime on a real GPU, where the API and both backends check it.
+REALTIME_ON_A_GPU = "--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway"
+
 
 def device_kinds(device: str, *, executor: str = "local") -> list[str]:
     """The kinds a device request names, checked: UsageError saying what is known otherwise."""

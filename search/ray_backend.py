@@ -10,7 +10,7 @@ from ray.exceptions import RayError
 
 from tiletune.errors import UsageError
 from tiletune.kernels.target import KERNEL_TARGET
-from tiletune.search.devices import device_kinds
+from tiletune.search.devices import REALTIME_ON_A_GPU, device_kinds
 from tiletune.search.execution.ray_tasks import (
     START_ALLOWANCE_S,
     RayTaskExecutor,
@@ -68,7 +68,7 @@ class RayBackend:
                 raise UsageError(f"the Ray cluster has no GPU of kind '{kind}'; it has "
                                  f"{', '.join(present) or 'no GPU'} (or use sim-h100)")
         if realtime and any(kind == "cuda" for kind, _ in wanted):
-            raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
+            raise UsageError(REALTIME_ON_A_GPU)
         made = []
         for kind, accelerator in dict.fromkeys(wanted):
             if kind == "cuda":  # one actor per GPU of the kind, at most `workers`

@@ -60,13 +60,13 @@ class TuneOptions:
         if self.strategy not in STRATEGIES:  # before the DB file is created
             raise UsageError(f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}")
         from tiletune.search.backends import check_executor
-        from tiletune.search.devices import device_kinds
+        from tiletune.search.devices import REALTIME_ON_A_GPU, device_kinds
 
         name = self.executor if isinstance(self.executor, str) else getattr(self.executor, "name", "")
         check_executor(name)
         kinds = device_kinds(self.device, executor=name)
         if self.sim_realtime and "cuda" in kinds:
-            raise UsageError("--sim-realtime is for simulated devices (sim-h100); a GPU takes real time anyway")
+            raise UsageError(REALTIME_ON_A_GPU)
 
     @classmethod
     def of(cls, options: Mapping[str, object]) -> TuneOptions:
