@@ -261,7 +261,8 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
         except ImportError:
             raise UsageError('--plot needs matplotlib: pip install "tiletune[plot]"') from None
     task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
-    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {Workload.of(task).key})")
+    workload = Workload.of(task)
+    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {workload.key})")
     click.echo(f"schedule   {task.schedule!r}")
     click.echo(f"space      {task.space.size} configs before constraints; default {task.space.default()!r}")
     best_config = None
@@ -270,7 +271,7 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
     if path.exists():
         with TuningDB(path, readonly=True) as database:
             by_device: dict[str, list] = {}
-            for record in database.records(Workload.of(task).key):  # oldest first: trial order
+            for record in database.records(workload.key):  # oldest first: trial order
                 by_device.setdefault(record.device_key, []).append(record)
         best_per_device = usable_best(path, task, [r for records in by_device.values() for r in records])
         for device_key, records in sorted(by_device.items()):
