@@ -17,13 +17,12 @@ several of them) is `devices.device_kinds`'s to say; each kind is tuned for itse
 """
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 from tiletune.errors import UsageError
 from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.search.devices import REALTIME_ON_A_GPU, device_kinds
-from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool
+from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV, Executor, WorkerPool, default_workers
 from tiletune.search.measurement.measurers import CudaMeasurer, Measurer, SimMeasurer
 
 #: The executors by name, with where each runs the work (the CLI's --executor help reads it).
@@ -81,7 +80,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.workers = workers or default_workers()
         self._gpu_pools: list[WorkerPool] = []
         self.compiler = WorkerPool(self.workers, env=COMPILE_ENV, name="compile")
         try:

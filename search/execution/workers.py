@@ -45,7 +45,7 @@ from typing import (
 from tiletune.errors import UsageError
 from tiletune.search.execution.worker_process import describe, worker_main
 
-__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskEnd", "TaskResult", "WorkerPool"]
+__all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskEnd", "TaskResult", "WorkerPool", "default_workers"]
 
 # Worker environments: ahead-of-time compiles need a compiling process, CPU checks an
 # interpreting one (Triton fixes the mode per process).
@@ -55,6 +55,12 @@ INTERPRET_ENV = {"TRITON_INTERPRET": "1"}
 #: How a task on a worker ended: it returned, raised, ran past its time limit, or its worker
 #: died. What that means for a candidate is the measurement's business (`measurement.results`).
 TaskEnd = Literal["ok", "error", "timeout", "crash"]
+
+def default_workers() -> int:
+    """Compile workers when none are asked for: one per core, at most 4 (more only queue for
+    the same cores, each holding torch in memory)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:

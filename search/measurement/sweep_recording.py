@@ -22,7 +22,7 @@ from tiletune._version import __version__
 from tiletune.errors import UsageError
 from tiletune.kernels.task import TaskSpec
 from tiletune.schedules.config import Config
-from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool
+from tiletune.search.execution.workers import COMPILE_ENV, WorkerPool, default_workers
 from tiletune.search.measurement.measurers import Measurer, SimMeasurer
 from tiletune.search.measurement.pipeline import evaluate
 from tiletune.search.measurement.sweep import (
@@ -86,7 +86,7 @@ def record_sweep(
 
     started = time.monotonic()
     measurer = measurer or SimMeasurer()
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or default_workers()
     header = {
         "format": SWEEP_FORMAT, "version": SWEEP_VERSION, "device": measurer.device.name,
         "capability": measurer.device.capability, "measurer": measurer.kind, "triton": triton.__version__,
