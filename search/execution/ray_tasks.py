@@ -44,14 +44,14 @@ def runtime_env(overlay: dict[str, str]) -> dict:
     return {"env_vars": env}
 
 
-def run_as_data(fn: Callable[..., object], args: tuple) -> tuple[str, object, str, float]:
+def run_as_data(fn: Callable[..., object], args: tuple) -> TaskResult:
     """Run one task in a Ray worker; an exception is answered, never raised, as locally."""
     started = time.perf_counter()
     try:
         value = fn(*args)
     except BaseException as exc:  # noqa: BLE001 - the tuner records every failure as data
-        return "error", None, describe(exc), time.perf_counter() - started
-    return "ok", value, "", time.perf_counter() - started
+        return TaskResult(False, None, "error", describe(exc), time.perf_counter() - started)
+    return TaskResult(True, value, "ok", "", time.perf_counter() - started)
 
 
 class StepWorker:
@@ -65,7 +65,7 @@ class StepWorker:
         """Answered once the process runs."""
         return True
 
-    def run(self, fn: Callable[..., object], args: tuple) -> tuple[str, object, str, float]:
+    def run(self, fn: Callable[..., object], args: tuple) -> TaskResult:
         """`fn(*args)`, answered as data."""
         return run_as_data(fn, args)
 
@@ -187,8 +187,7 @@ class RayTaskExecutor:
         results = []
         for status, value, seconds in self._pool.run(calls, timeout):
             if status == "ok":
-                step_status, step_value, reason, step_seconds = value
-                results.append(TaskResult(step_status == "ok", step_value, step_status, reason, step_seconds))
+                results.append(value)  # the worker's own TaskResult
             elif status == "died":
                 results.append(TaskResult(False, None, "crash", f"Ray worker died during the task: {value}", seconds))
             else:

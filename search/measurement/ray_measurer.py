@@ -60,8 +60,7 @@ class _InThisProcess:
     """A `WorkerPool.run` stand-in: the actor is the isolation, so its GPU steps run in it."""
 
     def run(self, fn: Callable[..., object], *args: object, timeout: float | None = None) -> TaskResult:
-        status, value, reason, seconds = run_as_data(fn, args)
-        return TaskResult(status == "ok", value, status, reason, seconds)
+        return run_as_data(fn, args)
 
 
 _MeasureActorRemote = ray.remote(max_restarts=0, max_concurrency=1)(MeasureActor)
