@@ -33,6 +33,7 @@ from tiletune.tensorexpr.expr import (
     Select,
     Unary,
     UnaryOp,
+    describe,
     walk,
 )
 from tiletune.tensorexpr.tensor import ComputeOp, Tensor, format_shape
@@ -54,6 +55,41 @@ def evaluate_extent(e: Expr, dims: Mapping[str, int]) -> int:
     if isinstance(e, Unary) and e.op is UnaryOp.NEG:
         return -evaluate_extent(e.x, dims)
     raise DSLError(f"cannot evaluate shape expression of kind {type(e).__name__}")
+
+
+def _solve_affine(extent: Expr, name: str, size: int, dims: Mapping[str, int]) -> int | None:
+    """The positive value of dim `name` for which `extent` is `size`, if the extent is affine
+    in it (a * name + b, read off at name = 1 and 2) and that value is a whole number."""
+    try:
+        at1 = evaluate_extent(extent, {**dims, name: 1})
+        slope = evaluate_extent(extent, {**dims, name: 2}) - at1
+    except DSLError:
+        return None
+    if slope == 0 or (size - at1) % slope:
+        return None
+    value = 1 + (size - at1) // slope
+    try:
+        exact = value >= 1 and evaluate_extent(extent, {**dims, name: value}) == size
+    except DSLError:
+        return None
+    return value if exact else None
+
+
+_SHAPE_SYMBOLS = {BinaryOp.ADD: "+", BinaryOp.SUB: "-", BinaryOp.MUL: "*", BinaryOp.FLOORDIV: "//", BinaryOp.MOD: "%"}
+
+
+def shape_text(e: Expr) -> str:
+    """A shape expression as the user wrote it (`D2 * 2`), for messages."""
+    if isinstance(e, Const):
+        return str(e.value)
+    if isinstance(e, DimVar):
+        return e.name
+    if isinstance(e, Binary) and e.op in _SHAPE_SYMBOLS:
+        inner = [shape_text(x) if isinstance(x, (Const, DimVar)) else f"({shape_text(x)})" for x in (e.a, e.b)]
+        return f" {_SHAPE_SYMBOLS[e.op]} ".join(inner)
+    if isinstance(e, Unary) and e.op is UnaryOp.NEG:
+        return f"-{shape_text(e.x)}"
+    return describe(e)
 
 
 # Integer arithmetic a shape expression may use; None: not allowed in a shape.
@@ -159,11 +195,34 @@ class Graph:
                         )
                     dims.setdefault(decl.name, size)
                     origin.setdefault(decl.name, t.name)
+        self._solve_from_expressions(shapes, dims)
         missing = [n for n in self.dim_names if n not in dims]
         if missing:
             raise DSLError(f"{self.name}: dim {', '.join(missing)} does not appear as an input dimension; it cannot be bound from the inputs")
         self.check_shapes(shapes, dims)
         return dims
+
+    def _solve_from_expressions(self, shapes: Sequence[Sequence[int]], dims: dict[str, int]) -> None:
+        """Bind dims that appear only inside an extent expression (`D2 * 2`, `D + 1`): an
+        extent with one unbound dim is solved as the affine function it is in that dim; the
+        caller's `check_shapes` then checks every extent, so a wrong solution cannot pass."""
+        progress = True
+        while progress:
+            progress = False
+            for t, shape in zip(self.inputs, shapes):
+                for axis, (decl, size) in enumerate(zip(t.shape, shape)):
+                    unbound = {n.name for n in walk(decl) if isinstance(n, DimVar)} - set(dims)
+                    if len(unbound) != 1:
+                        continue
+                    (name,) = unbound
+                    value = _solve_affine(decl, name, int(size), dims)
+                    if value is None:
+                        raise DSLError(
+                            f"{self.name}: input '{t.name}' axis {axis} has size {int(size)}, which no positive "
+                            f"value of dim {name} gives for its declared extent {shape_text(decl)}"
+                        )
+                    dims[name] = value
+                    progress = True
 
     def structural_hash(self) -> str:
         """A stable hash of what the graph computes (not of its Python names)."""

@@ -492,3 +492,22 @@ def test_check_dims_missing_unknown_and_non_positive():
         g.check_dims({"N": 0, "D": 4})
     with raises("dim D must be a positive integer, got 2.0"):
         g.check_dims({"N": 3, "D": 2.0})
+
+
+@te.operator
+def halves(S, H, D2):
+    x = te.placeholder((S, H, D2 * 2), "float32", name="x")
+    b = te.placeholder((D2 + 1,), "float32", name="b")
+    return [x, b], te.compute((S, H, D2), lambda s, h, d: x[s, h, d] + x[s, h, d + D2] + b[d + 1], name="y")
+
+
+def test_bind_solves_a_dim_that_appears_only_inside_an_extent():
+    assert halves.graph().bind([(3, 4, 10), (6,)]) == {"S": 3, "H": 4, "D2": 5}
+
+
+def test_bind_refuses_a_size_that_no_value_of_the_dim_gives():
+    with raises("halves: input 'x' axis 2 has size 9, which no positive value of dim D2 gives for its "
+                "declared extent D2 * 2"):
+        halves.graph().bind([(3, 4, 9), (6,)])
+    with raises("halves: input 'b' has shape (7,), expected (6,)"):
+        halves.graph().bind([(3, 4, 10), (7,)])
