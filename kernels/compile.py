@@ -33,8 +33,10 @@ from tiletune.kernels.target import H100
 
 __all__ = [
     "MAX_SHARED_PER_BLOCK",
+    "CompiledKernel",
     "ResourceUsage",
     "aot_compile",
+    "aot_compile_binary",
     "compiler_mode",
     "cuobjdump_path",
     "parse_resource_usage",
@@ -134,6 +136,15 @@ def parse_resource_usage(text: str, function: str | None = None) -> dict[str, in
     raise CompileError(f"cuobjdump output names no resource usage for {which}")
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledKernel:
+    """A cubin with its function name and resource usage, for reading its machine code."""
+
+    name: str
+    cubin: bytes
+    usage: ResourceUsage
+
+
 def aot_compile(
     fn: JITFunction,
     signature: Mapping[str, str],
@@ -144,7 +155,23 @@ def aot_compile(
     capability: int = 90,
     aligned: Collection[str] = (),
 ) -> ResourceUsage:
-    """Compile `fn` for `sm_<capability>` on the CPU and return its resource usage.
+    """Compile `fn` for `sm_<capability>` on the CPU and return its resource usage (see
+    `aot_compile_binary`, which also keeps the cubin)."""
+    return aot_compile_binary(fn, signature, constexprs, num_warps=num_warps, num_stages=num_stages,
+                              capability=capability, aligned=aligned).usage
+
+
+def aot_compile_binary(
+    fn: JITFunction,
+    signature: Mapping[str, str],
+    constexprs: Mapping[str, object],
+    *,
+    num_warps: int,
+    num_stages: int,
+    capability: int = 90,
+    aligned: Collection[str] = (),
+) -> CompiledKernel:
+    """Compile `fn` for `sm_<capability>` on the CPU and return its cubin and resource usage.
 
     `signature` maps every argument name to its Triton type (`"*fp16"`, `"i32"`, ...), with
     `"constexpr"` for the ones bound in `constexprs` (added automatically where left out).
@@ -178,7 +205,7 @@ def aot_compile(
         with contextlib.redirect_stdout(io.StringIO()):
             compiled = triton.compile(source, target=target,
                                       options={"num_warps": num_warps, "num_stages": num_stages})
-    except Exception as exc:  # noqa: BLE001 - every compiler failure becomes one CompileError
+    except Exception as exc:
         raise CompileError(f"{fn.__name__} ({config}): {_one_line_reason(exc)}") from None
     compile_seconds = time.perf_counter() - start
 
@@ -192,15 +219,16 @@ def aot_compile(
         reason = _one_line_reason(OutOfResources(threads, MAX_THREADS_PER_BLOCK, "threads"))
         raise CompileError(f"{fn.__name__} ({config}): {reason}")
 
-    usage = parse_resource_usage(_dump_resource_usage(compiled.asm["cubin"]), compiled.metadata.name)
-    return ResourceUsage(
+    cubin = compiled.asm["cubin"]
+    usage = parse_resource_usage(_dump_resource_usage(cubin), compiled.metadata.name)
+    return CompiledKernel(compiled.metadata.name, cubin, ResourceUsage(
         registers=usage["REG"],
         spill_bytes=usage["STACK"] + usage["LOCAL"],
         shared_bytes=shared,
         num_warps=num_warps,
         num_stages=num_stages,
         compile_seconds=compile_seconds,
-    )
+    ))
 
 
 def compiler_mode() -> bool:
