@@ -7,6 +7,10 @@ never see half a file. A file found on disk is checked against the hash in its n
 time a process uses it, and rewritten if it changed: the cache is a copy of code tiletune
 generates, never a source of code in its own right. Whether kernels are interpreted is fixed per process (see
 `kernels.process_mode`): CPU tensors need an interpreting process, CUDA tensors a compiling one.
+
+A cache directory that cannot be written (read-only, on a full disk, a path through a file)
+costs speed, not correctness: this process warns once, naming the directory and how to choose
+another, and keeps its files in a private temporary directory instead.
 """
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import hashlib
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Mapping, Sequence
 
 import torch
 
-from tiletune.errors import UsageError
+from tiletune.errors import TiletuneError, UsageError
 from tiletune.kernels import process_mode
 from tiletune.kernels.kernel import KernelSource
 
@@ -28,6 +33,18 @@ from tiletune.kernels.kernel import KernelSource
 _MODULES: dict[str, ModuleType] = {}
 # Cache files whose content this process has checked against their name's hash.
 _VERIFIED: set[Path] = set()
+# Configured cache directories this process has found writable, and the directory it uses in
+# place of each one it could not write.
+_WRITABLE: set[Path] = set()
+_FALLBACK: dict[Path, Path] = {}
+
+
+class KernelCacheError(TiletuneError):
+    """Neither the configured kernel cache nor a private temporary one can be written."""
+
+
+class KernelCacheWarning(UserWarning):
+    """The configured kernel cache cannot be written; a private temporary one is used."""
 
 
 def interpreting() -> bool:
@@ -35,12 +52,48 @@ def interpreting() -> bool:
     return process_mode.select()
 
 
-def cache_dir() -> Path:
-    """Where generated sources live: $TILETUNE_CACHE_DIR, else ~/.cache/tiletune/kernels."""
+def configured_cache_dir() -> Path:
+    """The cache directory asked for: $TILETUNE_CACHE_DIR, else ~/.cache/tiletune/kernels."""
     root = os.environ.get("TILETUNE_CACHE_DIR")
-    path = Path(root) if root else Path.home() / ".cache" / "tiletune" / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
+    return Path(root) if root else Path.home() / ".cache" / "tiletune" / "kernels"
+
+
+def cache_dir() -> Path:
+    """Where generated sources live: the configured directory, or this process's private
+    fallback once the configured one turned out unwritable."""
+    path = configured_cache_dir()
+    if path in _FALLBACK:
+        return _FALLBACK[path]
+    if path in _WRITABLE:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # a writable directory, not just an existing one (mkdir succeeds on a read-only one)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return _fall_back(path, error)
+    _WRITABLE.add(path)
     return path
+
+
+def _fall_back(path: Path, error: OSError) -> Path:
+    """Switch this process from the unwritable `path` to a private temporary directory."""
+    if path not in _FALLBACK:
+        try:
+            private = Path(tempfile.mkdtemp(prefix="tiletune-kernels-"))
+        except OSError as second:
+            raise KernelCacheError(
+                f"the kernel cache {path} cannot be written ({error.strerror or error}), nor a private one in "
+                f"{tempfile.gettempdir()} ({second.strerror or second}): set TILETUNE_CACHE_DIR to a writable "
+                "directory") from None
+        warnings.warn(
+            f"the kernel cache {path} cannot be written ({error.strerror or error}); this process keeps its "
+            f"generated kernels in {private} instead: set TILETUNE_CACHE_DIR to a writable directory to keep "
+            "them between runs", KernelCacheWarning, stacklevel=3)
+        _FALLBACK[path] = private
+    return _FALLBACK[path]
 
 
 def _digest(text: str) -> str:
@@ -59,12 +112,29 @@ def source_file(src: KernelSource) -> Path:
     except (OSError, UnicodeDecodeError):  # missing, unreadable or not text: write it afresh
         intact = False
     if not intact:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
-        with os.fdopen(fd, "w") as f:
-            f.write(src.text)
-        os.replace(tmp, path)
+        try:
+            _write_atomically(path, src.text)
+        except OSError as error:  # the directory became unwritable (or the disk full) since it was checked
+            fallback = _fall_back(configured_cache_dir(), error)
+            if path.parent == fallback:
+                raise KernelCacheError(f"cannot write the generated kernel {path}: {error.strerror or error}; "
+                                       "set TILETUNE_CACHE_DIR to a writable directory") from None
+            return source_file(src)
     _VERIFIED.add(path)
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`; the
+    temporary file never outlives a failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_module(src: KernelSource) -> ModuleType:

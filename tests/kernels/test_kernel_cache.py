@@ -1,6 +1,12 @@
 """The kernel cache: a generated source file changed on disk after it was written is detected
-by the hash in its name and regenerated, never imported as it is."""
+by the hash in its name and regenerated, never imported as it is; an unwritable cache falls back
+to a private one with a warning, and a failed write leaves no temporary file."""
 from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +76,60 @@ def test_a_file_changed_after_its_check_is_still_not_what_runs(fresh_process, mo
 
     assert not marker.exists()
     assert callable(module.launch)
+
+
+@pytest.fixture
+def unwritable_cache(tmp_path, monkeypatch):
+    """$TILETUNE_CACHE_DIR through a regular file (unwritable even for root), with the
+    runtime's per-process caches emptied and temporary directories made under tmp_path."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TILETUNE_CACHE_DIR", str(blocker / "kernels"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for name, empty in (("_MODULES", {}), ("_VERIFIED", set()), ("_WRITABLE", set()), ("_FALLBACK", {})):
+        monkeypatch.setattr(runtime, name, empty, raising=False)
+    return tmp_path
+
+
+def test_an_unwritable_cache_warns_once_and_falls_back_to_a_private_one(unwritable_cache):
+    src = add_source()
+    with pytest.warns(runtime.KernelCacheWarning, match=r"a-file/kernels cannot be written.*TILETUNE_CACHE_DIR"):
+        path = runtime.source_file(src)
+    assert path.parent.parent == unwritable_cache and path.parent.name.startswith("tiletune-kernels-")
+    assert path.read_text() == src.text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process, not per kernel
+        assert runtime.cache_dir() == path.parent
+        x, y = torch.randn(3, 37), torch.randn(3, 37)
+        out = torch.full((3, 37), float("nan"))
+        runtime.launch(src, [x, y], out, {"N": 3, "D": 37})
+    torch.testing.assert_close(out, x + y)
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_falls_back(fresh_process, monkeypatch):
+    monkeypatch.setattr(runtime, "_WRITABLE", set(), raising=False)
+    monkeypatch.setattr(runtime, "_FALLBACK", {}, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(fresh_process))
+    configured = fresh_process / "cache"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent == configured:
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    src = add_source()
+    with pytest.warns(runtime.KernelCacheWarning, match="Permission denied"):
+        path = runtime.source_file(src)
+    assert path.parent != configured and path.read_text() == src.text
+    assert list(configured.glob(".tmp-*")) == []
+
+
+def test_a_private_cache_that_cannot_be_written_either_is_a_clear_error(unwritable_cache, monkeypatch):
+    def no_temp(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_temp)
+    with pytest.raises(runtime.KernelCacheError, match=r"a-file/kernels cannot be written.*set TILETUNE_CACHE_DIR"):
+        runtime.source_file(add_source())
