@@ -111,7 +111,8 @@ def _device_help() -> str:
 
 
 shape_option = click.option("--shape", required=True, help="Dims of the workload, e.g. M=512,N=512,K=512.")
-dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one (float16, bfloat16, float32).")
+dtype_option = click.option("--dtype", default=None, help="Input dtype for operators that take one: float16, bfloat16, "
+                            "float32 or float64 (int8, int16, int32, int64 for operators without float math).")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

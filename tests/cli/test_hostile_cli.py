@@ -233,3 +233,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     finally:
         os.close(write_end)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_help_lists_every_dtype_that_dtype_accepts():
+    """float64 tunes and loads (CPU and interpreter alike); the help says so."""
+    text = " ".join(invoke("autotune", "--help").output.split())
+    assert "float16, bfloat16, float32 or float64" in text
