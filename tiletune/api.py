@@ -164,11 +164,14 @@ def autotune_many(
         return reports
 
 
-def load(op: str | Operator, db: str | os.PathLike | None = None):
+def load(op: str | Operator, db: str | os.PathLike | None = None, *, cpu: str | None = None):
     """`op` as a callable on torch tensors that runs the best tuned config for each call's
-    shapes, dtypes and device (see `tiletune.loaded.LoadedOperator`)."""
+    shapes, dtypes and device (see `tiletune.loaded.LoadedOperator`).
+
+    `cpu` says how CPU tensors run: "torch" (vectorised torch ops, the default) or
+    "interpreter" (the tuned kernel in Triton's interpreter, slow); unset, $TILETUNE_CPU decides."""
     from tiletune.kernels.library import resolve_operator
     from tiletune.loaded import LoadedOperator
     from tiletune.tuning_db import default_db_path
 
-    return LoadedOperator(resolve_operator(op), Path(db) if db else default_db_path())
+    return LoadedOperator(resolve_operator(op), Path(db) if db else default_db_path(), cpu)

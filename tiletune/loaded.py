@@ -1,35 +1,59 @@
 """A tuned operator as a library call.
 
-The first call with a new (shapes, dtypes, device) key finds the best config in the tuning DB
-for that workload and device, falls back to the nearest tuned shape or to the default config
-(saying so once), lowers it and caches the result; later calls with that key go straight to
-the launch. Configs read from the DB are data: they are validated against the operator's space
-before use and nothing in the DB is ever executed.
+The first call with a new (shapes, strides, dtypes, device) key finds the best config in the
+tuning DB for that workload and device, falls back to the nearest tuned shape or to the default
+config (saying so once), lowers it and caches the result; later calls with that key go straight
+to the launch. Configs read from the DB are data: they are validated against the operator's
+space before use and nothing in the DB is ever executed.
+
+Which path runs a call (`LoadedOperator.path`):
+- CUDA tensors: the tuned kernel.
+- CPU tensors: by default "torch", the operator evaluated with vectorised torch ops by the
+  reference evaluator (`tensorexpr.reference`: float math in float64, rounded at casts and at
+  the output, so its answers are the ones verification holds the kernels to); "interpreter"
+  runs the tuned kernel through Triton's interpreter (the same kernel, thousands of times
+  slower). Chosen by `load(..., cpu=...)`, else by the environment variable TILETUNE_CPU.
+- meta tensors: no computation; an empty meta output of the right shape and dtype.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import os
 import re
 import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from tiletune.errors import DSLError, TiletuneError, UsageError
 from tiletune.kernels import runtime
 from tiletune.kernels.library import operator_ref
+from tiletune.kernels.offsets import check_fits
 from tiletune.kernels.lower import KernelSource
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.operator import Operator
-from tiletune.tensorexpr.reference import torch_dtype
+from tiletune.tensorexpr.operator import Graph, Operator
+from tiletune.tensorexpr.reference import evaluate, torch_dtype
 from tiletune.tuning_db import Record, TuningDB, Workload
+
+# How CPU tensors run: "torch" (the reference evaluator, the default) or "interpreter".
+CPU_PATHS = ("torch", "interpreter")
+CPU_PATH_ENV = "TILETUNE_CPU"
+
+
+def cpu_path(requested: str | None) -> str:
+    """The CPU path a loaded operator uses: `requested`, else $TILETUNE_CPU, else "torch"."""
+    value = requested if requested is not None else os.environ.get(CPU_PATH_ENV) or "torch"
+    if value not in CPU_PATHS:
+        where = "cpu" if requested is not None else f"${CPU_PATH_ENV}"
+        raise UsageError(f"{where} must be one of {', '.join(CPU_PATHS)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,22 +67,26 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    task: Task
-    source: KernelSource
+    path: str  # "kernel", "interpreter", "torch" or "meta"
+    task: Task | None  # kernel paths only
+    source: KernelSource | None
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
-    selection: Selection
-    launch: Callable[..., None]  # the generated launcher, resolved once
+    selection: Selection | None  # kernel paths only
+    launch: Callable[..., None]  # launch(*inputs, out, *dims): the generated launcher, resolved once
     dim_values: tuple[int, ...]
     device: torch.device
+    needs_grad: bool  # an input requires grad: refused while grad mode is on
 
 
 class LoadedOperator:
     """Call with the operator's input tensors in order; returns the output tensor."""
 
-    def __init__(self, operator: Operator, db_path: Path) -> None:
+    def __init__(self, operator: Operator, db_path: Path, cpu: str | None = None) -> None:
         self.operator = operator
         self.db_path = Path(db_path)
+        self.cpu = cpu_path(cpu)
+        """How CPU tensors run: "torch" or "interpreter" (see the module's docstring)."""
         self._entries: dict[tuple, _Entry] = {}  # cache: call key -> lowered kernel
         # Registered now, not on first use: torch.compile cannot register an op while tracing.
         self.torch_op = _register_custom_op(self)
@@ -67,67 +95,123 @@ class LoadedOperator:
         shape and dtype from the graph)."""
 
     def __repr__(self) -> str:
-        return f"<tiletune loaded {self.operator.name} (db {self.db_path})>"
+        return f"<tiletune loaded {self.operator.name} (db {self.db_path}, cpu {self.cpu})>"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         # The hot path: build the key without checks, one dict lookup, allocate, launch. The
         # checks run on a miss only (a non-tensor never finds an entry: it has no such key).
+        # Strides are in the key: whether 32-bit offsets reach every element depends on them.
         try:
-            entry = self._entries.get(tuple([(x.shape, x.dtype, x.device) for x in inputs]))
-        except AttributeError:
+            entry = self._entries.get(tuple([(x.shape, x.stride(), x.dtype, x.device, x.requires_grad)
+                                             for x in inputs]))
+        except (AttributeError, TypeError):
             entry = None
         if entry is None:
             key = self._key(inputs)
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = self._prepare(inputs)
+        if entry.needs_grad and torch.is_grad_enabled():
+            raise UsageError(
+                f"{self.operator.name}: an input requires grad, and tiletune operators have no backward yet; "
+                "call it under torch.no_grad() or pass inputs detached with .detach()"
+            )
         out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
         entry.launch(*inputs, out, *entry.dim_values)
         return out
 
     def output_like(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """An empty tensor of the output's shape, dtype and device for these inputs."""
-        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
-        graph = self.operator.graph(dtype)
-        dims = graph.bind([tuple(x.shape) for x in inputs])
+        graph, dims = self._bind(inputs)
         return inputs[0].new_empty(graph.shape_of(graph.output, dims), dtype=torch_dtype(graph.output.dtype))
 
     def selection(self, *inputs: torch.Tensor) -> Selection:
-        """Which config a call with these inputs runs, and why."""
+        """Which config the kernel runs for these inputs, and why (on the CPU's torch path no
+        kernel runs: this is the config `cpu="interpreter"` would run)."""
+        key = self._key(inputs)  # no helper frame: a warning raised in _prepare points at the caller
+        entry = self._entries[key] = self._entries.get(key) or self._prepare(inputs)
+        if entry.selection is not None:
+            return entry.selection
+        selection = self._select(self._task(inputs), None)
+        if selection.origin != "tuned":  # as the kernel path says it on its first call
+            warnings.warn(selection.note, stacklevel=2)
+        return selection
+
+    def path(self, *inputs: torch.Tensor) -> str:
+        """What runs a call with these inputs: "kernel" (CUDA), "interpreter" (the kernel in
+        Triton's interpreter), "torch" (the CPU path of vectorised torch ops) or "meta"."""
         key = self._key(inputs)
-        entry = self._entries.get(key) or self._prepare(inputs)
-        self._entries[key] = entry
-        return entry.selection
+        entry = self._entries[key] = self._entries.get(key) or self._prepare(inputs)
+        return entry.path
 
     def _key(self, inputs: Sequence[torch.Tensor]) -> tuple:
         """The cache key of a call (as `__call__` builds it), after checking the inputs."""
         if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
             raise UsageError(f"{self.operator.name} takes torch tensors as inputs")
-        return tuple([(x.shape, x.dtype, x.device) for x in inputs])
+        return tuple([(x.shape, x.stride(), x.dtype, x.device, x.requires_grad) for x in inputs])
+
+    def _bind(self, inputs: Sequence[torch.Tensor]) -> tuple[Graph, dict[str, int]]:
+        """The operator's graph for these inputs' dtype, and its dims bound from their shapes."""
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        try:
+            graph = self.operator.graph(dtype)
+        except DSLError as error:
+            if dtype is None or not self.operator.takes_dtype:
+                raise
+            # The operator is declared for any dtype but its body mixes this one with another
+            # (an int tensor in float math): the caller passed the wrong tensors.
+            if not dt.is_float(dtype):
+                raise UsageError(f"{self.operator.name} computes in floating point and cannot take {dtype} inputs; "
+                                 "pass float16, bfloat16, float32 or float64 tensors (convert with .float())") from None
+            raise UsageError(f"{self.operator.name} cannot take {dtype} inputs: {error}") from None
+        return graph, graph.bind([tuple(x.shape) for x in inputs])
+
+    def _task(self, inputs: Sequence[torch.Tensor]) -> Task:
+        """The tuning task of a call with these inputs."""
+        _, dims = self._bind(inputs)
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        return Task(TaskSpec.make(self.operator.name, dims, dtype), self.operator)
 
     def _prepare(self, inputs: Sequence[torch.Tensor]) -> _Entry:
+        name = self.operator.name
         devices = {x.device for x in inputs}
         if len(devices) > 1:
-            raise UsageError(f"{self.operator.name}: inputs are on several devices ({', '.join(map(str, devices))})")
-        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
-        graph = self.operator.graph(dtype)
-        dims = graph.bind([tuple(x.shape) for x in inputs])
+            raise UsageError(f"{name}: inputs are on several devices ({', '.join(map(str, devices))})")
+        device = inputs[0].device
+        graph, dims = self._bind(inputs)
         for t, x in zip(graph.inputs, inputs):
             if dt.canonical(x.dtype) != t.dtype:
                 raise DSLError(f"{graph.name}: input '{t.name}' has dtype {dt.canonical(x.dtype)}, expected {t.dtype}")
-        task = Task(TaskSpec.make(self.operator.name, dims, dtype), self.operator)
-        cuda = inputs[0].is_cuda
+        out_shape = graph.shape_of(graph.output, dims)
+        out_dtype = torch_dtype(graph.output.dtype)
+        needs_grad = any(x.requires_grad for x in inputs)
+        dim_values = tuple(dims[n] for n in graph.dim_names)
+        if device.type == "meta":  # shape propagation only: the output is as empty as the inputs
+            return _Entry("meta", None, None, out_shape, out_dtype, None, _no_launch, dim_values, device, needs_grad)
+        if device.type == "cpu" and self.cpu == "torch":
+            return _Entry("torch", None, None, out_shape, out_dtype, None, _evaluator(graph, len(inputs)),
+                          dim_values, device, needs_grad)
+        if device.type not in ("cpu", "cuda"):
+            raise UsageError(f"{name}: inputs on device {device}; tiletune runs CUDA, CPU and meta tensors")
+        check_fits(name, [*((t.name, tuple(x.shape), x.stride()) for t, x in zip(graph.inputs, inputs)),
+                          (graph.output.name, out_shape, _contiguous_strides(out_shape))])
+        task = self._task(inputs)
+        cuda = device.type == "cuda"
         selection = self._select(task, _device_name(inputs[0]) if cuda else None)
         if selection.origin != "tuned":
             warnings.warn(selection.note, stacklevel=3)
         source = task.source(selection.config, for_interpreter=not cuda)
-        return _Entry(task, source, graph.shape_of(graph.output, dims), torch_dtype(graph.output.dtype), selection,
-                      runtime.launcher(source, cuda), tuple(task.dims.values()), inputs[0].device)
+        return _Entry("kernel" if cuda else "interpreter", task, source, out_shape, out_dtype, selection,
+                      runtime.launcher(source, cuda), tuple(task.dims.values()), device, needs_grad)
 
     def _select(self, task: Task, device_name: str | None) -> Selection:
         """The best usable config: tuned for this workload, else tuned for the nearest shape,
         else the default."""
         shape = ", ".join(f"{k}={v}" for k, v in task.dims.items())
+        # A dtype-generic operator is tuned per dtype: name it, and tune that one.
+        dtype = task.spec.dtype
+        where = f"{shape} in {dtype}" if dtype else shape
+        dtype_option = f" --dtype {dtype}" if dtype else ""
         if self.db_path.exists():
             try:
                 with TuningDB(self.db_path, readonly=True) as db:
@@ -140,16 +224,40 @@ class LoadedOperator:
                     if nearest is not None:
                         config, dims = nearest
                         other = ", ".join(f"{k}={dims[k]}" for k in task.dims)
-                        return Selection(config, "nearest", f"{task.operator.name} was not tuned at {shape}; "
+                        return Selection(config, "nearest", f"{task.operator.name} was not tuned at {where}; "
                                                             f"using the config tuned at {other}")
             except TiletuneError as error:
                 return Selection(task.space.default(), "default",
                                  f"{task.operator.name}: tuning DB unusable ({error}); using the default config")
         return Selection(
             task.space.default(), "default",
-            f"{task.operator.name} was not tuned at {shape}; using the default config "
-            f"(tune it with: tiletune autotune {_command_ref(task.operator)} --shape {shape.replace(', ', ',')})",
+            f"{task.operator.name} was not tuned at {where}; using the default config (tune it with: "
+            f"tiletune autotune {_command_ref(task.operator)} --shape {shape.replace(', ', ',')}{dtype_option})",
         )
+
+
+def _no_launch(*args: torch.Tensor | int) -> None:
+    """A meta call's launch: nothing to compute."""
+
+
+def _evaluator(graph: Graph, n_inputs: int) -> Callable[..., None]:
+    """The CPU torch path as a launch(*inputs, out, *dims): the reference evaluator's answer
+    written into `out`."""
+    names = graph.dim_names
+
+    def launch(*args: torch.Tensor | int) -> None:
+        inputs, out, dim_values = args[:n_inputs], args[n_inputs], args[n_inputs + 1:]
+        out.copy_(evaluate(graph, inputs, dict(zip(names, dim_values))))
+
+    return launch
+
+
+def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def _command_ref(operator: Operator) -> str:

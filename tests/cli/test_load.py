@@ -1,4 +1,5 @@
-"""`tiletune.load`: a tuned operator as a library call on CPU tensors (Triton's interpreter).
+"""`tiletune.load`: a tuned operator as a library call on CPU tensors, its kernel run in
+Triton's interpreter (`cpu="interpreter"`; the default CPU path is tested in test_load_cpu_path.py).
 
 Shapes are small and not multiples of any tile, so every kernel runs its masked edges.
 """
@@ -20,6 +21,11 @@ from tiletune.tuning_db import TuningDB
 pytestmark = pytest.mark.filterwarnings("ignore:.*not tuned:UserWarning")
 
 TUNED_DIMS = {"M": 37, "N": 45, "K": 70}
+
+
+@pytest.fixture(autouse=True)
+def run_the_kernel_in_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TILETUNE_CPU", "interpreter")
 
 
 def _matmul(a, b):
