@@ -5,6 +5,8 @@ Registered on the `tiletune` group in cli.py. The exchange itself lives in
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from tiletune.cli_errors import one_line_errors, warnings_as_lines
@@ -22,8 +24,6 @@ def db_option(dest: str):
 
 
 def _open(db_path, *, readonly: bool = False):
-    from pathlib import Path
-
     from tiletune.errors import TuningDBError
     from tiletune.tuning_db import TuningDB, default_db_path
 
@@ -54,9 +54,9 @@ def export(out, ops, devices, db_path) -> None:
 @one_line_errors
 def import_(source, db_path) -> None:
     """Add the records of an exported SOURCE file; a file with any bad record adds nothing."""
-    from tiletune.tuning_db.exchange import import_records
+    from tiletune.tuning_db.exchange import import_records, read_records
 
-    _add_from(source, db_path, import_records, "imported")
+    _add_from(source, db_path, import_records, read_records, "imported")
 
 
 @db.command()
@@ -65,15 +65,21 @@ def import_(source, db_path) -> None:
 @one_line_errors
 def merge(other, db_path) -> None:
     """Add every record of the DB file OTHER (only read); best configs follow from all records."""
-    from tiletune.tuning_db.exchange import merge_db
+    from tiletune.tuning_db.exchange import merge_db, read_db
 
-    _add_from(other, db_path, merge_db, "merged")
+    _add_from(other, db_path, merge_db, read_db, "merged")
 
 
-def _add_from(source, db_path, add, done_verb: str) -> None:
-    """Run an import or merge `add(db, source, validator)` into the DB and say what it added."""
+def _add_from(source, db_path, add, read, done_verb: str) -> None:
+    """Run an import or merge `add(db, source, validator)` into the DB and say what it added.
+    Into a DB that does not exist yet, `read(source)` is checked first, so a refused source
+    leaves no new DB file behind."""
     from tiletune.db_validate import RecordValidator
+    from tiletune.tuning_db import default_db_path
+    from tiletune.tuning_db.exchange import check
 
+    if not (Path(db_path) if db_path else default_db_path()).exists():
+        check(read(source), RecordValidator(None))
     with _open(db_path) as database:
         done = add(database, source, RecordValidator(database))
     click.echo(f"{done_verb} {done.added} new records from {source} ({done.present} were already in {database.path})")

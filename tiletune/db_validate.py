@@ -20,7 +20,7 @@ from tiletune.errors import TiletuneError
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.tuning_db import Record, Status, TuningDB, Workload
 
-__all__ = ["RecordValidator", "best_usable", "skipped_message", "task_for"]
+__all__ = ["RecordValidator", "best_usable", "builtin_hashes", "skipped_message", "task_for"]
 
 
 def task_for(workload: Workload) -> Task | None:
@@ -47,6 +47,28 @@ def _task_for(op_name: str, op_hash: str, dims: tuple, dtypes: tuple[str, ...]) 
         except TiletuneError:
             continue
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def builtin_hashes(op_name: str) -> frozenset[str]:
+    """The structure hashes of the built-in named `op_name` at every dtype it takes (empty when
+    no built-in has that name): a workload with one of them claims to be that built-in."""
+    from tiletune.kernels.library import resolve_operator
+    from tiletune.tensorexpr.dtypes import FLOATS
+
+    if not isinstance(op_name, str) or ":" in op_name:
+        return frozenset()
+    try:
+        operator = resolve_operator(op_name)
+    except TiletuneError:
+        return frozenset()
+    hashes = set()
+    for dtype in FLOATS if operator.takes_dtype else [None]:
+        try:
+            hashes.add(operator.graph(dtype).structural_hash())
+        except TiletuneError:
+            continue
+    return frozenset(hashes)
 
 
 def best_usable(task: Task, records: Iterable[Record]) -> tuple[dict[str, Record], list[str]]:
@@ -82,9 +104,9 @@ class RecordValidator:
     then name the same knobs as the configs stored for that operator. Anything else is refused.
     """
 
-    def __init__(self, db: TuningDB) -> None:
+    def __init__(self, db: TuningDB | None) -> None:
         self._knobs_by_hash: dict[str, set[frozenset[str]]] = {}
-        for workload in db.workloads():
+        for workload in db.workloads() if db is not None else ():
             knobs = self._knobs_by_hash.setdefault(workload.op_hash, set())
             for record in db.records(workload.key):
                 knobs.add(frozenset(record.config))
@@ -94,6 +116,12 @@ class RecordValidator:
         if task is not None:
             _, problem = task.stored_config(record.config)
             return f"config is not in {task.spec}'s space: {problem}" if problem else None
+        if workload.op_hash in builtin_hashes(workload.op_name):
+            # the built-in's structure, at dims or dtypes it does not take: its space cannot be
+            # built, so no config of it can be checked, and none may enter
+            dims = ",".join(f"{k}={v}" for k, v in workload.dims.items())
+            return (f"workload of built-in {workload.op_name!r:.80} at {dims[:120]} ({'/'.join(workload.dtypes)[:80]})"
+                    " is not one it takes (its dims or dtypes do not fit its declaration)")
         known = self._knobs_by_hash.get(workload.op_hash)
         if known is None:
             return (f"operator {workload.op_name!r:.80} is not a built-in of this tiletune (or its structure"

@@ -31,7 +31,8 @@ from tiletune.tuning_db.db import TuningDB
 from tiletune.tuning_db.keys import loads_data
 from tiletune.tuning_db.records import Device, Record, Workload, record_problem, this_host
 
-__all__ = ["FORMAT", "VERSION", "Validator", "export_records", "import_records", "merge_db", "read_records", "stats"]
+__all__ = ["FORMAT", "VERSION", "Validator", "check", "export_records", "import_records", "merge_db", "read_db",
+           "read_records", "stats"]
 
 FORMAT = "tiletune-records"
 VERSION = 1
@@ -154,8 +155,9 @@ def read_records(path: str | os.PathLike[str]) -> list[tuple[str, Workload, Devi
         header = None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TuningDBError(f"{path} line 1: not a tiletune records file (expected a header with format {FORMAT!r})")
-    if header.get("version") != VERSION:
-        raise TuningDBError(f"{path} line 1: records format version {str(header.get('version'))[:20]!r};"
+    version = header.get("version")
+    if type(version) is not int or version != VERSION:  # true and 1.0 equal 1 but are no version
+        raise TuningDBError(f"{path} line 1: records format version {json.dumps(version)[:20]!r};"
                             f" this tiletune reads version {VERSION}")
     parsed, bad = [], []
     for number, text in enumerate(lines[1:], start=2):
@@ -177,9 +179,29 @@ def _refuse(bad: list[tuple[str, str]]) -> None:
         raise TuningDBError(f"{where}: {reason}{others}; nothing was imported")
 
 
+def check(items: Sequence[tuple[str, Workload, Device, Record]], validator: Validator,
+          db: TuningDB | None = None) -> None:
+    """Refuse (TuningDBError naming the first bad record) records that `validator` refuses, and
+    any that would rename a workload: one stored in `db`, or named otherwise earlier in `items`.
+    A workload's key does not cover its name, so a record naming a stored workload otherwise
+    would relabel every record of it (`db export --op` would then miss them)."""
+    names: dict[str, str] = {}
+    bad = []
+    for at, workload, _, record in items:
+        if workload.key not in names:
+            stored = db.workload(workload.key) if db is not None else None
+            names[workload.key] = stored.op_name if stored is not None else workload.op_name
+        if names[workload.key] != workload.op_name:
+            bad.append((at, f"workload {workload.key} is {names[workload.key]!r:.80} here, but this record names it"
+                            f" {workload.op_name!r:.80}; an import never renames a workload"))
+        elif problem := validator(workload, record):
+            bad.append((at, problem))
+    _refuse(bad)
+
+
 def _write(db: TuningDB, items: Iterable[tuple[str, Workload, Device, Record]], validator: Validator) -> Exchanged:
     items = list(items)
-    _refuse([(at, problem) for at, workload, _, record in items if (problem := validator(workload, record))])
+    check(items, validator, db)
     workloads = {w.key: w for _, w, _, _ in items}
     devices = {d.key: d for _, _, d, _ in items}
     added = db.add_all(list(workloads.values()), list(devices.values()), [r for *_, r in items])
@@ -192,12 +214,9 @@ def import_records(db: TuningDB, path: str | os.PathLike[str], validator: Valida
     return _write(db, read_records(path), validator)
 
 
-def merge_db(db: TuningDB, other: str | os.PathLike[str], validator: Validator) -> Exchanged:
-    """Add every readable record of the DB file `other` to `db`, or none when any is refused
-    by `validator` (TuningDBError naming the record and the reason). `other` is only read."""
+def read_db(other: str | os.PathLike[str]) -> list[tuple[str, Workload, Device, Record]]:
+    """Every readable record of the DB file `other` (only read) with where it is."""
     other = Path(other)
-    if other.resolve() == db.path.resolve():
-        raise TuningDBError(f"{other} is the DB being merged into; name another DB")
     items = []
     with TuningDB(other, readonly=True) as source:
         devices = {d.key: d for d in source.devices()}
@@ -206,7 +225,16 @@ def merge_db(db: TuningDB, other: str | os.PathLike[str], validator: Validator) 
                 if record.device_key in devices:
                     where = f"{other}: record of {workload.op_name} with config {json.dumps(record.config)[:80]}"
                     items.append((where, workload, devices[record.device_key], record))
-    return _write(db, items, validator)
+    return items
+
+
+def merge_db(db: TuningDB, other: str | os.PathLike[str], validator: Validator) -> Exchanged:
+    """Add every readable record of the DB file `other` to `db`, or none when any is refused
+    by `validator` (TuningDBError naming the record and the reason). `other` is only read."""
+    other = Path(other)
+    if other.resolve() == db.path.resolve():
+        raise TuningDBError(f"{other} is the DB being merged into; name another DB")
+    return _write(db, read_db(other), validator)
 
 
 def stats(db: TuningDB) -> dict:

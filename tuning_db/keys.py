@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 from tiletune.errors import TuningDBError
@@ -103,9 +104,43 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json.loads keeps the last of two equal keys; a file that says two things is refused.
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"key {twice[:60]!r} appears twice in one object")
+    return found
+
+
+# A \ud800-\udfff escape may spell half of a surrogate pair, which no UTF-8 file or SQLite
+# text can hold; only text with such an escape needs the walk that finds a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(data: object) -> bool:
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(data, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(_lone_surrogate(v) for v in data)
+    return False
+
+
 def loads_data(text: str) -> object:
-    """Parse JSON as plain data, refusing NaN, Infinity and numbers that overflow to infinity.
+    """Parse JSON as plain data, refusing NaN, Infinity, numbers that overflow to infinity, a
+    key given twice in one object and text with a lone surrogate (which is no Unicode text).
 
     The DB stores data only: this is `json.loads`, never `eval` or pickle.
     """
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                      object_pairs_hook=_unique_keys)
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(data):
+        raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff), which is not text")
+    return data

@@ -225,11 +225,15 @@ def record_problem(record: Record) -> str | None:
         value = getattr(record, name)
         if value is not None and not _is_real(value):
             return f"{name}={value!r} is not a finite number or None"
+        # No kernel runs in no time: a zero or negative latency would become every reader's best.
+        if value is not None and (value < 0 if name == "latency_spread" else value <= 0):
+            bound = "not negative" if name == "latency_spread" else "positive"
+            return f"{name}={value!r} must be {bound}"
     # best() ranks ok records by latency: an ok record without one is a bug in its measurer.
     if record.status is Status.OK and record.latency_us is None:
         return "status 'ok' needs a latency_us"
-    if isinstance(record.repeats, bool) or not isinstance(record.repeats, int) or record.repeats < 0:
-        return f"repeats={record.repeats!r} is not a non-negative int"
+    if isinstance(record.repeats, bool) or not isinstance(record.repeats, int) or not 0 <= record.repeats < 2**63:
+        return f"repeats={str(record.repeats)[:40]} is not a non-negative 64-bit int"
     if not _is_real(record.created):
         return f"created={record.created!r} is not a finite number"
     for name in ("workload_key", "device_key", "reason", "measurer", "triton_version", "tiletune_version", "host"):

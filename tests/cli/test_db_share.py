@@ -126,6 +126,16 @@ BAD_LINES = {
     "extra field": (lambda l: l["record"].update(exec="rm -rf /"), "unknown fields exec"),
     "negative dims": (lambda l: l["workload"]["dims"].update(M=-20), "positive"),
     "huge latency": (lambda l: l["record"].update(latency_us=10**400), "not a finite number"),
+    "zero latency": (lambda l: l["record"].update(status="ok", latency_us=0.0), "latency_us=0.0 must be positive"),
+    "negative latency": (lambda l: l["record"].update(status="ok", latency_us=-3.0), "must be positive"),
+    "repeats past int64": (lambda l: l["record"].update(repeats=2**63), "repeats=9223372036854775808 is not"),
+    "lone surrogate": (lambda l: l["record"].update(reason="\ud800"), "lone surrogate"),
+    "renamed workload": (lambda l: l["workload"].update(op_name="add"), "is 'matmul' here, but this record names it 'add'"),
+    # dims the built-in does not take, so no space is built, with knobs of its name far outside it
+    "tampered dims": (lambda l: (l["workload"]["dims"].update(Q=3), l["record"]["config"].update(BLOCK_M=2**62)),
+                      "built-in 'matmul' at K=16,M=20,N=24,Q=3"),
+    "tampered dtypes": (lambda l: (l["workload"].update(dtypes=["int8", "float32"]),
+                                   l["record"]["config"].update(BLOCK_M=-5)), "built-in 'matmul'"),
 }
 
 
@@ -149,9 +159,42 @@ def test_a_file_with_one_bad_record_is_refused_naming_the_line_and_changes_nothi
     assert content(team) == before
 
 
+def test_a_key_given_twice_is_refused_naming_the_line(box_a, tmp_path):
+    out = tmp_path / "a.jsonl"
+    invoke("db", "export", str(out), "--db", str(box_a))
+    lines = out.read_text().splitlines()
+    lines[2] = lines[2].replace('"latency_us":', '"latency_us":0.001,"latency_us":', 1)
+    out.write_text("\n".join(lines) + "\n")
+    team = make_db(tmp_path / "team.db", "box-t", [50.0])
+    before = content(team)
+    result = invoke("db", "import", str(out), "--db", str(team))
+    assert result.exit_code == 2, result.output
+    assert f"{out} line 3: " in result.stderr and "key 'latency_us' appears twice" in result.stderr
+    assert content(team) == before
+
+
+@pytest.mark.parametrize("command", ["import", "merge"])
+def test_a_refused_source_leaves_no_db_file_behind(command, box_a, tmp_path):
+    if command == "import":
+        source = tmp_path / "bad.jsonl"
+        source.write_text('{"format": "tiletune-records", "version": 1}\n{"workload": 1}\n')
+    else:
+        source = box_a
+        with TuningDB(box_a) as db:  # a config outside matmul's space
+            db.add_records([Record(workload_key=Workload.of(TASK).key, device_key=H100.key,
+                                   config={**CONFIGS[0], "BLOCK_M": 3}, status="ok", latency_us=0.1)])
+    target = tmp_path / "new" / "team.db"
+    target.parent.mkdir()
+    result = invoke("db", command, str(source), "--db", str(target))
+    assert result.exit_code == 2, result.output
+    assert list(target.parent.iterdir()) == []
+
+
 @pytest.mark.parametrize("text, reason", [
     ('{"format": "something-else"}\n', "not a tiletune records file"),
     ('{"format": "tiletune-records", "version": 7}\n', "format version '7'"),
+    ('{"format": "tiletune-records", "version": true}\n', "format version 'true'"),
+    ('{"format": "tiletune-records", "version": 1.0}\n', "format version '1.0'"),
     ("NaN\n", "not a tiletune records file"),
     ('{"format": "tiletune-records", "version": 1}\n{"workload": NaN}\n', "line 2: not valid JSON data"),
     ('{"format": "tiletune-records", "version": 1}\n__import__("os").system("touch PWNED")\n', "line 2: not valid JSON"),
