@@ -165,3 +165,22 @@ def test_the_not_tuned_warning_names_the_dtype_and_the_command_that_tunes_it(tmp
     (message,) = [str(w.message) for w in caught if "not tuned" in str(w.message)]
     assert "not tuned at N=6, D=20 in float16" in message
     assert "tiletune autotune rmsnorm --shape N=6,D=20 --dtype float16" in message
+
+
+@tt.operator
+def overflowing(N):
+    x = te.placeholder((N,), "float32", name="x")
+    return [x], te.compute((N,), lambda i: te.exp(x[i] * 1000.0) / x[i], name="y")
+
+
+def test_numpy_warnings_of_the_interpreter_do_not_reach_the_caller(tmp_path):
+    """Masked-off lanes overflow and divide by zero in the interpreter (numpy RuntimeWarnings)."""
+    from tiletune.kernels.task import Task, TaskSpec
+    from tiletune.kernels.verify import check
+
+    task = Task(TaskSpec.make("overflowing", {"N": 37}), overflowing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check(task.graph, task.source(task.space.default(), for_interpreter=True), task.dims).ok
+        tt.load(overflowing, db=tmp_path / "none.db", cpu="interpreter")(torch.randn(37))
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
