@@ -35,6 +35,18 @@ class TileFacts:
     persistent: int = 0
     tma: int = 0
     warp_specialized: int = 0
+    # Output tiles one program computes back to back (a persistent program's share; 1 otherwise)
+    tiles_per_program: int = 1
+    # Bytes one output tile's epilogue writes (the accumulator converted and stored); 0 where the
+    # kernel has no per-tile epilogue after a main loop
+    epilogue_bytes: float = 0.0
+    # Work off the tensor cores inside a dot loop, per program: special-function operations
+    # (exp2 and the like, MUFU) and other CUDA-core arithmetic (an online softmax's max, scale,
+    # sum and rescale); 0 for kernels whose flops_per_program already counts all their work
+    sfu_ops_per_program: float = 0.0
+    alu_ops_per_program: float = 0.0
+    # Share of main-loop trips that pass the scores through an elementwise mask (attention)
+    masked_fraction: float = 0.0
 
     @property
     def intensity(self) -> float:

@@ -9,11 +9,13 @@ A causal mask (`j <= i`) also ends the key loop at the query block's diagonal.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
 from tiletune.kernels.facts import TileFacts, unique_bytes
+from tiletune.kernels.families.contraction.hopper import SCRATCH_ALLOCATOR, TMA_ALIGN_BYTES, TMA_DTYPES
 from tiletune.kernels.families.family import Family
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
@@ -25,7 +27,7 @@ from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.tensorexpr.expr import DimVar, IterVar, Read, walk
+from tiletune.tensorexpr.expr import Binary, BinaryOp, Cast, Const, DimVar, Expr, IterVar, Read, Unary, UnaryOp, walk
 from tiletune.tensorexpr.operator import evaluate_extent
 
 # Head dims one attention program holds whole (q tile, accumulator), padded to a power of two.
@@ -128,7 +130,9 @@ class AttentionFamily(Family):
         iters = sum(n_blocks) / blocks_m
         operand = attention_dot_dtype(self.pattern)
         item = dt.itemsize(operand)
-        traffic = bm * bd * item + iters * bn * (bd + be) * item + bm * be * dt.itemsize(self.graph.output.dtype)
+        out_bytes = bm * be * dt.itemsize(self.graph.output.dtype)
+        traffic = bm * bd * item + iters * bn * (bd + be) * item + out_bytes
+        scores = bm * bn * iters
         return TileFacts(
             programs=blocks_m * batch,
             flops_per_program=2.0 * bm * bn * (bd + be) * iters,
@@ -138,6 +142,13 @@ class AttentionFamily(Family):
             uses_tensor_cores=operand in ("float16", "bfloat16"),
             dot_dtype=operand,
             tail_fraction=1.0 - sq / (blocks_m * bm),
+            epilogue_bytes=float(out_bytes),
+            # per score: exp2 on the MUFU; scale, max, subtract, sum and the cast to the dot's
+            # type on the CUDA cores; per row and key block the rescale of the accumulator
+            sfu_ops_per_program=scores + bm * iters,
+            alu_ops_per_program=5.0 * scores + bm * be * iters,
+            # the lowering applies its where() to the scores of every key block
+            masked_fraction=1.0,
         )
 
     def verification_dims(self, dims: Mapping[str, int], schedule: ResolvedSchedule) -> dict[str, int]:
@@ -164,31 +175,7 @@ LOG2E = 1.4426950408889634
 
 def lower_attention(kernel: KernelContext, grid: Grid, for_interpreter: bool) -> KernelSource:
     """The attention kernel of the operator under `kernel`'s schedule, launched over `grid`."""
-    graph, schedule, attention = kernel.graph, kernel.schedule, kernel.pattern.attention
-    check_bindings(graph.name, schedule, {"m": "block.x", "batch": "block.y"})
-    bm, bn, bd, be = schedule.tile("m"), schedule.tile("n"), schedule.tile("d"), schedule.tile("e")
-    kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
-    kernel.body.reserve("BLOCK_D", "BLOCK_E")
-    body = kernel.body
-    batch_values = _query_block(kernel)
-    operand = attention_dot_dtype(kernel.pattern)
-    if operand == "bfloat16" and for_interpreter:
-        operand = "float32"  # the interpreter multiplies bf16 bit patterns: widen for it
-    precision = ', input_precision="ieee"' if operand == "float32" else ""
-    q_tile = _load(kernel, attention.q, [_M, _D], {attention.i: 0, attention.d: 1}, batch_values, operand, "q")
-    _open_key_loop(kernel, batch_values)
-    k_tile = _load(kernel, attention.k, [_D, _N], {attention.d: 0, attention.j: 1}, batch_values, operand, "k")
-    body.line(f"qk = tl.dot({q_tile}, {k_tile}{precision}) * qk_scale")
-    _online_softmax(kernel, batch_values)
-    v_tile = _load(kernel, attention.v, [_N, _E], {attention.j: 0, attention.e: 1}, batch_values, operand, "v")
-    p = "p" if operand == "float32" else f"p.to({TL_DTYPES[operand]})"
-    body.line(f"acc = tl.dot({p}, {v_tile}, acc{precision})")
-    body.line("m_i = m_new")
-    body.indent -= 1
-    body.line("acc = acc / l_i[:, None]")
-    emitter = _emitter(kernel, [_M, _E], {attention.i: 0, attention.e: 1}, batch_values)
-    kernel.store(emitter, Value("acc", frozenset({0, 1}), "float32"))
-    return kernel.finish(f"{ident(graph.name)}_kernel", grid.code(kernel))
+    return _AttentionKernel(kernel, for_interpreter).lower(grid)
 
 
 # the tile dims of attention's query rows, keys, and the two head dims
@@ -196,65 +183,251 @@ _M, _N = Dim("m", "offs_m", "mask_m"), Dim("n", "offs_n", "mask_n")
 _D, _E = Dim("d", "offs_d", "mask_d"), Dim("e", "offs_e", "mask_e")
 
 
-def _query_block(kernel: KernelContext) -> dict[IterVar, Value]:
-    """This program's block of queries and batch index, and the head dims' offsets and masks;
-    the batch axes' values."""
-    body, schedule, attention = kernel.body, kernel.schedule, kernel.pattern.attention
-    SQ, D, E = (kernel.extent(x.extent) for x in (attention.i, attention.d, attention.e))
-    body.line("pid_m = tl.program_id(0)")
-    batch_values = _batch_indices(kernel, attention.batch)
-    body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-    body.line("offs_d = tl.arange(0, BLOCK_D)")
-    body.line("offs_e = tl.arange(0, BLOCK_E)")
-    if "d" in schedule.vectorized:
-        body.line("offs_d = tl.max_contiguous(tl.multiple_of(offs_d, BLOCK_D), BLOCK_D)")
-    if "e" in schedule.vectorized:
-        body.line("offs_e = tl.max_contiguous(tl.multiple_of(offs_e, BLOCK_E), BLOCK_E)")
-    body.line(f"mask_m = offs_m < {SQ}")
-    body.line(f"mask_d = offs_d < {D}")
-    body.line(f"mask_e = offs_e < {E}")
-    return batch_values
+class _AttentionKernel:
+    """Emission state of one attention kernel, written in the order of `lower`'s steps."""
+
+    def __init__(self, kernel: KernelContext, for_interpreter: bool) -> None:
+        self.kernel, self.body, self.schedule = kernel, kernel.body, kernel.schedule
+        self.attention = kernel.pattern.attention
+        self.operand = attention_dot_dtype(kernel.pattern)
+        if self.operand == "bfloat16" and for_interpreter:
+            self.operand = "float32"  # the interpreter multiplies bf16 bit patterns: widen for it
+        self.precision = ', input_precision="ieee"' if self.operand == "float32" else ""
+        self.tma = self.schedule.load == "tma"
+        self.descriptors: dict[str, str] = {}
+        self.batch_values: dict[IterVar, Value] = {}
+
+    def lower(self, grid: Grid) -> KernelSource:
+        """The steps: this program's query block, descriptors, the query tile, the softmax
+        state, the key loops (unmasked blocks, then the blocks that need a mask), the store."""
+        kernel, schedule, attention = self.kernel, self.schedule, self.attention
+        check_bindings(kernel.graph.name, schedule, {"m": "block.x", "batch": "block.y"})
+        bm, bn, bd, be = schedule.tile("m"), schedule.tile("n"), schedule.tile("d"), schedule.tile("e")
+        kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
+        kernel.body.reserve("BLOCK_D", "BLOCK_E")
+        self.query_block()
+        if self.tma:
+            self.make_descriptors()
+        self.q_tile = self.tile("q", attention.q, [_M, _D], {attention.i: 0, attention.d: 1}, "pid_m * BLOCK_M",
+                                masked=True)
+        self.softmax_state()
+        self.key_loops()
+        self.body.line("acc = acc / l_i[:, None]")
+        emitter = _emitter(kernel, [_M, _E], {attention.i: 0, attention.e: 1}, self.batch_values)
+        kernel.store(emitter, Value("acc", frozenset({0, 1}), "float32"))
+        return kernel.finish(f"{ident(kernel.graph.name)}_kernel", grid.code(kernel))
+
+    def query_block(self) -> None:
+        """This program's block of queries and batch index, and the head dims' offsets and
+        masks (a head dim that fills its block exactly needs none)."""
+        kernel, body, schedule, attention = self.kernel, self.body, self.schedule, self.attention
+        SQ = kernel.extent(attention.i.extent)
+        body.line("pid_m = tl.program_id(0)")
+        self.batch_values = _batch_indices(kernel, attention.batch)
+        body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        body.line(f"mask_m = offs_m < {SQ}")
+        heads = [(attention.d, "d", "BLOCK_D")]
+        if attention.e.extent != attention.d.extent or schedule.tile("e") != schedule.tile("d"):
+            heads.append((attention.e, "e", "BLOCK_E"))
+        for axis, name, block in heads:
+            body.line(f"offs_{name} = tl.arange(0, {block})")
+            if name in schedule.vectorized:
+                body.line(f"offs_{name} = tl.max_contiguous(tl.multiple_of(offs_{name}, {block}), {block})")
+            body.line(f"mask_{name} = offs_{name} < {kernel.extent(axis.extent)}")
+        if len(heads) == 1:
+            body.line("offs_e, mask_e = offs_d, mask_d  # one head dim for scores and values")
+
+    def make_descriptors(self) -> None:
+        """One 2-D tensor descriptor per input over the plane of its two tile axes, based at
+        this program's batch entry; the launcher checks the strides a descriptor needs."""
+        kernel, attention = self.kernel, self.attention
+        scalar = TileEmitter(self.body, [], dict(self.batch_values), kernel.args, kernel.extent)
+        for role, read in (("q", attention.q), ("k", attention.k), ("v", attention.v)):
+            plane = descriptor_plane(read, _tile_blocks(attention, role))
+            if isinstance(plane, str):
+                raise LoweringError(f"{kernel.graph.name}: LOAD='tma' needs {plane}")
+            arg = kernel.args[read.tensor]
+            base = [arg.ptr] + [f"{operand(scalar.index(ix), Prec.PRODUCT)} * {arg.strides[n]}"
+                                for n, ix in enumerate(read.indices) if n not in plane.positions]
+            row, col = plane.positions
+            shape = ", ".join(kernel.extent(read.tensor.shape[n]) for n in (row, col))
+            self.descriptors[role] = self.body.assign(
+                f"{role}_desc",
+                f"tl.make_tensor_descriptor({' + '.join(base)}, shape=[{shape}], strides=[{arg.strides[row]}, 1], "
+                f"block_shape=[{', '.join(plane.blocks)}])")
+        kernel.launch_lines += descriptor_checks(kernel, (attention.q, attention.k, attention.v))
+        kernel.helpers.append(SCRATCH_ALLOCATOR)
+        kernel.imports_torch = True
+
+    def tile(self, role: str, read, dims: list[Dim], axes: dict[IterVar, int], start: str, masked: bool) -> str:
+        """One of q, k, v as a `dims` tile in the dot's operand type, its sequence block
+        starting at `start`: through its descriptor (the copy engine zero-fills past the edges)
+        or by pointers, masked along the sequence only where `masked`."""
+        kernel = self.kernel
+        if not isinstance(read, Read) or not read.tensor.is_placeholder:
+            raise LoweringError(f"{kernel.graph.name}: attention's {role} must be read directly from an input")
+        sequence = self.attention.i if role == "q" else self.attention.j
+        if self.tma:
+            plane = descriptor_plane(read, _tile_blocks(self.attention, role))
+            assert not isinstance(plane, str), plane  # make_descriptors refused it
+            in_order = [read.indices[n] for n in plane.positions]
+            at = [start if axis is sequence else "0" for axis in in_order]
+            code = f"{self.descriptors[role]}.load([{', '.join(at)}])"
+            if axes[in_order[0]] != 0:  # stored the other way round from the tile
+                code = f"tl.trans({code})"
+            value = Value(self.body.assign(f"{role}_tile", code), frozenset({0, 1}), read.tensor.dtype)
+        else:
+            emitter = _emitter(kernel, dims, axes, self.batch_values)
+            address, mask, tile_dims = emitter.address(read)
+            if mask == emitter.mask(tile_dims) and not masked:  # no bounds beyond the tile's own masks
+                mask = emitter.mask(tile_dims - {axes[sequence]})
+            args = f", mask={mask}, other=0" if mask else ""
+            value = Value(self.body.assign(f"{role}_tile", f"tl.load({address}{args})"), tile_dims, read.tensor.dtype)
+        if value.dtype != self.operand:
+            value = Value(self.body.assign(f"{role}_op", f"{value.code}.to({TL_DTYPES[self.operand]})"),
+                          value.dims, self.operand)
+        return value.code
+
+    def softmax_state(self) -> None:
+        """The scale (with log2(e) folded in: exponentials are base 2), the running row max,
+        row sum and accumulator."""
+        kernel, body, attention = self.kernel, self.body, self.attention
+        scalar = TileEmitter(body, [], dict(self.batch_values), kernel.args, kernel.extent)
+        scale = scalar.as_float32(scalar.value(attention.scale, within="scale"))
+        body.line(f"qk_scale = {operand(scale, Prec.PRODUCT)} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
+        body.line("m_i = tl.full((BLOCK_M,), float(\"-inf\"), dtype=tl.float32)")
+        body.line("l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)")
+        body.line("acc = tl.zeros((BLOCK_M, BLOCK_E), dtype=tl.float32)")
+
+    def key_loops(self) -> None:
+        """The loops over key blocks: blocks that need no mask first (the whole blocks of keys,
+        below the diagonal when causal), then the blocks that do (the partial last block; the
+        diagonal blocks when causal). A general mask applies to every block."""
+        body, attention = self.body, self.attention
+        SK = self.kernel.extent(attention.j.extent)
+        if attention.causal:
+            body.line("# causal: blocks wholly below the diagonal need no mask; blocks past it are skipped")
+            body.line(f"lo = tl.minimum(pid_m * BLOCK_M, {SK}) // BLOCK_N * BLOCK_N")
+            body.line(f"hi = tl.minimum((pid_m + 1) * BLOCK_M, {SK})")
+            self.key_blocks("0", "lo", masked=False)
+            self.key_blocks("lo", "hi", masked=True)
+        elif attention.mask is not None:
+            self.key_blocks("0", SK, masked=True)
+        else:
+            body.line(f"lo = {SK} // BLOCK_N * BLOCK_N  # keys in whole blocks need no mask")
+            self.key_blocks("0", "lo", masked=False)
+            self.key_blocks("lo", SK, masked=True)
+
+    def key_blocks(self, lo: str, hi: str, masked: bool) -> None:
+        """One loop of key blocks `lo..hi`: the scores, the online softmax update, `p @ v`."""
+        kernel, body, attention = self.kernel, self.body, self.attention
+        SK = kernel.extent(attention.j.extent)
+        options = ", warp_specialize=True" if "n" in self.schedule.warp_specialized else ""
+        body.line(f"for n0 in tl.range({lo}, {hi}, BLOCK_N{options}):")
+        body.indent += 1
+        body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
+        if masked:
+            body.line(f"mask_n = offs_n < {SK}")
+        k_tile = self.tile("k", attention.k, [_D, _N], {attention.d: 0, attention.j: 1}, "n0", masked)
+        body.line(f"qk = tl.dot({self.q_tile}, {k_tile}{self.precision})")
+        if not masked and _positive(attention.scale):
+            # the scale is positive, so the row max of the scaled scores is the scaled row max:
+            # one fused multiply-add per score
+            body.line("m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)")
+            body.line("qk = qk * qk_scale - m_new[:, None]")
+        else:
+            body.line("qk = qk * qk_scale")
+            if masked:
+                keep = "mask_n[None, :]"
+                if attention.mask is not None:
+                    emitter = _emitter(kernel, [_M, _N], {attention.i: 0, attention.j: 1}, self.batch_values)
+                    keep = f"{keep} & {operand(emitter.value(attention.mask, within='mask'), Prec.BIT_AND + 1)}"
+                body.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
+            body.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
+            if attention.mask is not None and not attention.causal:
+                # a row masked over a whole block so far has max -inf: exp2(-inf - -inf) would be NaN
+                body.line("m_new = tl.where(m_new == float(\"-inf\"), 0.0, m_new)")
+            body.line("qk = qk - m_new[:, None]")
+        body.line("p = tl.exp2(qk)")
+        body.line("alpha = tl.exp2(m_i - m_new)")
+        body.line("l_i = l_i * alpha + tl.sum(p, 1)")
+        body.line("acc = acc * alpha[:, None]")
+        v_tile = self.tile("v", attention.v, [_N, _E], {attention.j: 0, attention.e: 1}, "n0", masked)
+        p = "p" if self.operand == "float32" else f"p.to({TL_DTYPES[self.operand]})"
+        body.line(f"acc = tl.dot({p}, {v_tile}, acc{self.precision})")
+        body.line("m_i = m_new")
+        body.indent -= 1
 
 
-def _open_key_loop(kernel: KernelContext, batch_values: dict[IterVar, Value]) -> None:
-    """The scale, the running row max, row sum and accumulator, and the loop over key blocks
-    (up to the diagonal when causal) with the key block's offsets and mask."""
-    body, attention = kernel.body, kernel.pattern.attention
-    SK = kernel.extent(attention.j.extent)
-    scalar = TileEmitter(body, [], dict(batch_values), kernel.args, kernel.extent)
-    scale = scalar.as_float32(scalar.value(attention.scale, within="scale"))
-    body.line(f"qk_scale = {scale.code} * {LOG2E!r}  # exp(x) = exp2(x * log2(e))")
-    body.line("m_i = tl.full((BLOCK_M,), float(\"-inf\"), dtype=tl.float32)")
-    body.line("l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)")
-    body.line("acc = tl.zeros((BLOCK_M, BLOCK_E), dtype=tl.float32)")
-    if attention.causal:
-        body.line("# causal: keys past this query block's last row are masked for all its rows")
-        body.line(f"hi = tl.minimum({SK}, (pid_m + 1) * BLOCK_M)")
-    else:
-        body.line(f"hi = {SK}")
-    body.line("for n0 in range(0, hi, BLOCK_N):")
-    body.indent += 1
-    body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
-    body.line(f"mask_n = offs_n < {SK}")
+@dataclass(frozen=True, slots=True)
+class DescriptorPlane:
+    """Where a tensor descriptor finds an attention tile: the positions of the tile's two axes
+    among the tensor's dims (in the tensor's order, the last one contiguous) and their blocks."""
+
+    positions: tuple[int, int]
+    blocks: tuple[str, str]
 
 
-def _online_softmax(kernel: KernelContext, batch_values: dict[IterVar, Value]) -> None:
-    """The key block's scores masked, the running max and sum updated, the accumulator
-    rescaled and the block's probabilities `p` computed."""
-    body, attention = kernel.body, kernel.pattern.attention
-    keep = "mask_n[None, :]"
-    if attention.mask is not None:
-        emitter = _emitter(kernel, [_M, _N], {attention.i: 0, attention.j: 1}, batch_values)
-        keep = f"{keep} & {operand(emitter.value(attention.mask, within='mask'), Prec.BIT_AND + 1)}"
-    body.line(f"qk = tl.where({keep}, qk, float(\"-inf\"))")
-    body.line("m_new = tl.maximum(m_i, tl.max(qk, 1))")
-    if attention.mask is not None and not attention.causal:
-        # a row masked over a whole block so far has max -inf: exp2(-inf - -inf) would be NaN
-        body.line("m_new = tl.where(m_new == float(\"-inf\"), 0.0, m_new)")
-    body.line("p = tl.exp2(qk - m_new[:, None])")
-    body.line("alpha = tl.exp2(m_i - m_new)")
-    body.line("l_i = l_i * alpha + tl.sum(p, 1)")
-    body.line("acc = acc * alpha[:, None]")
+def _tile_blocks(attention, role: str) -> dict[IterVar, str]:
+    """The two tile axes of `role` (q, k or v) and their block constexprs."""
+    return {"q": {attention.i: "BLOCK_M", attention.d: "BLOCK_D"},
+            "k": {attention.j: "BLOCK_N", attention.d: "BLOCK_D"},
+            "v": {attention.j: "BLOCK_N", attention.e: "BLOCK_E"}}[role]
+
+
+def descriptor_plane(read: Expr, blocks: dict[IterVar, str]) -> DescriptorPlane | str:
+    """The plane a 2-D descriptor loads `read`'s tiles from, or what a descriptor would need
+    that `read` lacks (the strides are the launcher's to check)."""
+    if not isinstance(read, Read) or not read.tensor.is_placeholder:
+        return "q, k and v read directly from inputs"
+    t = read.tensor
+    if t.dtype not in TMA_DTYPES:
+        return f"'{t.name}' in one of {', '.join(TMA_DTYPES)}, not {t.dtype}"
+    positions = [n for n, ix in enumerate(read.indices) if ix in blocks]
+    if sorted(read.indices[n] for n in positions) != sorted(blocks) or not all(
+            isinstance(ix, IterVar) for ix in read.indices):
+        return f"'{t.name}' indexed by plain axes, each tile axis once"
+    if positions[-1] != t.ndim - 1:
+        return f"the last dim of '{t.name}' to be one of its tile's axes (a descriptor's innermost dim is contiguous)"
+    return DescriptorPlane((positions[0], positions[1]), (blocks[read.indices[positions[0]]],
+                                                          blocks[read.indices[positions[1]]]))
+
+
+def descriptor_checks(kernel: KernelContext, reads) -> list[str]:
+    """Launcher lines that refuse tensors a descriptor cannot address (a strided last dim,
+    strides or base not 16-byte aligned), and give Triton the scratch allocator that
+    device-side descriptors are built in on a GPU."""
+    lines = []
+    for read in reads:
+        t = read.tensor
+        name = kernel.args[t].ptr[: -len("_ptr")]
+        item = dt.itemsize(t.dtype)
+        outer = " or ".join(f"({name}.stride({n}) * {item}) % {TMA_ALIGN_BYTES}" for n in range(t.ndim - 1))
+        lines += [
+            f"    if {name}.stride({t.ndim - 1}) != 1 or {outer} or {name}.data_ptr() % {TMA_ALIGN_BYTES}:",
+            "        from tiletune.errors import UsageError",
+            f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned strides and base for "
+            f"LOAD='tma'; got strides {{{name}.stride()}}: pass a contiguous tensor or use LOAD='pointer'\")",
+        ]
+    out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
+    lines += [f"    if {out}.is_cuda:", "        triton.set_allocator(_descriptor_scratch)"]
+    return lines
+
+
+def _positive(e: Expr) -> bool:
+    """Whether `e` (a scale, free of axes) is positive whatever the dims: then scaling keeps
+    the order of scores, and the row max may be taken before the scale."""
+    if isinstance(e, Const):
+        return not isinstance(e.value, bool) and e.value > 0
+    if isinstance(e, DimVar):
+        return True  # dims are at least 1
+    if isinstance(e, Cast):
+        return _positive(e.x)
+    if isinstance(e, Unary):
+        return e.op in (UnaryOp.EXP, UnaryOp.RSQRT, UnaryOp.SIGMOID) or (e.op is UnaryOp.SQRT and _positive(e.x))
+    if isinstance(e, Binary) and e.op in (BinaryOp.MUL, BinaryOp.TRUEDIV, BinaryOp.ADD):
+        return _positive(e.a) and _positive(e.b)
+    return False
 
 
 def _emitter(kernel: KernelContext, dims: list[Dim], axes: dict[IterVar, int],
@@ -276,15 +449,3 @@ def _batch_indices(kernel: KernelContext, batch: tuple[IterVar, ...]) -> dict[It
     for axis, name in kernel.unflatten(batch, "pid_batch").items():
         values[axis] = Value(name, frozenset(), "int32")
     return values
-
-
-def _load(kernel: KernelContext, read, dims: list[Dim], axes: dict[IterVar, int],
-          batch_values: dict[IterVar, Value], operand: str, role: str) -> str:
-    """A masked tile load of one of q, k, v in the dot's operand type (masked lanes are 0,
-    which adds nothing to either dot)."""
-    if not isinstance(read, Read) or not read.tensor.is_placeholder:
-        raise LoweringError(f"{kernel.graph.name}: attention's {role} must be read directly from an input")
-    v = _emitter(kernel, dims, axes, batch_values).value(read)
-    if v.dtype != operand:
-        v = Value(kernel.body.assign(f"{role}_op", f"{v.code}.to({TL_DTYPES[operand]})"), v.dims, operand)
-    return v.code

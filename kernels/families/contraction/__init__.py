@@ -173,6 +173,8 @@ class ContractionFamily(Family):
             persistent=int(schedule.persistent),
             tma=int(schedule.load == "tma"),
             warp_specialized=int("k" in schedule.warp_specialized),
+            tiles_per_program=tiles_per_program,
+            epilogue_bytes=float(epilogue),
         )
 
     def verification_dims(self, dims: Mapping[str, int], schedule: ResolvedSchedule) -> dict[str, int]:
