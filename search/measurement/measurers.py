@@ -76,19 +76,7 @@ class SimMeasurer:
         outcomes = []
         for config, facts in candidates:
             tile, usage = facts["tile"], facts["usage"]
-            kf = KernelFacts(
-                programs=int(tile["programs"]), flops_per_program=tile["flops_per_program"],
-                bytes_per_program=tile["bytes_per_program"], unique_bytes=tile["unique_bytes"],
-                uses_tensor_cores=bool(tile["uses_tensor_cores"]),
-                dot_dtype=facts["dot_dtype"] if tile["uses_tensor_cores"] else "none",
-                tile_m=int(tile["tile_m"]), tile_n=int(tile["tile_n"]), tile_k=int(tile["tile_k"]),
-                k_iterations=int(tile["k_iterations"]), num_warps=int(usage["num_warps"]),
-                num_stages=int(usage["num_stages"]), registers=int(usage["registers"]),
-                spill_bytes=int(usage["spill_bytes"]), shared_bytes=int(usage["shared_bytes"]),
-                # absent from facts recorded before the Hopper knobs: their old behaviour
-                persistent=bool(tile.get("persistent", 0)), tma=bool(tile.get("tma", 0)),
-                warp_specialized=bool(tile.get("warp_specialized", 0)),
-            )
+            kf = KernelFacts.from_facts(tile, usage, facts["dot_dtype"])
             try:
                 wrong = faults.inject("measure", config, in_process=not self.isolated)
                 result = simulate(kf, self.gpu)

@@ -10,19 +10,34 @@ wins on a real Hopper part, each a small named function below, read top to botto
 3. `waves` / `busiest_sm_programs`: the grid quantized over the SMs; the busiest SM sets the
    time.
 4. `compute_time_us`: the busiest SM's FLOPs at the tensor-core (or CUDA-core) peak, scaled by
-   `tensor_core_efficiency` (tile shape) and `latency_hiding` (resident warps).
-5. `memory_time_us`: the larger of compulsory DRAM traffic over HBM bandwidth and the busiest
+   `tensor_core_efficiency` (tile shape), `load_path_efficiency` (pointer loads spend issue
+   slots on addresses and masks that TMA does not: about 13 % on large fp16 GEMMs, triton
+   PR #5461) and `latency_hiding` (resident warps).
+5. `softmax_time_us` / `issue_overlap`: work of a dot loop off the tensor cores (attention's
+   exp2 on the MUFU, its max/scale/sum/rescale and masks on the CUDA cores; only the trips
+   that apply a mask pay for it), overlapped with the MMAs only as far as another warpgroup
+   or a warp-specialized schedule can run it while the tensor cores work.
+6. `memory_time_us`: the larger of compulsory DRAM traffic over HBM bandwidth and the busiest
    SM's share of L2 traffic (tile loads, stores and spill traffic).
-6. `overlap`: with `num_stages >= 2` compute and memory overlap, deeper pipelines a bit
-   better; with one stage they add.
-7. `latency_chain_us`: a program cannot finish faster than its chain of dependent memory
+7. `overlap` / `pipeline_stages`: with `num_stages >= 2` compute and memory overlap, deeper
+   pipelines a bit better; with one stage they add. A persistent program with pointer loads
+   counts as one stage: Triton 3.9 does not pipeline its loop (one operand goes through
+   registers), so it is charged the non-pipelined cost.
+8. `tile_overhead_us`: per output tile, the pipeline fill (the prologue's `num_stages - 1`
+   loads before the first MMA) and the epilogue (accumulator converted and stored, the store
+   drained), exposed unless another resident block runs meanwhile; a persistent program
+   fills its pipeline once and overlaps half of each epilogue with the next tile's loads.
+   This is what dominates short-K GEMMs.
+9. `latency_chain_us`: a program cannot finish faster than its chain of dependent memory
    round trips, however idle the machine.
-8. `spill_slowdown`: a multiplicative penalty on top of the spill traffic, so that a spilling
-   config is always slower than the same config without spills.
-9. Launch overhead.
+10. `spill_slowdown`: a multiplicative penalty on top of the spill traffic, so that a spilling
+    config is always slower than the same config without spills.
+11. Launch overhead.
 
-Absolute numbers are estimates; the model is meant to rank configs the way the hardware does
-and to land within a small factor of real timings. Every record it produces says `sim`.
+Absolute numbers are estimates: the constants below are fitted so that the model lands within
+20 % of published H100 figures for the matching kernel structure (`measurement.calibration`,
+`bench/data/published_figures.json`, checked by `tests/search/test_calibration.py`); the model is
+meant to rank configs the way the hardware does. Every record it produces says `sim`.
 """
 from __future__ import annotations
 
@@ -56,12 +71,30 @@ __all__ = [
     "spill_traffic_bytes",
     "tensor_core_efficiency",
     "waves",
+    "issue_overlap",
+    "load_path_efficiency",
+    "pipeline_stages",
+    "softmax_time_us",
+    "tile_overhead_us",
 ]
 
 # A persistent program issues its next tile's first loads under the previous tile's epilogue,
 # and no block retires and relaunches per tile: a few percent on large GEMMs (estimate, after
 # Triton's persistent-matmul tutorial figures on H100).
 PERSISTENT_GAIN = 0.97
+# Main-loop issue rate of a tensor-core loop with pointer loads against descriptor (TMA) loads:
+# triton PR #5461 measures TMA about 13 % faster on fp16 8192x8192x4096 on H100.
+POINTER_LOOP_EFFICIENCY = 1 / 1.13
+# MUFU (exp2, rsqrt, conversions) results per SM and cycle on sm_90, against 128 FP32 lanes:
+# the FlashAttention-3 paper's 3.9 TFLOPS of special functions on H100 SXM5.
+SFU_PER_FP32_LANE = 16 / 128
+# Share of the shorter of MMA and softmax work that runs under the longer, by schedule: one
+# warpgroup on the SM waits for its own wgmma; another resident warpgroup's softmax runs
+# under it; a warp-specialized (ping-pong) schedule hides most of it (fitted to the
+# FlashAttention-3 paper's H100 figures: Triton's tutorial kernel against FlashAttention-3).
+OVERLAP_ONE_WARPGROUP, OVERLAP_SEVERAL, OVERLAP_SPECIALIZED = 0.0, 0.5, 0.85
+# Each score that passes a mask costs a compare and a select on the CUDA cores.
+MASK_OPS_PER_SCORE = 3.0
 
 DOT_DTYPES = ("float16", "bfloat16", "float32", "float8", "float8_e4m3fn", "none")
 LIMITERS = ("compute", "memory", "latency", "launch")
@@ -107,6 +140,40 @@ class KernelFacts:
     """Tiles loaded through tensor descriptors (the copy engine computes the addresses)."""
     warp_specialized: bool = False
     """The main loop split into producer (load) and consumer (MMA) warps."""
+    tiles_per_program: int = 1
+    """Output tiles one program computes back to back (a persistent program's share)."""
+    epilogue_bytes: float = 0.0
+    """Bytes one output tile's epilogue stores; 0 where there is no per-tile epilogue."""
+    sfu_ops_per_program: float = 0.0
+    """Special-function operations (MUFU: exp2 and the like) beside a dot loop, per program."""
+    alu_ops_per_program: float = 0.0
+    """CUDA-core arithmetic beside a dot loop (softmax's max, scale, sum, rescale), per program."""
+    masked_fraction: float = 0.0
+    """Share of main-loop trips whose scores pass through a mask."""
+
+    @classmethod
+    def from_facts(cls, tile: dict, usage: dict, dot_dtype: str) -> "KernelFacts":
+        """The facts of one compiled candidate: its tile facts (`TileFacts.to_dict`), its
+        compile usage (registers, spills, shared memory, warps, stages) and its dot dtype.
+        Facts recorded before a field existed read as that field's default."""
+        uses_tensor_cores = bool(tile["uses_tensor_cores"])
+        return cls(
+            programs=int(tile["programs"]), flops_per_program=tile["flops_per_program"],
+            bytes_per_program=tile["bytes_per_program"], unique_bytes=tile["unique_bytes"],
+            uses_tensor_cores=uses_tensor_cores,
+            dot_dtype=dot_dtype if uses_tensor_cores else "none",
+            tile_m=int(tile["tile_m"]), tile_n=int(tile["tile_n"]), tile_k=int(tile["tile_k"]),
+            k_iterations=int(tile["k_iterations"]), num_warps=int(usage["num_warps"]),
+            num_stages=int(usage["num_stages"]), registers=int(usage["registers"]),
+            spill_bytes=int(usage["spill_bytes"]), shared_bytes=int(usage["shared_bytes"]),
+            persistent=bool(tile.get("persistent", 0)), tma=bool(tile.get("tma", 0)),
+            warp_specialized=bool(tile.get("warp_specialized", 0)),
+            tiles_per_program=int(tile.get("tiles_per_program", 1)),
+            epilogue_bytes=float(tile.get("epilogue_bytes", 0.0)),
+            sfu_ops_per_program=float(tile.get("sfu_ops_per_program", 0.0)),
+            alu_ops_per_program=float(tile.get("alu_ops_per_program", 0.0)),
+            masked_fraction=float(tile.get("masked_fraction", 0.0)),
+        )
 
     def __post_init__(self) -> None:
         problems = []
@@ -118,8 +185,13 @@ class KernelFacts:
             problems.append(f"k_iterations must be >= 1, got {self.k_iterations}")
         if self.num_warps < 1 or self.num_stages < 1:
             problems.append(f"num_warps and num_stages must be >= 1, got {self.num_warps}, {self.num_stages}")
+        if self.tiles_per_program < 1:
+            problems.append(f"tiles_per_program must be >= 1, got {self.tiles_per_program}")
+        if not 0.0 <= self.masked_fraction <= 1.0:
+            problems.append(f"masked_fraction must be in [0, 1], got {self.masked_fraction}")
         for name in ("flops_per_program", "bytes_per_program", "unique_bytes", "tile_m", "tile_n",
-                     "tile_k", "registers", "spill_bytes", "shared_bytes"):
+                     "tile_k", "registers", "spill_bytes", "shared_bytes", "epilogue_bytes",
+                     "sfu_ops_per_program", "alu_ops_per_program"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 problems.append(f"{name} must be finite and >= 0, got {value}")
@@ -153,13 +225,17 @@ def simulate(facts: KernelFacts, gpu: GPUTarget = H100) -> SimResult:
     """Estimate the latency of one launch on `gpu`. Raises `DoesNotFit` for an illegal kernel."""
     check_fits(facts, gpu)
     resident = blocks_per_sm(facts, gpu)
-    compute = compute_time_us(facts, gpu, resident)
+    mma = compute_time_us(facts, gpu, resident)
+    softmax = softmax_time_us(facts, gpu)
+    hidden = issue_overlap(facts, resident) * min(mma, softmax)
+    compute = mma + softmax - hidden
     memory = memory_time_us(facts, gpu)
     chain = latency_chain_us(facts, gpu, resident)
     penalty = spill_slowdown(facts.spill_bytes)
-    throughput = overlap(compute, memory, facts.num_stages, facts.warp_specialized)
+    throughput = overlap(compute, memory, pipeline_stages(facts), facts.warp_specialized)
     if facts.persistent:
         throughput *= PERSISTENT_GAIN
+    throughput += tile_overhead_us(facts, gpu, resident)
     body = max(throughput, chain) * penalty
     return SimResult(
         latency_us=gpu.launch_overhead_us + body,
@@ -245,12 +321,19 @@ def tensor_core_efficiency(facts: KernelFacts) -> float:
     rows = min(1.0, facts.tile_m / 64)
     cols = min(1.0, facts.tile_n / 128) ** 0.5
     depth = facts.tile_k / (facts.tile_k + 8)
-    efficiency = rows * cols * depth
-    if facts.tma:
-        # the copy engine computes tile addresses: the issue slots that pointer arithmetic took
-        # per iteration go back to the MMAs, recovering part of the short-tile loss
-        efficiency = 1.0 - 0.8 * (1.0 - efficiency)
-    return max(efficiency, 1e-3)
+    return max(rows * cols * depth, 1e-3)
+
+
+def load_path_efficiency(facts: KernelFacts) -> float:
+    """Fraction of the main loop's issue rate left to the MMAs by the load path.
+
+    With pointer loads every trip computes and masks each operand's addresses in the MMA
+    warps; a tensor descriptor (TMA) hands that to the copy engine (triton PR #5461: about
+    13 % on large fp16 GEMMs). Kernels without a tensor-core loop are not affected.
+    """
+    if not facts.uses_tensor_cores or facts.dot_dtype == "none" or facts.tile_k == 0 or facts.tma:
+        return 1.0
+    return POINTER_LOOP_EFFICIENCY
 
 
 def latency_hiding(resident_warps: int) -> float:
@@ -267,8 +350,35 @@ def compute_time_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     load = busiest_sm_programs(facts, gpu)
     resident_warps = min(load, resident) * facts.num_warps
     per_sm_flops_per_us = peak_tflops(facts, gpu) * 1e6 / gpu.sm_count
-    rate = per_sm_flops_per_us * tensor_core_efficiency(facts) * latency_hiding(resident_warps)
+    rate = (per_sm_flops_per_us * tensor_core_efficiency(facts) * load_path_efficiency(facts)
+            * latency_hiding(resident_warps))
     return load * facts.flops_per_program / rate
+
+
+def softmax_time_us(facts: KernelFacts, gpu: GPUTarget) -> float:
+    """The busiest SM's work beside the dot loop: MUFU operations at the special-function rate
+    and CUDA-core arithmetic (with the masks of the masked trips) at the FP32 rate."""
+    if facts.sfu_ops_per_program <= 0 and facts.alu_ops_per_program <= 0:
+        return 0.0
+    lanes_per_us = gpu.fp32_tflops * 1e6 / 2 / gpu.sm_count  # FP32 lanes x clock, per SM
+    scores = facts.tile_m * facts.tile_n * facts.k_iterations
+    alu = facts.alu_ops_per_program + MASK_OPS_PER_SCORE * facts.masked_fraction * scores
+    per_program = facts.sfu_ops_per_program / (lanes_per_us * SFU_PER_FP32_LANE) + alu / lanes_per_us
+    return busiest_sm_programs(facts, gpu) * per_program
+
+
+def issue_overlap(facts: KernelFacts, resident: int) -> float:
+    """Share of the shorter of MMA and softmax time hidden under the longer.
+
+    Tensor cores, MUFU and FP32 lanes are separate units, but a warpgroup waits for its own
+    wgmma before its softmax reads the scores: only another warpgroup's work (a second one
+    in the block, or another resident block) fills that wait; warp specialization schedules
+    it on purpose.
+    """
+    if facts.warp_specialized:
+        return OVERLAP_SPECIALIZED
+    warpgroups = resident * max(1, facts.num_warps // 4)
+    return OVERLAP_SEVERAL if warpgroups >= 2 else OVERLAP_ONE_WARPGROUP
 
 
 def spill_traffic_bytes(facts: KernelFacts) -> float:
@@ -286,6 +396,44 @@ def memory_time_us(facts: KernelFacts, gpu: GPUTarget) -> float:
     per_sm_l2_bytes_per_us = gpu.l2_gbps * 1e3 / gpu.sm_count
     sm_bytes = busiest_sm_programs(facts, gpu) * (facts.bytes_per_program + spill_traffic_bytes(facts))
     return max(dram_us, sm_bytes / per_sm_l2_bytes_per_us)
+
+
+def pipeline_stages(facts: KernelFacts) -> int:
+    """The stages the compiled loop really pipelines: one for a persistent program with pointer
+    loads, whose loop Triton 3.9 leaves unpipelined (one operand through registers), else the
+    config's `num_stages`."""
+    if facts.persistent and not facts.tma and facts.uses_tensor_cores:
+        return 1
+    return facts.num_stages
+
+
+def tile_overhead_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
+    """The busiest SM's per-tile time outside the steady main loop: the pipeline fill (a round
+    trip, then the prologue's `num_stages - 1` stage loads before the first MMA) and the
+    epilogue (the tile converted and stored, the store drained).
+
+    Another resident block runs its loop meanwhile, so 1/resident of it shows; a persistent
+    program fills once; a warp-specialized one stores a tile while its producer warps load
+    the next, hiding half of each epilogue.
+    """
+    if facts.epilogue_bytes <= 0 or facts.tile_k == 0:
+        return 0.0
+    per_sm_l2_bytes_per_us = gpu.l2_gbps * 1e3 / gpu.sm_count
+    tiles = facts.tiles_per_program
+    loads_per_trip = max(0.0, facts.bytes_per_program - tiles * facts.epilogue_bytes) / facts.k_iterations
+    stages = pipeline_stages(facts)
+    fill = gpu.dram_latency_us + max(1, stages - 1) * loads_per_trip / per_sm_l2_bytes_per_us
+    # the SMs of a wave finish their loops together, so their stores drain at HBM speed
+    per_sm_hbm_bytes_per_us = gpu.hbm_gbps * 1e3 / gpu.sm_count
+    epilogue = gpu.dram_latency_us + facts.epilogue_bytes / per_sm_hbm_bytes_per_us
+    # the loop's last MMAs finish before the epilogue reads the accumulator: one trip's MMA
+    drain = facts.flops_per_program / facts.k_iterations / (peak_tflops(facts, gpu) * 1e6 / gpu.sm_count)
+    if facts.warp_specialized:
+        # the producer warps load the next tile while the consumers store this one
+        per_program = fill + tiles * (epilogue + drain) * 0.5
+    else:
+        per_program = fill + tiles * (epilogue + drain)
+    return busiest_sm_programs(facts, gpu) * per_program / max(1, resident)
 
 
 def overlap(compute_us: float, memory_us: float, num_stages: int, warp_specialized: bool = False) -> float:
@@ -312,7 +460,7 @@ def latency_chain_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float
     `num_stages - 1` loads the pipeline keeps in flight. Blocks resident together overlap
     their chains, so the chain counts once per wave.
     """
-    in_flight = max(1, facts.num_stages - 1)
+    in_flight = max(1, pipeline_stages(facts) - 1)
     if facts.warp_specialized:
         in_flight = facts.num_stages  # the producer refills a stage as soon as it is consumed
     # (a persistent program's k_iterations span all its tiles: one ramp up and one drain for

@@ -124,14 +124,17 @@ def test_simulated_h100_tells_the_knobs_apart():
             unique_bytes=t.unique_bytes, uses_tensor_cores=True, dot_dtype="float16", tile_m=t.tile_m,
             tile_n=t.tile_n, tile_k=t.tile_k, k_iterations=t.k_iterations, num_warps=4, num_stages=4,
             registers=168, spill_bytes=0, shared_bytes=131072, persistent=bool(t.persistent), tma=bool(t.tma),
-            warp_specialized=bool(t.warp_specialized))
+            warp_specialized=bool(t.warp_specialized), tiles_per_program=t.tiles_per_program,
+            epilogue_bytes=t.epilogue_bytes)
         return simulate(facts)
 
-    pointer, tma, ws, persistent = latency(), latency(LOAD="tma"), latency(LOAD="tma", WARP_SPECIALIZE=True), \
-        latency(PERSISTENT=True)
+    pointer, tma, ws = latency(), latency(LOAD="tma"), latency(LOAD="tma", WARP_SPECIALIZE=True)
+    persistent, persistent_tma = latency(PERSISTENT=True), latency(PERSISTENT=True, LOAD="tma")
     assert tma.compute_us < pointer.compute_us and tma.latency_us <= pointer.latency_us
     assert ws.latency_us < tma.latency_us  # better overlap of the L2-bound loads
-    assert persistent.latency_us < pointer.latency_us and persistent.waves == 1 < pointer.waves
+    assert persistent_tma.latency_us < tma.latency_us and persistent_tma.waves == 1 < tma.waves
+    # Triton 3.9 leaves a persistent loop with pointer loads unpipelined: no reward for it
+    assert persistent.latency_us > pointer.latency_us
 
 
 # --- ahead-of-time compiles for sm_90 -------------------------------------------------------

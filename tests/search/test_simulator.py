@@ -15,10 +15,15 @@ from tiletune.search.measurement.simulator import (
     DoesNotFit,
     KernelFacts,
     blocks_per_sm,
+    issue_overlap,
+    load_path_efficiency,
     overlap,
+    pipeline_stages,
     registers_per_block,
     simulate,
+    softmax_time_us,
     spill_slowdown,
+    tile_overhead_us,
 )
 
 
@@ -201,3 +206,51 @@ def test_latency_is_positive_and_finite_over_random_facts() -> None:
         assert 0 < result.occupancy <= 1
         assert result.limiter in LIMITERS
     assert checked > 100
+
+
+def test_short_k_gemm_pays_the_per_tile_fill_and_epilogue() -> None:
+    short = dataclasses.replace(matmul_facts(8192, 8192, 512, tile=(128, 256, 64), num_warps=8, num_stages=3,
+                                             registers=193), epilogue_bytes=128 * 256 * 2)
+    resident = blocks_per_sm(short, H100)
+    overhead = tile_overhead_us(short, H100, resident)
+    assert overhead > 0
+    # a deeper prologue waits longer before the first MMA
+    deeper = dataclasses.replace(short, num_stages=4, shared_bytes=short.shared_bytes // 3 * 4)
+    assert tile_overhead_us(deeper, H100, blocks_per_sm(deeper, H100)) > overhead
+    assert simulate(short).latency_us > simulate(dataclasses.replace(short, epilogue_bytes=0)).latency_us
+
+
+def test_persistent_pointer_loads_cost_the_unpipelined_loop() -> None:
+    facts = dataclasses.replace(GOOD_4096, persistent=True, programs=132, tiles_per_program=8,
+                                k_iterations=GOOD_4096.k_iterations * 8,
+                                flops_per_program=GOOD_4096.flops_per_program * 8,
+                                bytes_per_program=GOOD_4096.bytes_per_program * 8)
+    assert pipeline_stages(facts) == 1 and pipeline_stages(dataclasses.replace(facts, tma=True)) == 3
+    assert simulate(facts).latency_us > simulate(dataclasses.replace(facts, tma=True)).latency_us
+
+
+def test_pointer_loads_leave_the_main_loop_fewer_issue_slots_than_tma() -> None:
+    assert load_path_efficiency(GOOD_4096) < load_path_efficiency(dataclasses.replace(GOOD_4096, tma=True)) == 1.0
+    assert load_path_efficiency(elementwise_facts(1 << 20)) == 1.0
+
+
+def attention_facts(*, masked: float, specialized: bool = False) -> KernelFacts:
+    bm, bn, d, blocks, iters = 128, 64, 128, 128 * 16, 256
+    scores = bm * bn * iters
+    return KernelFacts(
+        programs=blocks, flops_per_program=4.0 * bm * bn * d * iters,
+        bytes_per_program=float(bm * d * 2 + iters * bn * 2 * d * 2 + bm * d * 2), unique_bytes=4.0 * 16 * 16384 * d * 2,
+        uses_tensor_cores=True, dot_dtype="float16", tile_m=bm, tile_n=bn, tile_k=d, k_iterations=iters,
+        num_warps=8, num_stages=2, registers=171, spill_bytes=0, shared_bytes=98304,
+        tma=specialized, warp_specialized=specialized, epilogue_bytes=bm * d * 2.0,
+        sfu_ops_per_program=scores + bm * iters, alu_ops_per_program=5.0 * scores + bm * d * iters,
+        masked_fraction=masked)
+
+
+def test_attention_pays_for_softmax_and_masks_beside_the_mmas() -> None:
+    plain = attention_facts(masked=0.0)
+    assert softmax_time_us(plain, H100) > 0
+    assert simulate(attention_facts(masked=1.0)).latency_us > simulate(plain).latency_us
+    # a warp-specialized schedule runs the softmax under the other warpgroup's MMAs
+    assert issue_overlap(attention_facts(masked=0.0, specialized=True), 1) > issue_overlap(plain, 1)
+    assert simulate(attention_facts(masked=0.0, specialized=True)).latency_us < simulate(plain).latency_us

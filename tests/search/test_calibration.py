@@ -1,0 +1,40 @@
+"""The simulator against the committed table of published H100 figures (`bench/data/published_figures.json`)."""
+from __future__ import annotations
+
+import pytest
+
+from tiletune.errors import UsageError
+from tiletune.search.measurement.calibration import BAND, load_figures, simulate_figure
+from tiletune.search.measurement.measurers import SimMeasurer
+
+FIGURES = load_figures()
+MEASURER = SimMeasurer("sim-h100")
+
+
+def test_the_table_covers_gemm_attention_and_memory_bound_kernels() -> None:
+    assert len(FIGURES) >= 12
+    ops = {f.op for f in FIGURES}
+    assert {"matmul", "attention", "causal_attention", "rmsnorm", "softmax"} <= ops
+    assert all(f.source and f.structure and f.usage for f in FIGURES)
+    assert len({f.id for f in FIGURES}) == len(FIGURES)
+
+
+@pytest.mark.parametrize("figure", [f for f in FIGURES if not f.outside_band], ids=lambda f: f.id)
+def test_simulator_lands_within_the_band_of_the_published_figure(figure) -> None:
+    sim = simulate_figure(figure, MEASURER)
+    assert 1 - BAND <= sim / figure.value <= 1 + BAND, (
+        f"{figure.id}: simulated {sim:.1f} {figure.unit} against published {figure.value} ({figure.source})")
+
+
+@pytest.mark.parametrize("figure", [f for f in FIGURES if f.outside_band], ids=lambda f: f.id)
+def test_known_misses_are_still_misses(figure) -> None:
+    # a figure marked outside the band that the model now matches must lose its mark
+    sim = simulate_figure(figure, MEASURER)
+    assert not 1 - BAND <= sim / figure.value <= 1 + BAND, f"{figure.id} is now within the band: drop its outside_band"
+
+
+def test_a_config_outside_its_space_is_refused_with_the_figure_named() -> None:
+    figure = next(f for f in FIGURES if f.op == "matmul")
+    bad = type(figure)(**{**figure.__dict__, "config": {**figure.config, "BLOCK_M": 3}})
+    with pytest.raises(UsageError, match=figure.id):
+        simulate_figure(bad, MEASURER)
