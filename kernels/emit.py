@@ -112,7 +112,7 @@ class Dim:
 
     name: str
     offs: str
-    mask: str
+    mask: str | None  # None: every offset is in bounds (wrapped, or the shape divides the tile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +171,11 @@ class TileEmitter:
 
     def mask(self, dims: frozenset[int]) -> str | None:
         """The conjunction of the masks of `dims` (None when it depends on none)."""
-        parts = [self.expand(self.dims[d].mask, d) for d in sorted(dims)]
+        parts = [self.expand(self.dims[d].mask, d) for d in sorted(dims) if self.dims[d].mask]
         return " & ".join(parts) if parts else None
 
-    def full_mask(self) -> str:
-        """The mask of the whole tile."""
+    def full_mask(self) -> str | None:
+        """The mask of the whole tile (None when every dim is in bounds)."""
         return self.mask(frozenset(range(len(self.dims))))
 
     # --- values -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import POINTER_TYPES, CodeBuilder, Dim, TensorArg, TileEmitter, Value, converted, ident
+from tiletune.kernels.specialize import LaunchFlag
 from tiletune.kernels.syntax import BINARY, Infix
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
@@ -43,6 +44,8 @@ class KernelSource:
     num_stages: int
     tensor_params: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (pointer, strides): inputs, then output
     dim_params: tuple[str, ...] = ()  # dim arguments in declaration order
+    # constexprs the launcher computes per call (`tiletune.kernels.specialize`), after `constexprs`
+    launch_flags: tuple[LaunchFlag, ...] = field(default=(), hash=False)
 
 
 class Names:
@@ -95,6 +98,16 @@ class KernelContext:
         # generated module needs torch (launchers that query the device or allocate)
         self.launch_lines: list[str] = []
         self.imports_torch = False
+        # constexprs whose value the launcher computes per call (see `specialize`)
+        self.launch_flags: dict[str, LaunchFlag] = {}
+
+    def specialize(self, flag: LaunchFlag) -> str:
+        """Declare a launch-time constexpr (`tiletune.kernels.specialize`) and return its name,
+        to branch on in the kernel: Triton compiles one kernel per value the launcher passes."""
+        known = self.launch_flags.setdefault(flag.name, flag)
+        assert known == flag, f"launch flag {flag.name} declared twice with different meanings"
+        self.body.reserve(flag.name)
+        return flag.name
 
     def unflatten(self, axes: tuple[IterVar, ...], linear: str) -> dict[IterVar, str]:
         """Emit each axis's index from `linear`, a row-major index over `axes` (outermost
@@ -211,7 +224,7 @@ class KernelContext:
     def kernel_def(self, kernel_name: str) -> list[str]:
         """`@triton.jit def kernel_name(params..., constexprs...):`."""
         lines = ["@triton.jit"]
-        params = [p for p, _ in self.params()] + [f"{k}: tl.constexpr" for k in self.constexprs]
+        params = [p for p, _ in self.params()] + [f"{k}: tl.constexpr" for k in (*self.constexprs, *self.launch_flags)]
         lines.append(f"def {kernel_name}(")
         lines.extend(f"    {p}," for p in params)
         lines.append("):")
@@ -230,14 +243,18 @@ class KernelContext:
         tensor arguments are the inputs, the output, then any `workspaces` (pointer, strides)."""
         params = self.params() if params is None else params
         signature = {p: t for p, t in params}
-        signature.update({k: "constexpr" for k in self.constexprs})
+        signature.update({k: "constexpr" for k in (*self.constexprs, *self.launch_flags)})
         return KernelSource(
             self.graph.name, text, kernel_name,
-            tuple(p for p, _ in params) + tuple(self.constexprs), signature, dict(self.constexprs),
-            self.schedule.num_warps, self.schedule.num_stages,
+            tuple(p for p, _ in params) + tuple(self.constexprs) + tuple(self.launch_flags), signature,
+            dict(self.constexprs), self.schedule.num_warps, self.schedule.num_stages,
             tuple((arg.ptr, arg.strides) for arg in self.args.values()) + workspaces,
-            tuple(self.dim_names.values()),
+            tuple(self.dim_names.values()), tuple(self.launch_flags.values()),
         )
+
+    def flag_args(self) -> list[str]:
+        """The launcher's keyword arguments of the launch flags: `EVEN_K=(K) % 64 == 0`."""
+        return [f"{name}={flag.launcher_code(self)}" for name, flag in self.launch_flags.items()]
 
     def call_args(self) -> list[str]:
         """The launcher's positional arguments of a kernel call: tensors, strides, dims, extras."""
@@ -258,6 +275,7 @@ class KernelContext:
     def launcher(self, kernel_name: str, grid: list[str]) -> str:
         call_args = self.call_args()
         call_args.extend(f"{k}={v}" for k, v in self.constexprs.items())
+        call_args += self.flag_args()
         call_args += [f"num_warps={self.schedule.num_warps}", f"num_stages={self.schedule.num_stages}"]
         lines = [
             "",
@@ -282,6 +300,7 @@ class KernelContext:
         args = [f"        {a}," for a in call]
         lines = ["", "", self.launch_signature(), f'    """{doc}"""', *setup, f"    {name}_kernel[{main_grid}](", *args]
         lines += [f"        {c}={v}," for c, v in self.constexprs.items()]
+        lines += [f"        {a}," for a in self.flag_args()]
         lines += [f"        num_warps={self.schedule.num_warps},", f"        num_stages={self.schedule.num_stages},", "    )"]
         lines += [f"    {name}_combine[{combine_grid}](", *args]
         lines += [f"        {c}={v}," for c, v in combine_constexprs.items()]

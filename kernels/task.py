@@ -18,6 +18,7 @@ from tiletune.kernels.facts import TileFacts
 from tiletune.kernels.families import Pattern, analyse, default_schedule, tile_facts
 from tiletune.kernels.library import resolve_operator
 from tiletune.kernels.lower import KernelSource, lower
+from tiletune.kernels.specialize import flag_values
 from tiletune.schedules.config import Config
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.schedules.space import ConfigSpace
@@ -144,14 +145,17 @@ class Task:
     def specialization(self, src: KernelSource) -> tuple[dict[str, int], tuple[str, ...]]:
         """How Triton's JIT will specialize `src`'s integer arguments when launched on
         contiguous tensors at these dims: those equal to 1 become constants, those divisible
-        by 16 are marked aligned (with every pointer: torch allocations are 16-byte aligned).
-        An ahead-of-time compile that skips this compiles a different kernel than runs."""
+        by 16 are marked aligned (with every pointer: torch allocations are 16-byte aligned),
+        and each of `src`'s launch flags (`tiletune.kernels.specialize`: `EVEN_K` and the like)
+        gets the value its launcher computes. An ahead-of-time compile that skips this compiles
+        a different kernel than runs."""
         values: dict[str, int] = dict(zip(src.dim_params, self.dims.values()))
         for t, (_, strides) in zip((*self.graph.inputs, self.graph.output), src.tensor_params):
             shape = self.graph.shape_of(t, self.dims)
             for d, name in enumerate(strides):
                 values[name] = math.prod(shape[d + 1:])
-        constants = {name: 1 for name, v in values.items() if v == 1}
+        constants: dict[str, int] = {name: 1 for name, v in values.items() if v == 1}
+        constants.update(flag_values(src.launch_flags, self.graph, self.dims))
         aligned = tuple(p for p, _ in src.tensor_params) + tuple(
             name for name, v in values.items() if v % 16 == 0
         )
