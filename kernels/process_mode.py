@@ -8,8 +8,10 @@ with no CUDA device interprets unless the user chose (`TRITON_INTERPRET` set) or
 already imported. Worker processes that compile ahead of time, or verify in the interpreter, get
 their mode from the environment their pool starts them with.
 
-In an interpreting process the interpreter is also made to round float32 -> bfloat16 as the GPU
-does (`interpreter_rounding`), before the first kernel runs.
+In an interpreting process the interpreter is also fixed where the installed Triton needs it
+(`triton_versions` says which version needs what), before the first kernel runs: it is made to
+round float32 -> bfloat16 as the GPU does (`interpreter_rounding`), and to take one-element
+arrays as indices (`interpreter_index`).
 """
 from __future__ import annotations
 
@@ -36,8 +38,12 @@ def select() -> bool:
 
     interpreting = bool(triton.knobs.runtime.interpret)
     if interpreting:
-        from tiletune.kernels import interpreter_rounding
+        from tiletune.kernels import interpreter_index, interpreter_rounding, triton_versions
 
-        interpreter_rounding.install()
+        facts = triton_versions.installed()
+        if facts.interpreter_truncates_bfloat16:
+            interpreter_rounding.install()
+        if facts.interpreter_index_needs_scalar:
+            interpreter_index.install()
     _SELECTED["interpreting"] = interpreting
     return interpreting

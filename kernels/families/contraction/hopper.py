@@ -17,6 +17,7 @@ from tiletune.kernels.families.contraction.operands import TENSOR_CORE_DTYPES
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.kernel import KernelContext, narrowing_cast
 from tiletune.kernels.target import KERNEL_TARGET
+from tiletune.kernels.triton_versions import installed as installed_triton
 from tiletune.schedules.knobs import Boolean, Choice
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
@@ -77,6 +78,11 @@ def add_hopper_knobs(schedule: Schedule, pattern: Pattern, dims: Mapping[str, in
     schedule.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
     schedule.warp_specialize("k", Boolean("WARP_SPECIALIZE", default=False))
     operands = [tma_operand(pattern, f, dims) for f in ("a", "b")]
+    triton = installed_triton()
+    if not triton.tensor_descriptors:
+        schedule.constrain("TMA loads need tl.make_tensor_descriptor",
+                           lambda cfg: f"Triton {triton.version} has no device-side tensor descriptors"
+                           if cfg["LOAD"] == "tma" else None)
     # the kernel source does not depend on dims: it loads every factor of descriptor form through
     # a descriptor, so each of those must be aligned at these dims, not just one of them
     unaligned = [reason for f, (op, reason) in zip(("a", "b"), operands)
@@ -100,11 +106,14 @@ def add_hopper_knobs(schedule: Schedule, pattern: Pattern, dims: Mapping[str, in
 
 
 def warp_specialization_fits(cfg, operand: str) -> str | None:
-    """Where Triton 3.9 splits the K loop into producer and consumer warps on sm_90, read off
-    sm_90 compiles: elsewhere the flag either fails to compile (pointer loads at 4 warps) or is
-    dropped silently (a config that only duplicates its neighbour)."""
+    """Where the installed Triton splits the K loop into producer and consumer warps on sm_90,
+    read off sm_90 compiles (Triton 3.6 to 3.9 alike: `triton_versions`): elsewhere the flag
+    either fails to compile (pointer loads at 4 warps) or is dropped silently (a config that
+    only duplicates its neighbour)."""
     if not cfg["WARP_SPECIALIZE"]:
         return None
+    if not installed_triton().warp_specialized_loops:
+        return f"Triton {installed_triton().version} does not warp-specialize loops"
     if cfg["LOAD"] != "tma":
         return "WARP_SPECIALIZE needs LOAD='tma': the producer warps issue descriptor copies"
     if cfg["PERSISTENT"]:
