@@ -6,15 +6,18 @@ same columns, in the same order, whatever its operator:
 
 - **knobs** (`KNOWN_KNOBS`): log2 of each knob's value, -1 where the operator has no such knob
   (every knob is >= 1, so log2 >= 0 and -1 cannot be mistaken for a value). A bool is encoded
-  as 0/1 and a string as a stable hash bucket (`string_bucket`), so that a future knob of those
-  kinds does not crash featurization. Knob names outside `KNOWN_KNOBS` are ignored: a column
+  as 0/1, a string of `KNOWN_STRING_VALUES` as its index (LOAD: pointer 0, tma 1) and another
+  string as a stable hash bucket (`string_bucket`), so that a future knob of those kinds does
+  not crash featurization. Knob names outside `KNOWN_KNOBS` are ignored: a column
   that only one operator ever fills would not transfer, and a new knob should be added to the
   list on purpose.
 - **tile facts** from the lowering: log2 (of 1 + x, since some are 0) of the grid, work and
   traffic per program, compulsory traffic, intensity, waves and tile area; the fractional part
   of `waves` (how full the last wave is), `tail_fraction`, `uses_tensor_cores`,
   `k_iterations`. A missing fact is -1; `waves` and `intensity` are derived from the others
-  when the lowering did not supply them.
+  when the lowering did not supply them. The Hopper code paths (`persistent`, `tma`,
+  `warp_specialized`) and the attention mask share are taken as they are; tiles per program,
+  epilogue bytes and MUFU operations as log2(1 + x).
 - **static facts** from the AOT compile: registers, log1p of spill bytes, log2 of shared
   memory, and the resident blocks and occupancy they imply on the kernels' target GPU
   (`kernels.target`). Unknown facts (the mapping may be empty) are -1; occupancy is then
@@ -47,10 +50,16 @@ KnobValue = int | float | bool | str
 #: The value of a feature whose knob or fact the candidate does not have.
 ABSENT = -1.0
 
-#: Knobs that become features, in column order. Other knob names are ignored.
+#: Knobs that become features, in column order. Other knob names are ignored; every knob of a
+#: built-in operator's space is here (tests/search/test_features.py checks it).
 KNOWN_KNOBS: tuple[str, ...] = (
     "BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_ROWS", "BLOCK_LANE", "GROUP_M", "num_stages", "num_warps",
+    "BLOCK_RED", "BLOCK_SCAN", "SPLIT_K", "SPLIT", "PERSISTENT", "LOAD", "WARP_SPECIALIZE", "UNROLL_WINDOW",
 )
+
+#: String knobs whose values are known: each value's index is its feature (0, 1, ...), so that
+#: an ordered choice like the load path is one clean split; other strings hash to a bucket.
+KNOWN_STRING_VALUES: dict[str, tuple[str, ...]] = {"LOAD": ("pointer", "tma")}
 
 #: Buckets for string knob values; a value's bucket is stable across processes and runs.
 STRING_BUCKETS = 16
@@ -67,6 +76,13 @@ _TILE_FEATURES: tuple[str, ...] = (
     "log2_tile_area",
     "uses_tensor_cores",
     "log2_k_iterations",
+    "persistent",
+    "tma",
+    "warp_specialized",
+    "log2_tiles_per_program",
+    "log2_epilogue_bytes",
+    "log2_sfu_ops_per_program",
+    "masked_fraction",
 )
 _STATIC_FEATURES: tuple[str, ...] = (
     "registers",
@@ -87,13 +103,14 @@ def string_bucket(value: str, buckets: int = STRING_BUCKETS) -> int:
     return zlib.crc32(value.encode("utf-8")) % buckets
 
 
-def _knob_feature(value: KnobValue | None) -> float:
+def _knob_feature(value: KnobValue | None, knob: str = "") -> float:
     if value is None:
         return ABSENT
     if isinstance(value, bool):  # before int: bool is a subclass of int
         return float(value)
     if isinstance(value, str):
-        return float(string_bucket(value))
+        known = KNOWN_STRING_VALUES.get(knob, ())
+        return float(known.index(value)) if value in known else float(string_bucket(value))
     # Every numeric knob is >= 1 in a legal space; a non-positive one carries no size to log.
     return math.log2(value) if value > 0 else ABSENT
 
@@ -110,12 +127,18 @@ def _get(mapping: Mapping[str, float], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _flag(mapping: Mapping[str, float], key: str) -> float:
+    """A 0/1 (or fractional) fact as it is; ABSENT where unknown."""
+    value = _get(mapping, key)
+    return ABSENT if value is None else value
+
+
 def featurize(config: Mapping[str, KnobValue], tile: Mapping[str, float],
               static: Mapping[str, float] | None = None,
               target: GPUTarget = KERNEL_TARGET) -> np.ndarray:
     """The float32 feature vector of one candidate, in `FEATURE_NAMES` order."""
     static = static or {}
-    knobs = [_knob_feature(config.get(knob)) for knob in KNOWN_KNOBS]
+    knobs = [_knob_feature(config.get(knob), knob) for knob in KNOWN_KNOBS]
 
     programs = _get(tile, "programs")
     flops = _get(tile, "flops_per_program")
@@ -143,6 +166,12 @@ def featurize(config: Mapping[str, KnobValue], tile: Mapping[str, float],
         _log2p(area),
         tensor_cores if tensor_cores is not None else ABSENT,
         _log2p(_get(tile, "k_iterations")),
+        # Hopper code paths and the per-tile and softmax facts the simulator and a GPU charge
+        *(_flag(tile, name) for name in ("persistent", "tma", "warp_specialized")),
+        _log2p(_get(tile, "tiles_per_program")),
+        _log2p(_get(tile, "epilogue_bytes")),
+        _log2p(_get(tile, "sfu_ops_per_program")),
+        _flag(tile, "masked_fraction"),
     ]
 
     registers = _get(static, "registers")

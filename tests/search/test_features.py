@@ -150,3 +150,51 @@ def test_features_module_does_not_import_torch_or_triton():
             "print(sorted(m for m in ('torch', 'triton') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+
+def _builtin_tasks():
+    """Every built-in operator at two dims patterns (all dims small; the last one long, which
+    offers the split knobs): the real spaces, so that a new knob anywhere shows up here."""
+    from tiletune.kernels.library import BUILTINS
+    from tiletune.kernels.task import TaskSpec
+
+    for name, op in sorted(BUILTINS.items()):
+        names = list(op.dim_names)
+        for pattern in ([64] * len(names), [32] * (len(names) - 1) + [4096]):
+            try:
+                yield TaskSpec.make(name, dict(zip(names, pattern)), "float16").build()
+            except Exception:  # an operator that refuses these dims or dtype: the other pattern
+                continue
+
+
+def _one_knob_pairs(space):
+    """(config, knob, other config) with the two differing in that knob only, from the default
+    and from the default's legal one-knob neighbours (WARP_SPECIALIZE needs LOAD='tma' first)."""
+    default = space.default()
+    bases = [default]
+    for knob in space.knobs:
+        bases += [c for v in knob.choices() if v != default[knob.name]
+                  and space.is_legal(c := default.replace(**{knob.name: v}))][:1]
+    for knob in space.knobs:
+        for base in bases:
+            other = next((c for v in knob.choices() if v != base[knob.name]
+                          and space.is_legal(c := base.replace(**{knob.name: v}))), None)
+            if other is not None:
+                yield base, knob.name, other
+                break
+
+
+def test_configs_differing_in_one_knob_get_different_features() -> None:
+    seen, told_apart = set(), set()
+    for task in _builtin_tasks():
+        seen |= set(task.space.names)
+        for base, knob, other in _one_knob_pairs(task.space):
+            a = featurize(base.as_dict(), task.facts(base).to_dict())
+            b = featurize(other.as_dict(), task.facts(other).to_dict())
+            assert not np.array_equal(a, b), f"{task.spec}: {knob}={other[knob]} and {base[knob]} featurize alike"
+            told_apart.add(knob)
+    assert {"LOAD", "PERSISTENT", "WARP_SPECIALIZE", "SPLIT_K", "BLOCK_M", "num_warps"} <= seen
+    # every knob of a built-in space is a feature column, and every one was varied above
+    assert seen <= set(KNOWN_KNOBS), f"knobs without a feature: {sorted(seen - set(KNOWN_KNOBS))}"
+    assert told_apart == seen, f"knobs never varied: {sorted(seen - told_apart)}"
