@@ -18,6 +18,7 @@ from tiletune.search.execution.ray_tasks import (
     first_line,
     gpu_kinds,
     gpus_of,
+    shutdown,
 )
 from tiletune.search.execution.workers import COMPILE_ENV, INTERPRET_ENV
 from tiletune.search.measurement.measurers import Measurer
@@ -87,7 +88,7 @@ class RayBackend:
         self.compiler.close()
         self.verifier.close()
         if self.started_ray:
-            ray.shutdown()
+            shutdown()
 
     def __enter__(self) -> RayBackend:
         return self

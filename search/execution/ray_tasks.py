@@ -242,7 +242,27 @@ def connect() -> bool:
              logging_level=logging.WARNING)
     except ConnectionError as error:
         raise UsageError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {error}") from None
+    if not address:  # a local Ray of this process: stopped even if this process is killed
+        global _REAPER
+        from tiletune.search.ray_reaper import watch
+
+        _REAPER = watch(os.getpid())
     return True
+
+
+# The watcher of the local Ray this process started (see `search.ray_reaper`), owned by
+# connect() and shutdown().
+_REAPER = None
+
+
+def shutdown() -> None:
+    """Stop the Ray this process started, and whatever of it outlives `ray.shutdown()`."""
+    global _REAPER
+    ray.shutdown()
+    if _REAPER is not None:
+        _REAPER.stdin.close()
+        _REAPER.wait(timeout=30)
+        _REAPER = None
 
 
 def gpu_kinds() -> list[str]:
