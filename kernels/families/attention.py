@@ -1,11 +1,19 @@
 """The attention family: flash-style, one program per (query block, batch) holding a
 `BLOCK_M x D` query tile, looping over `BLOCK_N` keys and values with an online softmax.
 
-Per key block: scores `q @ k^T` with `tl.dot` (fp32 accumulate), scaled and masked; the running
-row max `m_i` and row sum `l_i` are updated and the accumulator rescaled by `exp(m_old - m_new)`
-before `p @ v` is added, so the softmax never sees the whole row. The output is `acc / l_i`.
-Exponentials are base 2 with log2(e) folded into the scale (one multiply fewer per score).
-A causal mask (`j <= i`) also ends the key loop at the query block's diagonal.
+Per key block: scores `q @ k^T` with `tl.dot` (fp32 accumulate), scaled; the running row max
+`m_i` and row sum `l_i` are updated and the accumulator rescaled by `exp(m_old - m_new)` before
+`p @ v` is added, so the softmax never sees the whole row. The output is `acc / l_i`.
+Exponentials are base 2 with log2(e) folded into the one scale multiplier, applied to each
+score as one fused multiply-add with the row max.
+
+Masks only where they can matter: the key loop is split into whole blocks that need none and
+the blocks that do (a partial last block; for a causal mask `j <= i`, the blocks on the
+diagonal, after those wholly below it; blocks above it are skipped). Launch flags
+(`kernels/specialize.py`) say when the sequence and head dims divide their blocks, so a kernel
+launched on such shapes has no mask and no tail loop at all. `LOAD='tma'` loads q, k and v
+through 2-D tensor descriptors; `WARP_SPECIALIZE` splits the key loops into producer and
+consumer warps.
 """
 from __future__ import annotations
 
@@ -20,9 +28,10 @@ from tiletune.kernels.families.family import Family
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings
+from tiletune.kernels.specialize import Divides
 from tiletune.kernels.syntax import Prec, operand
 from tiletune.kernels.target import MAX_SHARED_BYTES
-from tiletune.schedules.knobs import Choice, PowerOfTwo
+from tiletune.schedules.knobs import Boolean, Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr import dtypes as dt
@@ -106,6 +115,33 @@ class AttentionFamily(Family):
             f"over {limit}",
         )
 
+        self._add_hopper_knobs(schedule, dims, operand)
+
+    def _add_hopper_knobs(self, schedule: Schedule, dims: Mapping[str, int], operand: str) -> None:
+        """LOAD (pointer or tensor-descriptor loads of q, k and v) and WARP_SPECIALIZE (the key
+        loops split into producer and consumer warps), with the rules that refuse them."""
+        attention = self.pattern.attention
+        schedule.load_via(Choice("LOAD", ("pointer", "tma"), default="pointer"))
+        schedule.warp_specialize("n", Boolean("WARP_SPECIALIZE", default=False))
+        refusals = []
+        for role, read in (("q", attention.q), ("k", attention.k), ("v", attention.v)):
+            plane = descriptor_plane(read, _tile_blocks(attention, role))
+            if isinstance(plane, str):
+                refusals.append(f"a descriptor for {role} needs {plane}")
+                continue
+            # contiguous tensors at these dims: every stride is a multiple of the last dim's extent
+            t = read.tensor
+            row = evaluate_extent(t.shape[-1], dims) * dt.itemsize(t.dtype)
+            if row % TMA_ALIGN_BYTES:
+                refusals.append(f"rows of '{t.name}' are {row} bytes, not a multiple of {TMA_ALIGN_BYTES} "
+                                "(a descriptor's strides must be 16-byte aligned)")
+        if refusals:
+            reason = "; ".join(refusals)
+            schedule.constrain("TMA loads need aligned q, k and v",
+                               lambda cfg: reason if cfg["LOAD"] == "tma" else None)
+        schedule.constrain("warp specialization applies on sm_90",
+                           lambda cfg: _warp_specialization_fits(cfg, operand))
+
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         attention = self.pattern.attention
         queries = Tiles(Extent((attention.i.extent,)), schedule.tile("m"))
@@ -125,8 +161,12 @@ class AttentionFamily(Family):
         blocks_m, batch = self.grid(schedule).shape(dims, None)
         if attention.causal:
             n_blocks = [cdiv(min(sk, (pid + 1) * bm), bn) for pid in range(blocks_m)]
+            # the blocks from the last whole block below the diagonal on pass the causal mask
+            masked = sum(n - min(sk, pid * bm) // bn for pid, n in enumerate(n_blocks))
         else:
             n_blocks = [cdiv(sk, bn)] * blocks_m
+            # a general mask applies to every block, else only a partial last block is masked
+            masked = sum(n_blocks) if attention.mask is not None else blocks_m * int(sk % bn != 0)
         iters = sum(n_blocks) / blocks_m
         operand = attention_dot_dtype(self.pattern)
         item = dt.itemsize(operand)
@@ -147,8 +187,8 @@ class AttentionFamily(Family):
             # type on the CUDA cores; per row and key block the rescale of the accumulator
             sfu_ops_per_program=scores + bm * iters,
             alu_ops_per_program=5.0 * scores + bm * be * iters,
-            # the lowering applies its where() to the scores of every key block
-            masked_fraction=1.0,
+            # the share of key blocks that the lowering passes through its where()
+            masked_fraction=masked / max(1, sum(n_blocks)),
         )
 
     def verification_dims(self, dims: Mapping[str, int], schedule: ResolvedSchedule) -> dict[str, int]:
@@ -225,7 +265,7 @@ class _AttentionKernel:
         body.line("pid_m = tl.program_id(0)")
         self.batch_values = _batch_indices(kernel, attention.batch)
         body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-        body.line(f"mask_m = offs_m < {SQ}")
+        self.masks("m", "BLOCK_M", attention.i.extent, "the queries fill whole blocks")
         heads = [(attention.d, "d", "BLOCK_D")]
         if attention.e.extent != attention.d.extent or schedule.tile("e") != schedule.tile("d"):
             heads.append((attention.e, "e", "BLOCK_E"))
@@ -233,9 +273,21 @@ class _AttentionKernel:
             body.line(f"offs_{name} = tl.arange(0, {block})")
             if name in schedule.vectorized:
                 body.line(f"offs_{name} = tl.max_contiguous(tl.multiple_of(offs_{name}, {block}), {block})")
-            body.line(f"mask_{name} = offs_{name} < {kernel.extent(axis.extent)}")
+            # a head dim is at most its block (a power of two), so it divides the block only when
+            # it fills it
+            self.masks(name, block, axis.extent, "the head dim fills its block")
         if len(heads) == 1:
             body.line("offs_e, mask_e = offs_d, mask_d  # one head dim for scores and values")
+
+    def masks(self, name: str, block: str, extent: Expr, why: str) -> None:
+        """`mask_<name>` for the offsets along `extent`: where the extent divides into whole
+        blocks (a launch flag: Triton compiles a kernel per answer) a constant that folds out
+        of every load, store and `where`, else the bounds check."""
+        flag = self.kernel.specialize(Divides(f"EVEN_{name.upper()}", (extent,), self.schedule.tile(name)))
+        self.body.line(f"if {flag}:  # {why}: no mask")
+        self.body.line(f"    mask_{name} = tl.full(({block},), True, tl.int1)")
+        self.body.line("else:")
+        self.body.line(f"    mask_{name} = offs_{name} < {self.kernel.extent(extent)}")
 
     def make_descriptors(self) -> None:
         """One 2-D tensor descriptor per input over the plane of its two tile axes, based at
@@ -314,9 +366,13 @@ class _AttentionKernel:
         elif attention.mask is not None:
             self.key_blocks("0", SK, masked=True)
         else:
+            even = self.kernel.specialize(Divides("EVEN_N", (attention.j.extent,), self.schedule.tile("n")))
             body.line(f"lo = {SK} // BLOCK_N * BLOCK_N  # keys in whole blocks need no mask")
             self.key_blocks("0", "lo", masked=False)
+            body.line(f"if not {even}:  # the partial last block of keys")
+            body.indent += 1
             self.key_blocks("lo", SK, masked=True)
+            body.indent -= 1
 
     def key_blocks(self, lo: str, hi: str, masked: bool) -> None:
         """One loop of key blocks `lo..hi`: the scores, the online softmax update, `p @ v`."""
@@ -325,7 +381,8 @@ class _AttentionKernel:
         options = ", warp_specialize=True" if "n" in self.schedule.warp_specialized else ""
         body.line(f"for n0 in tl.range({lo}, {hi}, BLOCK_N{options}):")
         body.indent += 1
-        body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
+        if masked or not self.tma:  # pointers and masks need the keys' offsets
+            body.line("offs_n = n0 + tl.arange(0, BLOCK_N)")
         if masked:
             body.line(f"mask_n = offs_n < {SK}")
         k_tile = self.tile("k", attention.k, [_D, _N], {attention.d: 0, attention.j: 1}, "n0", masked)
@@ -384,8 +441,8 @@ def descriptor_plane(read: Expr, blocks: dict[IterVar, str]) -> DescriptorPlane 
     if t.dtype not in TMA_DTYPES:
         return f"'{t.name}' in one of {', '.join(TMA_DTYPES)}, not {t.dtype}"
     positions = [n for n, ix in enumerate(read.indices) if ix in blocks]
-    if sorted(read.indices[n] for n in positions) != sorted(blocks) or not all(
-            isinstance(ix, IterVar) for ix in read.indices):
+    found = [read.indices[n] for n in positions]
+    if len(found) != 2 or found[0] is found[1] or not all(isinstance(ix, IterVar) for ix in read.indices):
         return f"'{t.name}' indexed by plain axes, each tile axis once"
     if positions[-1] != t.ndim - 1:
         return f"the last dim of '{t.name}' to be one of its tile's axes (a descriptor's innermost dim is contiguous)"
@@ -412,6 +469,18 @@ def descriptor_checks(kernel: KernelContext, reads) -> list[str]:
     out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
     lines += [f"    if {out}.is_cuda:", "        triton.set_allocator(_descriptor_scratch)"]
     return lines
+
+
+def _warp_specialization_fits(cfg, operand: str) -> str | None:
+    """Where Triton 3.9 splits attention's key loops into producer and consumer warps on
+    sm_90, read off sm_90 compiles."""
+    if not cfg["WARP_SPECIALIZE"]:
+        return None
+    if cfg["LOAD"] != "tma":
+        return "WARP_SPECIALIZE needs LOAD='tma': the producer warps issue descriptor copies"
+    if operand not in ("float16", "bfloat16"):
+        return f"WARP_SPECIALIZE needs 16-bit q, k and v (wgmma operands), not {operand}"
+    return None
 
 
 def _positive(e: Expr) -> bool:
