@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 BASELINES = ("eager", "compile", "triton")
-BASELINE_NAMES = {"eager": "torch eager (cuBLAS / SDPA)", "compile": "torch.compile max-autotune",
-                  "triton": "Triton autotune reference"}
+BASELINE_NAMES = {"eager": "torch eager (cuBLAS / SDPA)", "compile": "torch.compile max-autotune-no-cudagraphs",
+                  "triton": "Triton references (fastest of autotune, tutorial TMA / WS / persistent)"}
 README_BEGIN = "<!-- gpu-suite:begin -->"
 README_END = "<!-- gpu-suite:end -->"
 
@@ -73,6 +73,7 @@ def summarize(cases: list[Mapping], copy_gbps: float | None, ceiling_tflops: flo
     return {
         "gemm_vs_cublas_geomean": of("gemm", "eager"),
         "epilogue_vs_eager_geomean": of("epilogue", "eager"),
+        "attention_vs_sdpa_geomean": of("attention", "eager"),
         "memory_bound_pct_of_copy_bw": geomean(memory),
         "tuning_seconds_median": statistics.median(tuning) if tuning else None,
         "geomean_ratios_by_kind": by_kind,
@@ -145,6 +146,15 @@ def markdown_table(result: Mapping, source: str) -> str:
         + "; median tuning time per workload " + (f"{tuning:.0f} s." if tuning is not None else "-."),
     ]
     return "\n".join(lines)
+
+
+def headline(result: Mapping) -> str:
+    """The four headline figures in one line."""
+    pct = result.get("memory_bound_pct_of_copy_bw")
+    return (f"GEMM vs cuBLAS {_x(result.get('gemm_vs_cublas_geomean'))} (geomean); matmul + bias + GELU vs eager "
+            f"{_x(result.get('epilogue_vs_eager_geomean'))}; softmax/layernorm/rmsnorm at "
+            + (f"{pct:.0f}%" if pct is not None else "-") + " of the copy bandwidth; attention vs SDPA "
+            f"{_x(result.get('attention_vs_sdpa_geomean'))}")
 
 
 def update_readme(text: str, table: str) -> str:

@@ -2,13 +2,15 @@
 
 For each case, in one run on one GPU, side by side: tiletune (tuned for `--tune-seconds` per
 workload into a fresh DB, then called through `tiletune.load`), torch eager (cuBLAS for GEMM,
-SDPA for attention), `torch.compile(mode="max-autotune")` of the eager code, and a reference
-Triton kernel tuned with `triton.autotune` (`bench/reference_kernels.py`; none for attention).
-Every output is checked against an fp32 reference before it is timed; every time comes from
-the same timer (`tiletune.search.measurement.timing`: events, a flushed L2, CUDA graphs for small calls).
+SDPA for attention, its backend recorded), `torch.compile(mode="max-autotune-no-cudagraphs")`
+of the eager code, and reference Triton kernels tuned with `triton.autotune`
+(`bench/reference_kernels.py`: the tiled matmul and row kernels, and the tutorial-structured
+TMA, TMA + warp-specialized and persistent TMA matmuls and tutorial 06's attention, launched by
+`bench/triton_references.py`; the `triton` column is the fastest of them, each one's time kept in
+`triton_variants`). Every output is checked against an fp32 reference before it is timed.
 
 Cases: GEMM fp16 and bf16 at square 1024-8192 and LLM shapes (M in {16, 128, 4096} against
-N/K in {4096, 14336}), matmul + bias + GELU, softmax, layernorm, rmsnorm, attention. Reported:
+N/K in {4096, 14336}), matmul + bias + GELU, softmax, layernorm, rmsnorm, attention (causal too). Reported:
 TFLOP/s or GB/s, ratios against each baseline, % of the measured copy bandwidth (memory-bound
 ops) and of cuBLAS's fp16 8192^3 rate (GEMM), tuning wall time. Results go to
 `bench/results/<date>-<device>.json` (merged with an earlier partial run of that day, by case)
@@ -21,9 +23,14 @@ A device call is limited to 10 minutes: run the suite in parts (`--cases gemm-fp
 `--cases gemm-bf16 epilogue`, then `--cases memory attention`), each merging into the day's file;
 `--skip-done` skips cases that file already holds. Without a GPU it says so and exits 0.
 
-The torch.compile baseline is timed without CUDA graphs of ours (its "max-autotune" mode
-records its own) and on one input set (its graphs copy inputs that move); the others rotate
-over input sets that together exceed the L2 when their calls are small.
+One timing mode per row: every column of a case is timed the same way (the same timer,
+`tiletune.search.measurement.timing`: events around each call after an L2 flush, or CUDA graphs of
+many calls for small ones, chosen once per row from eager's estimate), over the same rotating
+input sets. torch.compile runs without Inductor's CUDA graphs ("max-autotune-no-cudagraphs"):
+those copy the inputs into static buffers on every replay, inside the timed region, so they
+would time a copy the other columns do not pay. If a column cannot be captured in a graph, the
+whole row is timed again with events. The cuBLAS ceiling is recorded with the SM clocks read
+before and after it.
 """
 from __future__ import annotations
 
@@ -93,6 +100,8 @@ def all_cases() -> list[Case]:
                       {"B": 4, "H": 16, "S": 2048, "D": 64}, quick=True))
     cases.append(Case("attention-fp16-2x16x4096x128", "attention", "attention", "float16",
                       {"B": 2, "H": 16, "S": 4096, "D": 128}))
+    cases.append(Case("attention-causal-fp16-4x16x2048x64", "attention", "causal_attention", "float16",
+                      {"B": 4, "H": 16, "S": 2048, "D": 64}, quick=True))
     return cases
 
 
@@ -130,7 +139,8 @@ def eager_fn(case: Case) -> Callable[..., torch.Tensor]:
     if case.kind == "epilogue":
         return lambda a, b, bias: F.gelu(a @ b + bias)
     if case.kind == "attention":
-        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+        causal = case.op == "causal_attention"
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     if case.op == "softmax":
         return lambda x: torch.softmax(x, dim=-1)
     if case.op == "layernorm":
@@ -143,15 +153,35 @@ def reference(case: Case, inputs: list[torch.Tensor]) -> torch.Tensor:
     return eager_fn(case)(*[x.float() for x in inputs])
 
 
-def triton_fn(case: Case) -> Callable[..., torch.Tensor] | None:
-    """The reference Triton kernel (None for attention: SDPA is its baseline)."""
+def triton_fns(case: Case) -> dict[str, Callable[..., torch.Tensor]]:
+    """The reference Triton kernels of a case, by variant name (the `triton` column is the
+    fastest of them that computes the right result)."""
     import reference_kernels as ref
+    import triton_references
 
+    fns: dict[str, Callable[..., torch.Tensor]] = {}
     if case.kind == "gemm":
-        return lambda a, b: ref.matmul(a, b)
-    if case.kind == "epilogue":
-        return lambda a, b, bias: ref.matmul(a, b, bias, gelu=True)
-    return {"softmax": ref.softmax, "layernorm": ref.layernorm, "rmsnorm": ref.rmsnorm}.get(case.op)
+        fns["autotune"] = lambda a, b: ref.matmul(a, b)
+    elif case.kind == "epilogue":
+        fns["autotune"] = lambda a, b, bias: ref.matmul(a, b, bias, gelu=True)
+    elif case.op in ("softmax", "layernorm", "rmsnorm"):
+        fns["autotune"] = {"softmax": ref.softmax, "layernorm": ref.layernorm, "rmsnorm": ref.rmsnorm}[case.op]
+    fns.update(triton_references.variants(case.kind, case.op))
+    return fns
+
+
+def sdpa_backend(case: Case, inputs: list[torch.Tensor]) -> str:
+    """Which SDPA kernel torch dispatches the eager attention to, read off a profile of one call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        eager_fn(case)(*inputs)
+        torch.cuda.synchronize()
+    names = " ".join(e.name.lower() for e in prof.events())
+    for backend, marks in (("cudnn", ("cudnn",)), ("flash", ("flash",)), ("efficient", ("fmha", "efficient", "mem_eff"))):
+        if any(m in names for m in marks):
+            return backend
+    return "math"
 
 
 def flops_and_bytes(case: Case, inputs: list[torch.Tensor], out: torch.Tensor) -> tuple[float, float]:
@@ -161,7 +191,8 @@ def flops_and_bytes(case: Case, inputs: list[torch.Tensor], out: torch.Tensor) -
     if case.kind in ("gemm", "epilogue"):
         return 2.0 * d["M"] * d["N"] * d["K"], nbytes
     if case.kind == "attention":
-        return 4.0 * d["B"] * d["H"] * d["S"] * d["S"] * d["D"], nbytes
+        causal = 0.5 if case.op == "causal_attention" else 1.0  # the useful half of the scores
+        return 4.0 * d["B"] * d["H"] * d["S"] * d["S"] * d["D"] * causal, nbytes
     return float(out.numel()), nbytes
 
 
@@ -181,6 +212,8 @@ class Tuning:
         self.db = db
         self.backend = LocalBackend(workers)
         self.measurer = self.backend.measurers("cuda")[0]
+        # task -> Strategy, or None for the tuner's default (the model strategy)
+        self.strategy: Callable | None = None
 
     def tune(self, case: Case, seconds: float):
         """Tune `case` for `seconds` of wall time; returns the tuner's report."""
@@ -190,7 +223,8 @@ class Tuning:
 
         with TuningDB(self.db) as database:
             task = Task(TaskSpec.make(case.op, case.dims, case.dtype))
-            tuner = Tuner(task, self.measurer, database)
+            tuner = Tuner(task, self.measurer, database,
+                          strategy=self.strategy(task) if self.strategy else "model")
             return tuner.run(Budget(trials=1_000_000, seconds=seconds, batch_size=8), self.backend)
 
     def close(self) -> None:
@@ -227,15 +261,18 @@ def run_case(case: Case, args: argparse.Namespace, timer, tuning: Tuning) -> dic
             impls[name] = eager_fn(case)
         elif name == "compile":
             torch._dynamo.reset()  # a fresh compile per case, never the recompile limit's eager fallback
-            impls[name] = torch.compile(eager_fn(case), mode="max-autotune", dynamic=False)
+            impls[name] = torch.compile(eager_fn(case), mode="max-autotune-no-cudagraphs", dynamic=False)
         elif name == "triton":
-            impls[name] = triton_fn(case)
+            for variant, fn in triton_fns(case).items():
+                impls[f"triton:{variant}"] = fn
+    if case.kind == "attention":
+        try:
+            row["sdpa_backend"] = sdpa_backend(case, inputs)
+        except Exception as error:  # noqa: BLE001 - a missing profiler must not cost the row
+            row["sdpa_backend"] = f"unknown ({type(error).__name__})"
+    checked: dict[str, Callable[..., torch.Tensor]] = {}
     flops = nbytes = None
-    sets = None
     for name, fn in impls.items():
-        if fn is None:
-            row["failures"][name] = "no reference kernel for this op"
-            continue
         try:
             started = time.monotonic()
             out = fn(*inputs)  # the first call compiles or autotunes
@@ -248,30 +285,63 @@ def run_case(case: Case, args: argparse.Namespace, timer, tuning: Tuning) -> dic
                 continue
             if flops is None:
                 flops, nbytes = flops_and_bytes(case, inputs, out)
-                sets = [inputs] + [make_inputs(case, seed=s) for s in range(1, timer.sets_for(int(nbytes)))]
-            if name == "compile":
-                timing = timer.time(lambda: fn(*inputs), graphs=False)
-            else:
-                timing = timer.time([lambda xs=xs: fn(*xs) for xs in sets])
-            row["us"][name], row["spread"][name], row["timing_mode"][name] = (
-                timing.median_us, timing.iqr_rel, f"{timing.mode}/{timing.l2}")
+            checked[name] = fn
         except Exception as error:  # one implementation failing must not end the suite
             row["failures"][name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             traceback.print_exc(limit=3)
+    if checked:
+        sets = [inputs] + [make_inputs(case, seed=s) for s in range(1, timer.sets_for(int(nbytes)))]
+        time_row(row, checked, sets, timer)
+    variants = {name.split(":", 1)[1]: us for name, us in row["us"].items() if name.startswith("triton:")}
+    if variants:
+        row["triton_variants"] = variants
+        fastest = min((us, v) for v, us in variants.items() if us)
+        row["us"]["triton"], row["triton_variant"] = fastest
+    elif "triton" in args.baselines:
+        row["failures"]["triton"] = "no reference kernel for this op computed the right result"
+    for name in [n for n in row["us"] if n.startswith("triton:")]:
+        del row["us"][name]  # the report's columns are the baselines; the variants stay beside them
     row["us"].setdefault("tiletune", None)
     row["flops"], row["bytes"] = flops or 0.0, nbytes or 0.0
     return row
 
 
-def ceilings(timer) -> tuple[float, float]:
-    """Measured copy bandwidth (GB/s, bytes read + written) and cuBLAS fp16 8192^3 TFLOP/s."""
+def time_row(row: dict, fns: dict[str, Callable[..., torch.Tensor]], sets: list[list[torch.Tensor]], timer) -> None:
+    """Time every implementation of a row in one mode: CUDA graphs when the first one (eager,
+    where measured) is small enough for them, else events; events for all if any one cannot be
+    captured in a graph."""
+    first = fns.get("eager") or next(iter(fns.values()))
+    graphs = timer.estimate_us(lambda: first(*sets[0])) < timer.policy.graph_below_us
+    for attempt in ((True, False) if graphs else (False,)):
+        timings = {}
+        try:
+            for name, fn in fns.items():
+                timings[name] = timer.time([lambda fn=fn, xs=xs: fn(*xs) for xs in sets], graphs=attempt)
+        except Exception as error:  # noqa: BLE001 - a capture that fails: the row falls back to events
+            if not attempt:
+                raise
+            row["timing_fallback"] = f"{name} could not be graph-captured ({type(error).__name__}); events for all"
+            torch.cuda.synchronize()
+            continue
+        break
+    row["row_timing"] = "graph" if attempt else "events"
+    for name, timing in timings.items():
+        row["us"][name], row["spread"][name], row["timing_mode"][name] = (
+            timing.median_us, timing.iqr_rel, f"{timing.mode}/{timing.l2}")
+
+
+def ceilings(timer) -> tuple[float, float, dict]:
+    """Measured copy bandwidth (GB/s, bytes read + written), cuBLAS fp16 8192^3 TFLOP/s, and the
+    clocks read before and after each (a throttled or idle-clocked card shows there)."""
     src = torch.randn(2**28, device="cuda")  # 1 GiB
     dst = torch.empty_like(src)
     copy = timer.time(lambda: dst.copy_(src), graphs=False)
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     mm = timer.time(lambda: a @ b, graphs=False)
-    return 2 * src.nbytes / copy.median_us / 1e3, 2 * 8192**3 / mm.median_us / 1e6
+    clocks = {"copy": {k: copy.facts.get(k) for k in ("clocks_before", "clocks_after")},
+              "cublas": {k: mm.facts.get(k) for k in ("clocks_before", "clocks_after")}}
+    return 2 * src.nbytes / copy.median_us / 1e3, 2 * 8192**3 / mm.median_us / 1e6, clocks
 
 
 def versions() -> dict[str, str]:
@@ -335,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_done:
         cases = [c for c in cases if c.id not in done]
     timer = CudaTimer(TimingPolicy(budget_ms=args.budget_ms))
-    copy_gbps, ceiling_tflops = ceilings(timer)
+    copy_gbps, ceiling_tflops, ceiling_clocks = ceilings(timer)
     print(f"{device}: copy {copy_gbps:.0f} GB/s, cuBLAS fp16 8192^3 {ceiling_tflops:.0f} TFLOP/s; "
           f"{len(cases)} cases, {args.tune_seconds:.0f} s of tuning each", flush=True)
     rows: list[dict] = []
@@ -348,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             print_case(rows[-1])
             merged = gpu_report.merge_cases(earlier["cases"] if earlier else [], rows)
             result = gpu_report.build_result(device, versions(), merged, copy_gbps, ceiling_tflops,
-                                             {"clocks": clock_facts(), "date": datetime.date.today().isoformat()})
+                                             {"clocks": clock_facts(), "ceiling_clocks": ceiling_clocks,
+                                              "date": datetime.date.today().isoformat()})
             gpu_report.write_json(path, result)  # after every case: a run cut short keeps what it measured
     finally:
         tuning.close()

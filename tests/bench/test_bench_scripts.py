@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 # Modules that the scripts import, not scripts themselves: gpu_suite.py loads both.
-HELPERS = {"gpu_report.py", "reference_kernels.py"}
+HELPERS = {"gpu_report.py", "reference_kernels.py", "triton_references.py"}
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
 
 
