@@ -4,7 +4,8 @@
 
 The generated source stays one text for every shape; what varies per call is decided by the
 launcher: `EVEN_K = K % BLOCK_K == 0` lets the kernel drop the K mask from every trip of its
-main loop; `TMA_STORE` says the output's rows can be written by a tensor descriptor.
+main loop; `TMA_STORE` says the output's rows can be written by a tensor descriptor;
+`NUM_PROGRAMS` is a persistent grid's program count.
 
 How a family uses it: while emitting, ask the `KernelContext` for a flag
 (`kernel.specialize(Divides("EVEN_K", k_extent, bk))`, which returns the name to test in the
@@ -19,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Union
 
+from tiletune.kernels.grid import Grid
+from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import Expr
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
@@ -68,9 +71,27 @@ class RowsAligned:
         return (math.prod(shape[1:]) * dt.itemsize(self.tensor.dtype)) % DESCRIPTOR_ALIGN_BYTES == 0
 
 
-LaunchFlag = Union[Divides, RowsAligned]
+@dataclass(frozen=True, slots=True)
+class GridSize:
+    """`name` is the number of programs the launcher launches along `axis` of `grid`: a
+    persistent program strides over tiles by it, and a constant stride frees the registers and
+    index arithmetic a runtime `tl.num_programs` costs (Triton's tutorial passes its SM count
+    as a constexpr alike). Evaluated at the kernel target's SM count."""
+
+    name: str
+    grid: Grid
+    axis: int = 0
+
+    def launcher_code(self, kernel: KernelContext) -> str:
+        return f"grid[{self.axis}]"
+
+    def value(self, graph: Graph, dims: Mapping[str, int]) -> int:
+        return self.grid.shape(dims, KERNEL_TARGET.sm_count)[self.axis]
 
 
-def flag_values(flags: tuple[LaunchFlag, ...], graph: Graph, dims: Mapping[str, int]) -> dict[str, bool]:
+LaunchFlag = Union[Divides, RowsAligned, GridSize]
+
+
+def flag_values(flags: tuple[LaunchFlag, ...], graph: Graph, dims: Mapping[str, int]) -> dict[str, int]:
     """What the launcher passes for each flag when called on contiguous tensors at `dims`."""
     return {flag.name: flag.value(graph, dims) for flag in flags}

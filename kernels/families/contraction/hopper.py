@@ -12,17 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from tiletune.kernels.emit import TL_DTYPES, Value
+from tiletune.kernels.emit import TL_DTYPES, Value, variable
 from tiletune.kernels.families.contraction.operands import TENSOR_CORE_DTYPES
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.kernel import KernelContext, narrowing_cast
+from tiletune.kernels.grid import Grid
+from tiletune.kernels.specialize import GridSize, RowsAligned
 from tiletune.kernels.target import KERNEL_TARGET
 from tiletune.kernels.triton_versions import installed as installed_triton
 from tiletune.schedules.knobs import Boolean, Choice
 from tiletune.schedules.schedule import Schedule
 from tiletune.tensorexpr import dtypes as dt
-from tiletune.tensorexpr.analysis import strip_casts
-from tiletune.tensorexpr.expr import IterVar, Read
+from tiletune.tensorexpr.analysis import inline_injective, strip_casts
+from tiletune.tensorexpr.expr import IterVar, Read, walk
 from tiletune.tensorexpr.operator import evaluate_extent
 
 # A TMA box's global strides must be multiples of 16 bytes, and so must its base address.
@@ -153,16 +155,18 @@ def programs_per_sm(bm: int, bn: int, bk: int, stages: int, warps: int, item: in
     return KERNEL_TARGET.blocks_per_sm(registers, stages * (bm + bn) * bk * item, warps)
 
 
-def open_persistent_loop(kernel: KernelContext, tiles: str, batch: str) -> None:
+def open_persistent_loop(kernel: KernelContext, tiles: str, batch: str, grid: Grid) -> None:
     """Start the loop of a persistent program over tile ids (batch folded in, outermost) and
-    leave `pid` as the tile's index within its batch entry; the body is indented under it."""
+    leave `pid` as the tile's index within its batch entry; the body is indented under it.
+    Programs stride by the launcher's program count, passed as the constexpr NUM_PROGRAMS."""
+    programs = kernel.specialize(GridSize("NUM_PROGRAMS", grid))
     body = kernel.body
-    body.line(f"num_tiles = {tiles} * {batch}")
+    body.line(f"num_tiles = {tiles}" if batch == "1" else f"num_tiles = {tiles} * {batch}")
     body.line("# persistent: this program walks tiles pid0, pid0 + programs, ... in the grouped order below;")
     body.line("# flatten lets the pipeliner run the next tile's first loads under this tile's last dots")
-    body.line("for tile_id in tl.range(tl.program_id(0), num_tiles, tl.num_programs(0), flatten=True):")
+    body.line(f"for tile_id in tl.range(tl.program_id(0), num_tiles, {programs}, flatten=True):")
     body.indent += 1
-    body.line(f"pid = tile_id % ({tiles})")
+    body.line("pid = tile_id" if batch == "1" else f"pid = tile_id % ({tiles})")
 
 
 def tma_operands(kernel: KernelContext) -> dict[str, TmaOperand]:
@@ -201,6 +205,39 @@ def descriptor_tile(kernel: KernelContext, factor: str, op: TmaOperand, desc: st
     if op.transposed:
         code = f"tl.trans({code})"
     return Value(kernel.body.assign(f"{factor}_tile", code), frozenset({0, 1}), op.read.tensor.dtype)
+
+
+def output_descriptor(kernel: KernelContext, block: tuple[str, str]) -> str | None:
+    """With LOAD='tma', the descriptor the epilogue stores the output tile through, or None
+    where a descriptor cannot hold the output: it must be a plain 2-D [M, N] tensor of a
+    descriptor dtype that the epilogue writes element for element of the accumulator. Whether
+    its rows are 16-byte aligned is a fact of each call: the launcher's `TMA_STORE` flag
+    (`tiletune.kernels.specialize.RowsAligned`); without it the epilogue keeps masked stores."""
+    graph, contraction = kernel.graph, kernel.pattern.contraction
+    out = graph.output
+    if contraction.fused is not None or contraction.batch or out.dtype not in TMA_DTYPES:
+        return None
+    if tuple(out.shape) != (contraction.m.extent, contraction.n.extent):
+        return None
+    if tuple(contraction.stage.op.axes) != (contraction.m, contraction.n):
+        return None
+    if out is not contraction.stage:
+        reads = {r for r in walk(inline_injective(out.op.body, frozenset({contraction.stage})))
+                 if isinstance(r, Read) and r.tensor is contraction.stage}
+        if len(reads) != 1 or next(iter(reads)).indices != tuple(out.op.axes):
+            return None
+    flag = kernel.specialize(RowsAligned("TMA_STORE", out))
+    arg = kernel.args[out]
+    body = kernel.body
+    body.line(f"if {flag}:  # the output's rows suit a descriptor: the epilogue stores the tile by TMA")
+    body.indent += 1
+    name = body.assign(
+        f"{variable(out.name)}_desc",
+        f"tl.make_tensor_descriptor({arg.ptr}, shape=[{kernel.extent(out.shape[0])}, {kernel.extent(out.shape[1])}], "
+        f"strides=[{arg.strides[0]}, 1], block_shape=[{', '.join(block)}])",
+    )
+    body.indent -= 1
+    return name
 
 
 def launcher_checks(kernel: KernelContext, operands: dict[str, TmaOperand]) -> list[str]:
