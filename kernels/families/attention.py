@@ -184,6 +184,9 @@ class AttentionFamily(Family):
             uses_tensor_cores=operand in ("float16", "bfloat16"),
             dot_dtype=operand,
             tail_fraction=1.0 - sq / (blocks_m * bm),
+            # the key loop's load path and schedule, as for a contraction's K loop
+            tma=int(schedule.load == "tma"),
+            warp_specialized=int("n" in schedule.warp_specialized),
             epilogue_bytes=float(out_bytes),
             # per score: exp2 on the MUFU; scale, max, subtract, sum and the cast to the dot's
             # type on the CUDA cores; per row and key block the rescale of the accumulator

@@ -254,3 +254,29 @@ def test_attention_pays_for_softmax_and_masks_beside_the_mmas() -> None:
     # a warp-specialized schedule runs the softmax under the other warpgroup's MMAs
     assert issue_overlap(attention_facts(masked=0.0, specialized=True), 1) > issue_overlap(plain, 1)
     assert simulate(attention_facts(masked=0.0, specialized=True)).latency_us < simulate(plain).latency_us
+
+
+def _attention_latency(**knobs) -> float:
+    """sim-h100's latency of tiletune's attention at 16 heads x 4096 x 128 under `knobs`, with one
+    fixed compile usage so that only the tile facts the knobs set can differ."""
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.measurement.measurers import SimMeasurer
+
+    spec = TaskSpec.make("attention", {"B": 1, "H": 16, "S": 4096, "D": 128}, "float16")
+    space = spec.build().space
+    config = space.default().replace(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2, **knobs)
+    assert not space.validate(config), space.validate(config)
+    facts = spec.build().facts(config)
+    usage = {"registers": 168, "spill_bytes": 0, "shared_bytes": 98304, "num_warps": 8, "num_stages": 2}
+    candidate = {"tile": facts.to_dict(), "usage": usage, "dot_dtype": facts.dot_dtype}
+    (outcome,) = SimMeasurer("sim-h100").measure(spec, [(config, candidate)])
+    return outcome.latency_us
+
+
+def test_attention_load_and_warp_specialize_knobs_reach_the_simulator() -> None:
+    pointer = _attention_latency(LOAD="pointer", WARP_SPECIALIZE=False)
+    tma = _attention_latency(LOAD="tma", WARP_SPECIALIZE=False)
+    specialized = _attention_latency(LOAD="tma", WARP_SPECIALIZE=True)
+    # TMA frees the MMA warps from address arithmetic; producer warps hide the softmax
+    assert tma < pointer
+    assert specialized < tma
