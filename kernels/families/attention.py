@@ -17,6 +17,7 @@ consumer warps.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -38,6 +39,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import OpClass
 from tiletune.tensorexpr.expr import Binary, BinaryOp, Cast, Const, DimVar, Expr, IterVar, Read, Unary, UnaryOp, walk
 from tiletune.tensorexpr.operator import evaluate_extent
+from tiletune.tensorexpr.tensor import Tensor
 
 # Head dims one attention program holds whole (q tile, accumulator), padded to a power of two.
 MAX_HEAD_DIM = 256
@@ -253,6 +255,8 @@ class _AttentionKernel:
         self.query_block()
         if self.tma:
             self.make_descriptors()
+        else:
+            self.dense_rows()
         self.q_tile = self.tile("q", attention.q, [_M, _D], {attention.i: 0, attention.d: 1}, "pid_m * BLOCK_M",
                                 masked=True)
         self.softmax_state()
@@ -296,6 +300,26 @@ class _AttentionKernel:
         self.body.line(f"    mask_{name} = tl.full(({block},), True, tl.int1)")
         self.body.line("else:")
         self.body.line(f"    mask_{name} = offs_{name} < {self.kernel.extent(extent)}")
+
+    def dense_rows(self) -> None:
+        """Where a launch flag says an input's sequence rows lie exactly one head-dim block
+        apart (contiguous q, k, v whose head dim fills its block), that stride becomes the
+        block constexpr: addresses of a tile are then a constant pattern off one base, as with
+        a constexpr head dim (about 16 registers fewer at D=128 on sm_90)."""
+        attention = self.attention
+        for role, read, head in (("q", attention.q, "BLOCK_D"), ("k", attention.k, "BLOCK_D"),
+                                 ("v", attention.v, "BLOCK_E")):
+            if not isinstance(read, Read) or not read.tensor.is_placeholder:
+                continue
+            sequence = attention.i if role == "q" else attention.j
+            at = [n for n, ix in enumerate(read.indices) if ix is sequence]
+            if len(at) != 1:
+                continue
+            stride = self.kernel.args[read.tensor].strides[at[0]]
+            flag = self.kernel.specialize(StrideIs(f"DENSE_{role.upper()}", read.tensor, at[0],
+                                                   self.schedule.tile("d" if head == "BLOCK_D" else "e")))
+            self.body.line(f"if {flag}:  # rows of '{read.tensor.name}' are {head} apart")
+            self.body.line(f"    {stride} = {head}")
 
     def make_descriptors(self) -> None:
         """One 2-D tensor descriptor per input over the plane of its two tile axes, based at
@@ -451,6 +475,24 @@ class _AttentionKernel:
         body.line(f"acc = tl.dot({p}, {v_tile}, acc{self.precision})")
         body.line("m_i = m_new")
         body.indent -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class StrideIs:
+    """A launch flag (`kernels/specialize.py`): `name` is true when dim `dim` of `tensor` has
+    stride `stride` (elements); a task's tensors are contiguous, so at its dims this is whether
+    the dims after it hold `stride` elements."""
+
+    name: str
+    tensor: Tensor
+    dim: int
+    stride: int
+
+    def launcher_code(self, kernel: KernelContext) -> str:
+        return f"{kernel.args[self.tensor].ptr[: -len('_ptr')]}.stride({self.dim}) == {self.stride}"
+
+    def value(self, graph, dims: Mapping[str, int]) -> bool:
+        return math.prod(graph.shape_of(self.tensor, dims)[self.dim + 1:]) == self.stride
 
 
 @dataclass(frozen=True, slots=True)

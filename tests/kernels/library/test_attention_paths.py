@@ -75,14 +75,16 @@ def test_causal_keys_split_at_the_diagonal():
     assert "lo = tl.minimum(pid_m * BLOCK_M, S) // BLOCK_N * BLOCK_N" in text
 
 
-@pytest.mark.parametrize("dims, even", [
-    (dict(B=1, H=1, S=256, D=64), dict(EVEN_M=True, EVEN_N=True, EVEN_D=True)),
-    (dict(B=1, H=1, S=1000, D=64), dict(EVEN_M=False, EVEN_N=False, EVEN_D=True)),
-    (dict(B=1, H=1, S=256, D=48), dict(EVEN_M=True, EVEN_N=True, EVEN_D=False)),
+@pytest.mark.parametrize("dims, even, dense", [
+    (dict(B=1, H=1, S=256, D=64), dict(EVEN_M=True, EVEN_N=True, EVEN_D=True), True),
+    (dict(B=1, H=1, S=1000, D=64), dict(EVEN_M=False, EVEN_N=False, EVEN_D=True), True),
+    (dict(B=1, H=1, S=256, D=48), dict(EVEN_M=True, EVEN_N=True, EVEN_D=False), False),
 ])
-def test_launch_flags_say_which_dims_fill_their_blocks(dims, even):
+def test_launch_flags_say_which_dims_fill_their_blocks(dims, even, dense):
     text, flags = _flags(attention, dims, BLOCK_M=64, BLOCK_N=64)
-    assert flags == even
+    # DENSE_*: a contiguous tensor's rows are one head-dim block apart when the head dim fills it
+    assert flags == {**even, "DENSE_Q": dense, "DENSE_K": dense, "DENSE_V": dense}
+    assert "if DENSE_K:  # rows of 'k' are BLOCK_D apart\n        stride_k_2 = BLOCK_D" in text
     assert "if not EVEN_N:  # the partial last block of keys" in text
 
 
@@ -141,3 +143,17 @@ def test_facts_count_only_the_blocks_that_pass_a_mask():
     assert masked(attention, dict(B=1, H=1, S=1000, D=64)) == pytest.approx(1 / 16)
     # causal: one diagonal block of 1 + 2 + ... + 16 blocks
     assert masked(causal_attention, dict(B=1, H=1, S=1024, D=64)) == pytest.approx(16 / 136)
+
+
+def test_rows_that_are_not_dense_keep_their_stride(lowered):
+    """DENSE_K is decided per call: k sliced out of wider rows (stride 128 for a head dim of
+    64) runs the kernel compiled with its runtime stride, and matches the contiguous result."""
+    dims = dict(B=1, H=1, S=40, D=64)
+    kernel = lowered(attention.graph("float32"), dims, BLOCK_M=16, BLOCK_N=16)
+    q, k, v = make_inputs(kernel.graph, kernel.dims, seed=2)
+    wide = torch.zeros(1, 1, 40, 128, dtype=k.dtype)
+    wide[..., :64] = k
+    sliced = wide[..., :64]
+    assert sliced.stride(2) == 128
+    torch.testing.assert_close(kernel.run([q, sliced, v]), kernel.run([q, k, v]))
+    torch.testing.assert_close(kernel.run([q, k, v]), F.scaled_dot_product_attention(q, k, v), rtol=1e-4, atol=1e-5)
