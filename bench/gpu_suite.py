@@ -321,7 +321,8 @@ def time_row(row: dict, fns: dict[str, Callable[..., torch.Tensor]], sets: list[
             if not attempt:
                 raise
             row["timing_fallback"] = f"{name} could not be graph-captured ({type(error).__name__}); events for all"
-            torch.cuda.synchronize()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             continue
         break
     row["row_timing"] = "graph" if attempt else "events"

@@ -38,3 +38,15 @@ def test_call_overhead_runs_on_the_gpu(tmp_path, monkeypatch):
     assert _module("call_overhead").main() == 0
     figures = json.loads((tmp_path / "o.json").read_text())
     assert figures["gpu"]["device_4096"]["ratio"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_gpu_suite_times_every_column_of_a_row_in_one_mode(tmp_path):
+    suite = _module("gpu_suite")
+    out = tmp_path / "results.json"
+    assert suite.main(["--cases", "attention-causal", "--tune-seconds", "10", "--baselines", "eager", "triton",
+                       "--no-readme", "--results", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["sdpa_backend"] in ("flash", "efficient", "cudnn", "math")
+    assert case["triton_variants"] and case["us"]["triton"] == min(v for v in case["triton_variants"].values() if v)
+    modes = {mode.split("/")[0] for mode in case["timing_mode"].values()}
+    assert modes == {case["row_timing"]}, case["timing_mode"]
