@@ -60,13 +60,14 @@ def parse_shape(text: str) -> dict[str, int]:
     return parse_dims(text, "--shape")
 
 
-def usable_best(path, task, records) -> dict:
-    """The best record per device whose config is legal in `task`'s space; warns once about
-    faster records passed over."""
-    from tiletune.db_validate import best_usable, skipped_message
+def usable_best(path, database, workload, task) -> dict:
+    """The usable best record per device (`db_validate.usable_best`); warns once about faster
+    records passed over."""
+    from tiletune.db_validate import skipped_message
+    from tiletune.db_validate import usable_best as find
 
-    best, skipped = best_usable(task, records)
-    if skipped:
+    best, skipped = find(database, workload, task)
+    if skipped and task is not None:
         warnings.warn(skipped_message(path, task, skipped), stacklevel=2)
     return best
 
@@ -213,6 +214,7 @@ def list_(db) -> None:
     """List the built-in operators and the workloads tuned in the DB."""
     from tiletune.db_validate import task_for
     from tiletune.kernels.library import BUILTINS, FAMILIES
+    from tiletune.report import summary, workload_line
     from tiletune.tuning_db import TuningDB
 
     click.echo("built-in operators, by family:")
@@ -220,7 +222,7 @@ def list_(db) -> None:
         click.echo(f"  {family}")
         for name in module.__all__:
             op = BUILTINS[name]
-            doc = (op.__doc__ or "").strip().splitlines()[0] if op.__doc__ else ""
+            doc = summary(op.__doc__)
             attrs = "".join(f", {k}={v!r}" for k, v in op.attrs.items())
             click.echo(f"    {name:20s} ({', '.join(op.dim_names)}{attrs})  {doc}")
     path = _db_path(db)
@@ -231,12 +233,9 @@ def list_(db) -> None:
         workloads = database.workloads()
         click.echo(f"tuned workloads in {path}:" if workloads else f"no tuned workloads in {path}")
         for w in workloads:
-            order = BUILTINS[w.op_name].dim_names if w.op_name in BUILTINS else sorted(w.dims)
-            shape = ",".join(f"{k}={w.dims[k]}" for k in order if k in w.dims)
             task = task_for(w)
-            bests = usable_best(path, task, database.records(w.key)) if task else database.best_per_device(w.key)
-            for device_key, best in sorted(bests.items()):
-                click.echo(f"  {w.op_name:18s} {shape:28s} {'/'.join(w.dtypes):24s} {device_key:36s} {best.latency_us:10.3f} us")
+            for device_key, best in sorted(usable_best(path, database, w, task).items()):
+                click.echo("  " + workload_line(w, task, device_key, best.latency_us))
 
 
 @main.command()
@@ -261,9 +260,12 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError('--plot needs matplotlib: pip install "tiletune[plot]"') from None
+    from tiletune.report import dims_text, printable
+
     task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
     workload = Workload.of(task)
-    click.echo(f"workload   {task.spec}  ({task.pattern.op_class.value}, key {workload.key})")
+    spec = f"{task.spec.op}[{dims_text(task.dims, task.operator.dim_names)}]" + (f":{dtype}" if task.spec.dtype else "")
+    click.echo(f"workload   {printable(spec)}  ({task.pattern.op_class.value}, key {workload.key})")
     click.echo(f"schedule   {task.schedule!r}")
     click.echo(f"space      {task.space.size} configs before constraints; default {task.space.default()!r}")
     best_config = None
@@ -272,12 +274,16 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
     if path.exists():
         with TuningDB(path, readonly=True) as database:
             by_device: dict[str, list] = {}
-            for record in database.records(workload.key):  # oldest first: trial order
-                by_device.setdefault(record.device_key, []).append(record)
-        best_per_device = usable_best(path, task, [r for records in by_device.values() for r in records])
+            for trial in database.trials(workload.key):  # oldest first: trial order
+                by_device.setdefault(trial.device_key, []).append(trial)
+            best_per_device = usable_best(path, database, workload, task)
+
+        def usable(trial) -> bool:  # the best line's rule, so that the curve ends at the best
+            return task.stored_config(trial.config)[0] is not None
+
         for device_key, records in sorted(by_device.items()):
             best = best_per_device.get(device_key)
-            curves[device_key] = _show_device(device_key, records, best)
+            curves[device_key] = _show_device(device_key, records, best, usable)
             if best is not None:
                 best_config = best_config or best.config
     if best_config is None:
@@ -294,19 +300,19 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
         click.echo(task.source(config).text)
 
 
-def _show_device(device_key: str, records: list, best) -> list[tuple[int, float]]:
+def _show_device(device_key: str, records: list, best, usable) -> list[tuple[int, float]]:
     """Print one device's part of `show`: best config, tuning curve, failures; return the curve."""
-    from tiletune.report import failure_summary, improvements, sparkline, tuning_curve
+    from tiletune.report import failure_summary, improvements, printable, sparkline, tuning_curve
     from tiletune.schedules.config import Config
 
     failures = failure_summary(records)
     counts = ", ".join(f"{status} {sum(n for _, n in reasons)}" for status, reasons in failures.items())
-    click.echo(f"device     {device_key}: {len(records)} measured, failures: {counts or 'none'}")
+    click.echo(f"device     {printable(device_key)}: {len(records)} measured, failures: {counts or 'none'}")
     if best is None:
         click.echo("  best     none: no config passed")
     else:
-        click.echo(f"  best     {best.latency_us:.3f} us  {Config.from_dict(best.config)!r}")
-    curve = tuning_curve(records)
+        click.echo(f"  best     {best.latency_us:.3f} us  {printable(repr(Config.from_dict(best.config)))}")
+    curve = tuning_curve(records, usable)
     if curve:
         (first_trial, first), (last_trial, last) = curve[0], curve[-1]
         click.echo(f"  curve    {first:.3f} -> {last:.3f} us ({first / last:.2f}x) over {len(records)} trials"

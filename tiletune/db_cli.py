@@ -91,22 +91,28 @@ def _add_from(source, db_path, add, read, done_verb: str) -> None:
 @warnings_as_lines
 def stats(db_path) -> None:
     """Summarise the DB: workloads, records by status and device, best latency per workload."""
+    from tiletune.db_validate import task_for, usable_best
+    from tiletune.report import printable, workload_line
     from tiletune.tuning_db import Status
-    from tiletune.tuning_db.exchange import stats as summarise
 
     with _open(db_path, readonly=True) as database:
-        summary = summarise(database)
         path = database.path
-    click.echo(f"{path}: {summary['workloads']} workloads, {summary['records']} records")
-    if summary["by_device"]:
-        used = [s.value for s in Status if any(s in c for c in summary["by_device"].values())]
-        width = max(len(k) for k in summary["by_device"])
-        click.echo(f"  {'device':{width}s} " + " ".join(f"{s:>13s}" for s in used))
-        for device_key, counts in sorted(summary["by_device"].items()):
-            click.echo(f"  {device_key:{width}s} " + " ".join(f"{counts.get(s, 0):13d}" for s in used))
-    if summary["best"]:
+        by_device = database.status_counts_by_device()
+        workloads = database.workloads()
+        best = []
+        for workload in workloads:
+            task = task_for(workload)
+            for device_key, record in sorted(usable_best(database, workload, task)[0].items()):
+                best.append(workload_line(workload, task, device_key, record.latency_us))
+    click.echo(f"{printable(path)}: {len(workloads)} workloads, {sum(sum(c.values()) for c in by_device.values())} records")
+    if by_device:
+        used = [s.value for s in Status if any(s.value in c for c in by_device.values())]
+        used += sorted({s for c in by_device.values() for s in c} - set(used))  # a status no tiletune wrote
+        width = max(len(printable(k)) for k in by_device)
+        click.echo(f"  {'device':{width}s} " + " ".join(f"{printable(s)[:13]:>13s}" for s in used))
+        for device_key, counts in sorted(by_device.items()):
+            click.echo(f"  {printable(device_key):{width}s} " + " ".join(f"{counts.get(s, 0):13d}" for s in used))
+    if best:
         click.echo("best latency per workload and device:")
-        for workload, device_key, latency in summary["best"]:
-            shape = ",".join(f"{k}={v}" for k, v in workload.dims.items())
-            click.echo(f"  {workload.op_name:18s} {shape:28s} {'/'.join(workload.dtypes):24s} {device_key:36s}"
-                       f" {latency:10.3f} us")
+        for line in best:
+            click.echo(f"  {line}")

@@ -5,8 +5,8 @@ schedules and kernels, which it must not import); this module can. It serves thr
 
 - `task_for(workload)`: the built-in task a stored workload is, found by name and confirmed by
   its structure hash (a DB's operator name is never imported as a file: that would run code);
-- `best_usable(task, records)`: the fastest record per device whose config is legal in the
-  task's space, and what was passed over (`show`, `list`);
+- `usable_best(db, workload)`: the fastest usable record per device whose config is legal in
+  the task's space, and what was passed over (`show`, `list`, `db stats`);
 - `RecordValidator(db)`: the check `tiletune db import/merge` runs on every incoming record
   (known operator, config inside its space at that shape).
 """
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
 
 from tiletune.errors import TiletuneError
 from tiletune.kernels.task import Task, TaskSpec
-from tiletune.tuning_db import Record, Status, TuningDB, Workload
+from tiletune.tuning_db import Record, TuningDB, Workload
 
-__all__ = ["RecordValidator", "best_usable", "builtin_hashes", "skipped_message", "task_for"]
+__all__ = ["RecordValidator", "builtin_hashes", "skipped_message", "task_for", "usable_best"]
 
 
 def task_for(workload: Workload) -> Task | None:
@@ -71,20 +70,25 @@ def builtin_hashes(op_name: str) -> frozenset[str]:
     return frozenset(hashes)
 
 
-def best_usable(task: Task, records: Iterable[Record]) -> tuple[dict[str, Record], list[str]]:
-    """The fastest ok record per device whose config is legal in `task`'s space, and a line
-    for each faster record passed over because its config is not."""
+def usable_best(db: TuningDB, workload: Workload, task: Task | None = None) -> tuple[dict[str, Record], list[str]]:
+    """The usable best record of `workload` on each device it was measured on: the fastest
+    `TuningDB.usable` record whose config is legal in the space of `task` (by default the
+    built-in task the workload is, when it is one; a user's operator has no space to check
+    here). Also a line for each faster record passed over. This is the one definition of a
+    workload's best that `list`, `show` and `db stats` print (and `tiletune.load` runs).
+
+    Reads rows in latency order and stops at the first legal one per device, so it costs a
+    few index lookups, not a scan of the workload's records."""
+    task = task if task is not None else task_for(workload)
     best: dict[str, Record] = {}
     skipped: list[str] = []
-    ok = [r for r in records if r.status is Status.OK and r.latency_us is not None]
-    for record in sorted(ok, key=lambda r: r.latency_us):
-        if record.device_key in best:
-            continue
-        config, problem = task.stored_config(record.config)
-        if config is None:
+    for device_key in db.record_devices(workload.key):
+        for record in db.usable(workload.key, [device_key]):
+            problem = None if task is None else task.stored_config(record.config)[1]
+            if not problem:
+                best[device_key] = record
+                break
             skipped.append(f"{json.dumps(record.config)[:120]}: {problem[:200]}")
-        else:
-            best[record.device_key] = record
     return best, skipped
 
 

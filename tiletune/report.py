@@ -5,13 +5,53 @@ oldest first), so `tiletune show` and a notebook draw the same conclusions from 
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 
-from tiletune.tuning_db import Record, Status
+from tiletune.tuning_db import Record, Status, Trial, Workload
 
-__all__ = ["CurvePoint", "failure_summary", "improvements", "plot_curves", "sparkline", "tuning_curve"]
+__all__ = ["CurvePoint", "dims_text", "failure_summary", "improvements", "op_label", "plot_curves", "printable",
+           "sparkline", "summary", "tuning_curve", "workload_line"]
+
+# C0 and C1 controls (ESC starts a terminal escape sequence), DEL, and the Unicode marks that
+# reorder or hide text on screen (bidi overrides and isolates, zero-width characters).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on a terminal: control characters (escape codes among them) are
+    shown as `\\x1b`-style escapes instead of acting on the terminal. Everything a DB or an
+    import file holds goes through this before `list`, `show` or `db stats` print it."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
+
+def summary(doc: str | None, width: int = 100) -> str:
+    """The first paragraph of a docstring on one line, at most `width` characters: whole when
+    it fits, else its first sentence when that fits, else cut at a word boundary with '…'."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    if len(paragraph) <= width:
+        return paragraph
+    sentence = re.match(r".*?[.!?](?=\s)", paragraph)
+    if sentence and len(sentence.group()) <= width:
+        return sentence.group()
+    cut = paragraph[: width - 1]
+    return (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip(" ,;:") + "…"
+
+
+def dims_text(dims: Mapping[str, int], order: Sequence[str] = ()) -> str:
+    """`M=512,N=512,K=64`: dims in the operator's declared `order` (the order `show`, `list` and
+    `db stats` all use), then any others by name."""
+    names = [n for n in order if n in dims] + sorted(n for n in dims if n not in order)
+    return ",".join(f"{printable(n)}={dims[n]}" for n in names)
+
+
+def op_label(workload: Workload, builtin: bool) -> str:
+    """How reports name a workload's operator: a built-in by its name, anything else (an operator
+    from a user's file, or a built-in whose structure has changed since) as `file:NAME`, so that
+    a file's `add` is never mistaken for the built-in `add`."""
+    return printable(workload.op_name if builtin else f"file:{workload.op_name}")
 
 CurvePoint = tuple[int, float]
 """(trial, best latency in µs over trials 1..trial); trial 1 is the oldest record."""
@@ -19,18 +59,31 @@ CurvePoint = tuple[int, float]
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def tuning_curve(records: Sequence[Record]) -> list[CurvePoint]:
-    """Best ok latency so far after each trial, one point per trial from the first ok record on.
+def workload_line(workload: Workload, task, device_key: str, latency_us: float) -> str:
+    """One row of `list` and `db stats`: operator, dims, dtypes, device and best latency, all
+    printable. `task` is the built-in task the workload is (`db_validate.task_for`), or None."""
+    order = task.operator.dim_names if task is not None else ()
+    return (f"{op_label(workload, task is not None):18s} {dims_text(workload.dims, order):28s}"
+            f" {printable('/'.join(workload.dtypes)):24s} {printable(device_key):36s} {latency_us:10.3f} us")
+
+
+def tuning_curve(records: Sequence[Record | Trial],
+                 usable: Callable[[Record | Trial], bool] = lambda record: True) -> list[CurvePoint]:
+    """Best usable latency so far after each trial, one point per trial from the first usable one.
 
     Every record is a trial, failed ones included: they advance the trial number but never the
-    best, so the curve is non-increasing. Trials before the first ok record have no best and no
-    point, as in `TuneReport.curve`.
+    best, so the curve is non-increasing. A record counts towards the best when it is ok, has a
+    positive latency and `usable(record)` says so (asked only of a record that would lower the
+    best: a show passes the check of the config against the space). Trials before the first
+    usable one have no best and no point, as in `TuneReport.curve`.
     """
     curve: list[CurvePoint] = []
     best: float | None = None
     for trial, record in enumerate(records, start=1):
-        if record.status is Status.OK and record.latency_us is not None and (best is None or record.latency_us < best):
-            best = record.latency_us
+        latency = record.latency_us
+        if (record.status is Status.OK and latency is not None and latency > 0 and (best is None or latency < best)
+                and usable(record)):
+            best = latency
         if best is not None:
             curve.append((trial, best))
     return curve
@@ -45,7 +98,7 @@ def improvements(curve: Sequence[CurvePoint]) -> list[CurvePoint]:
     return found
 
 
-def failure_summary(records: Sequence[Record], width: int = 120) -> dict[str, list[tuple[str, int]]]:
+def failure_summary(records: Sequence[Record | Trial], width: int = 120) -> dict[str, list[tuple[str, int]]]:
     """Failed records by status, each with its distinct reasons and how often each occurred.
 
     A reason is the first line of the record's reason cut to `width` characters, so failures that
@@ -59,7 +112,7 @@ def failure_summary(records: Sequence[Record], width: int = 120) -> dict[str, li
         lines = record.reason.strip().splitlines()
         reason = lines[0].strip() if lines else ""
         reason = reason if len(reason) <= width else reason[: width - 1] + "…"
-        by_status.setdefault(record.status, Counter())[reason or "(no reason recorded)"] += 1
+        by_status.setdefault(record.status, Counter())[printable(reason) or "(no reason recorded)"] += 1
     ordered = sorted(by_status.items(), key=lambda item: (-item[1].total(), item[0]))
     return {status: reasons.most_common() for status, reasons in ordered}
 

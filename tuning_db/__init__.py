@@ -23,7 +23,7 @@ from tiletune.tuning_db.keys import (
     device_key,
     workload_key,
 )
-from tiletune.tuning_db.records import Device, Record, Status, Workload
+from tiletune.tuning_db.records import Device, Record, Status, Trial, Workload
 from tiletune.tuning_db.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Device",
     "Record",
     "Status",
+    "Trial",
     "TuningDB",
     "Workload",
     "config_key",

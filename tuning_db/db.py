@@ -26,6 +26,7 @@ from tiletune.tuning_db.records import (
     Device,
     Record,
     Status,
+    Trial,
     Workload,
     device_from_row,
     device_row,
@@ -34,6 +35,7 @@ from tiletune.tuning_db.records import (
     record_problem,
     record_row,
     this_host,
+    trial_from_row,
     workload_from_row,
     workload_row,
 )
@@ -116,11 +118,21 @@ class TuningDB:
         exists = self.path.exists()
         if self.readonly and not exists:
             raise TuningDBError(f"{self.path} does not exist (opened read-only, so no DB is created)")
+        if exists and not self.path.is_file():
+            # A FIFO would block the header read forever; a device or directory is no DB either.
+            raise TuningDBError(f"{self.path} is not a regular file (a FIFO, device or directory); a tuning DB is a file")
         if exists:
             _check_file_header(self.path)
         try:
             if self.readonly:
                 uri = self.path.absolute().as_uri() + "?mode=ro"
+                folder = self.path.absolute().parent
+                wal = self.path.with_name(self.path.name + "-wal")
+                if not os.access(folder, os.W_OK) and not (wal.exists() and wal.stat().st_size):
+                    # A WAL reader must create the -shm file beside the DB, which a read-only
+                    # folder forbids; with no -wal to replay, nobody can be writing there, so
+                    # the file is read as immutable, with no locks and no -shm.
+                    uri += "&immutable=1"
                 return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
             return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as exc:
@@ -345,9 +357,10 @@ class TuningDB:
         return self._records_from(self._query(sql + " order by id", params))
 
     def best(self, workload_key: str, device_key: str, *, measurer: str | None = None) -> Record | None:
-        """The ok record with the lowest latency_us (oldest on a tie), or None when none is ok."""
+        """The usable record (ok, positive latency) with the lowest latency_us (oldest on a tie),
+        or None when none is."""
         sql = ("select * from records where workload_key = ? and device_key = ? and status = ?"
-               " and latency_us is not null")
+               " and latency_us > 0")
         params: list[object] = [workload_key, device_key, Status.OK.value]
         if measurer is not None:
             sql, params = sql + " and measurer = ?", [*params, measurer]
@@ -365,7 +378,7 @@ class TuningDB:
     def best_per_device(self, workload_key: str) -> dict[str, Record]:
         """The best ok record of a workload on each device that has one, keyed by device key."""
         rows = self._query(
-            "select * from records where workload_key = ? and status = ? and latency_us is not null"
+            "select * from records where workload_key = ? and status = ? and latency_us > 0"
             " order by device_key, latency_us, id",
             [workload_key, Status.OK.value],
         )
@@ -373,6 +386,54 @@ class TuningDB:
         for record in self._records_from(rows):
             best.setdefault(record.device_key, record)
         return best
+
+    def usable(self, workload_key: str, device_keys: Sequence[str] | None = None, *,
+               measurer: str | None = None) -> Iterator[Record]:
+        """The usable records of a workload (ok, with a positive latency: the rows every reader
+        may rank), fastest first (oldest on a tie), read lazily through an index: a caller that
+        stops at the first one whose config it accepts reads a few rows, however big the DB.
+
+        Optionally only those of the devices `device_keys` and of one `measurer`. Unreadable
+        rows are skipped (and warned about once)."""
+        sql = "select * from records where workload_key = ? and status = 'ok' and latency_us > 0"
+        params: list[object] = [workload_key]
+        if device_keys is not None:
+            sql += f" and device_key in ({', '.join('?' * len(device_keys))})"
+            params += list(device_keys)
+        if measurer is not None:
+            sql, params = sql + " and measurer = ?", [*params, measurer]
+        with self._translated():
+            cursor = self._conn.execute(sql + " order by latency_us, id", params)
+            cursor.row_factory = sqlite3.Row
+        try:
+            while True:
+                with self._translated():
+                    rows = cursor.fetchmany(16)
+                if not rows:
+                    return
+                yield from self._records_from(rows, stacklevel=5)
+        finally:
+            cursor.close()
+
+    def trials(self, workload_key: str) -> list[Trial]:
+        """Every measurement of a workload in the order it was made (oldest first), as the light
+        `Trial` values a report draws from: no facts are read or parsed. Unreadable rows are
+        skipped (and warned about once)."""
+        rows = self._query("select id, device_key, config, config_key, status, reason, latency_us from records"
+                           " where workload_key = ? order by id", [workload_key])
+        return self._parsed(rows, trial_from_row, lambda row: f"record id {row['id']}")
+
+    def status_counts_by_device(self) -> dict[str, dict[str, int]]:
+        """How many records each device has of each status (only those it has), from an index."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._query("select device_key, status, count(*) as n from records group by device_key, status"):
+            counts.setdefault(row["device_key"], {})[row["status"]] = row["n"]
+        return counts
+
+    def record_devices(self, workload_key: str) -> list[str]:
+        """The keys of the devices a workload has records on."""
+        return [row["device_key"] for row in self._query(
+            "select distinct device_key from records where workload_key = ? order by device_key", [workload_key])]
 
     def measured_config_keys(self, workload_key: str, device_key: str, measurer: str | None = None) -> set[str]:
         """Config keys already recorded (any status) for a workload and device: what a resumed run skips."""

@@ -32,7 +32,7 @@ from tiletune.tuning_db.keys import loads_data
 from tiletune.tuning_db.records import Device, Record, Workload, record_problem, this_host
 
 __all__ = ["FORMAT", "VERSION", "Validator", "check", "export_records", "import_records", "merge_db", "read_db",
-           "read_records", "stats"]
+           "read_records"]
 
 FORMAT = "tiletune-records"
 VERSION = 1
@@ -88,8 +88,13 @@ def export_records(db: TuningDB, out: str | os.PathLike[str], *, ops: Sequence[s
         workloads += bool(chosen)
         lines += [_line(workload, by_key[r.device_key], r) for r in chosen]
     out = Path(out)
+    if not out.absolute().parent.is_dir():
+        raise TuningDBError(f"cannot export to {out}: the directory {out.absolute().parent} does not exist")
     # Write a temporary file next to the target, then rename: a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.absolute().parent)
+    except OSError as exc:
+        raise TuningDBError(f"cannot export to {out}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
@@ -192,8 +197,8 @@ def check(items: Sequence[tuple[str, Workload, Device, Record]], validator: Vali
             stored = db.workload(workload.key) if db is not None else None
             names[workload.key] = stored.op_name if stored is not None else workload.op_name
         if names[workload.key] != workload.op_name:
-            bad.append((at, f"workload {workload.key} is {names[workload.key]!r:.80} here, but this record names it"
-                            f" {workload.op_name!r:.80}; an import never renames a workload"))
+            bad.append((at, (f"workload {workload.key} is {names[workload.key]!r:.80} here, but this record names it"
+                             f" {workload.op_name!r:.80}; an import never renames a workload")))
         elif problem := validator(workload, record):
             bad.append((at, problem))
     _refuse(bad)
@@ -235,21 +240,3 @@ def merge_db(db: TuningDB, other: str | os.PathLike[str], validator: Validator) 
     if other.resolve() == db.path.resolve():
         raise TuningDBError(f"{other} is the DB being merged into; name another DB")
     return _write(db, read_db(other), validator)
-
-
-def stats(db: TuningDB) -> dict:
-    """A summary: workloads, records by status and device, and the best latency of each
-    workload on each device."""
-    by_device: dict[str, dict[str, int]] = {}
-    best = []
-    workloads, devices = db.workloads(), db.devices()
-    for workload in workloads:
-        for device in devices:
-            counts = {k: v for k, v in db.status_counts(workload.key, device.key).items() if v}
-            for status, n in counts.items():
-                by_device.setdefault(device.key, {}).setdefault(status, 0)
-                by_device[device.key][status] += n
-        for device_key, record in sorted(db.best_per_device(workload.key).items()):
-            best.append((workload, device_key, record.latency_us))
-    return {"workloads": len(workloads), "records": sum(sum(c.values()) for c in by_device.values()),
-            "by_device": by_device, "best": best}

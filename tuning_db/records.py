@@ -32,6 +32,7 @@ __all__ = [
     "Device",
     "Record",
     "Status",
+    "Trial",
     "Workload",
     "device_from_row",
     "device_row",
@@ -40,6 +41,7 @@ __all__ = [
     "record_problem",
     "record_row",
     "this_host",
+    "trial_from_row",
     "workload_from_row",
     "workload_row",
 ]
@@ -340,6 +342,38 @@ def record_from_row(row: sqlite3.Row) -> Record:
     if problem is not None:
         raise ValueError(problem)
     return record
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One measurement as a report shows it: what `Record` says about the trial, without its
+    facts and provenance (reading those for every trial of a big DB is what made reports slow)."""
+
+    device_key: str
+    config: dict[str, ConfigValue]
+    status: Status
+    reason: str
+    latency_us: float | None
+
+
+def trial_from_row(row: sqlite3.Row) -> Trial:
+    """A Trial from the columns of a `records` row it needs; ValueError saying what is wrong
+    (the checks `record_from_row` makes of those columns)."""
+    config = _parse_json(row["config"], "config")
+    problem = config_problem(config)
+    if problem is not None:
+        raise ValueError(problem)
+    if config_key(config) != row["config_key"]:
+        raise ValueError("config_key column does not match its config")
+    status = Status.parse(row["status"])
+    latency = row["latency_us"]
+    if latency is not None and not (_is_real(latency) and latency > 0):
+        raise ValueError(f"latency_us={latency!r} is not a positive finite number")
+    if status is Status.OK and latency is None:
+        raise ValueError("status 'ok' needs a latency_us")
+    if not isinstance(row["reason"], str) or not isinstance(row["device_key"], str):
+        raise ValueError("reason and device_key must be text")
+    return Trial(row["device_key"], config, status, row["reason"], latency)
 
 
 def workload_from_row(row: sqlite3.Row) -> Workload:

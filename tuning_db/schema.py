@@ -10,9 +10,18 @@ Tables:
   created, host)`: one row per measured (workload, device, measurer, config, host); `status`
   holds the value of a `records.Status`.
 
+- `claims(workload_key, device_key, measurer, config_key, owner, expires)`: a config a running
+  tuner is measuring, so that a second tuner of the same workload measures another one; a claim
+  whose `expires` time has passed belongs to a tuner that died and counts for nothing.
+- `retries(workload_key, device_key, measurer, config_key, config, reason, attempts, created)`:
+  configs whose measurement failed for a reason outside the config (its worker killed from
+  outside, a worker that never started it); not records, so a resumed run measures them again.
+
 Version 2 added `records.host` (the machine that measured; '' for records of version 1) and
 put it in the identity index, so DBs of two machines merge without losing either's records.
-A version 1 file is read as it is and migrated in place when opened for writing.
+Version 3 added `claims`, `retries` and the indexes that keep readers fast on big files
+(`workloads_op_name`, `records_usable`, `records_counts`). A file of an older version is read
+as it is and migrated in place when opened for writing.
 
 The file browses with `sqlite-utils` or Datasette; JSON columns are plain text.
 """
@@ -26,10 +35,10 @@ from tiletune.errors import TuningDBError
 
 __all__ = ["SCHEMA_VERSION", "create_schema", "migrate", "read_schema_version"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the tables this tiletune writes; stored in `meta.schema_version`."""
 
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 """Versions this tiletune reads; a file of an older one is migrated when opened for writing."""
 
 _IDENTITY = ["workload_key", "device_key", "measurer", "config_key", "host"]
@@ -105,6 +114,27 @@ def create_schema(db: sqlite_utils.Database) -> None:
         index_name="records_best",
         if_not_exists=True,
     )
+    # The ok rows of one workload on any device, fastest first (`usable`), without a sort.
+    db["records"].create_index(["workload_key", "status", "latency_us"], index_name="records_usable",
+                               if_not_exists=True)
+    # `db stats` counts records by device and status from this index alone, never the rows.
+    db["records"].create_index(["device_key", "status"], index_name="records_counts", if_not_exists=True)
+    db["workloads"].create_index(["op_name"], index_name="workloads_op_name", if_not_exists=True)
+    db["claims"].create(
+        {"workload_key": str, "device_key": str, "measurer": str, "config_key": str, "owner": str, "expires": float},
+        pk=("workload_key", "device_key", "measurer", "config_key"),
+        not_null=["owner", "expires"],
+        if_not_exists=True,
+        strict=True,
+    )
+    db["retries"].create(
+        {"workload_key": str, "device_key": str, "measurer": str, "config_key": str, "config": str, "reason": str,
+         "attempts": int, "created": float},
+        pk=("workload_key", "device_key", "measurer", "config_key"),
+        not_null=["config", "reason", "attempts", "created"],
+        if_not_exists=True,
+        strict=True,
+    )
 
 
 def migrate(db: sqlite_utils.Database, version: int) -> None:
@@ -116,6 +146,7 @@ def migrate(db: sqlite_utils.Database, version: int) -> None:
         db.execute("alter table records add column host text not null default ''")
         db.execute("drop index records_identity")
         db["records"].create_index(_IDENTITY, index_name="records_identity", unique=True)
+    # Version 2 -> 3 adds tables and indexes only: create_schema, run next, makes them.
     db.execute("update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 

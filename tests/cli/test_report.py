@@ -20,9 +20,18 @@ TRIALS = 6
 
 
 def record(status: str, latency_us: float | None = None, reason: str = "", *, block: int = 0,
-           workload_key: str = "w", device_key: str = "d") -> Record:
-    return Record(workload_key=workload_key, device_key=device_key, config={"BLOCK": 16 << block}, status=status,
-                  reason=reason, latency_us=latency_us)
+           workload_key: str = "w", device_key: str = "d", config: dict | None = None) -> Record:
+    return Record(workload_key=workload_key, device_key=device_key, config=config or {"BLOCK": 16 << block},
+                  status=status, reason=reason, latency_us=latency_us)
+
+
+def legal_configs(n: int) -> list[dict]:
+    """`n` configs of add's space at ADD_DIMS: what show may count as a best."""
+    from random import Random
+
+    from tiletune.kernels.task import Task, TaskSpec
+
+    return [c.as_dict() for c in Task(TaskSpec.make("add", ADD_DIMS, "float32")).space.sample(Random(1), n)]
 
 
 def ok(latency_us: float, **kw) -> Record:
@@ -111,15 +120,16 @@ def two_devices(tuned_add, tmp_path) -> Path:
         other = Device.make("NVIDIA H200", "sm90", "3.4.0")
         db.add_device(other)
         keys = {"workload_key": workload.key, "device_key": other.key}
+        c = legal_configs(8)
         db.add_records([
-            record("compile_error", reason="out of resources: shared memory\ntraceback", block=0, **keys),
-            ok(40.0, block=1, **keys),
-            record("compile_error", reason="out of resources: shared memory\nother traceback", block=2, **keys),
-            ok(25.0, block=3, **keys),
-            record("timeout", reason="verification took over 300 s", block=4, **keys),
-            ok(30.0, block=5, **keys),
-            ok(8.0, block=6, **keys),
-            ok(9.0, block=7, **keys),
+            record("compile_error", reason="out of resources: shared memory\ntraceback", config=c[0], **keys),
+            ok(40.0, config=c[1], **keys),
+            record("compile_error", reason="out of resources: shared memory\nother traceback", config=c[2], **keys),
+            ok(25.0, config=c[3], **keys),
+            record("timeout", reason="verification took over 300 s", config=c[4], **keys),
+            ok(30.0, config=c[5], **keys),
+            ok(8.0, config=c[6], **keys),
+            ok(9.0, config=c[7], **keys),
         ])
     return db_path
 
@@ -193,3 +203,102 @@ def test_show_plot_of_an_untuned_shape_is_one_error_line(tuned_add, tmp_path):
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: --plot:") and "no curve to draw" in result.stderr
     assert not (tmp_path / "curve.png").exists()
+
+
+# --- one "usable best" for show, list and db stats; what they print is printable -----------
+
+
+@pytest.fixture
+def with_unusable_fastest(two_devices) -> Path:
+    """two_devices plus, on the H200, a faster ok record whose config is outside add's space, and
+    one of zero latency written behind tiletune's back: neither is a usable best."""
+    import sqlite3
+
+    with TuningDB(two_devices) as db:
+        (workload,) = db.workloads()
+        h200 = next(d for d in db.devices() if d.name == "NVIDIA H200")
+        db.add_records([ok(0.5, config={"BLOCK_LANE": 2**40, "EVIL": 1}, workload_key=workload.key,
+                           device_key=h200.key)])
+    conn = sqlite3.connect(two_devices)
+    with conn:
+        conn.execute("update records set latency_us = 0.0 where config = ?", ['{"BLOCK":8}'])
+        row = conn.execute("select * from records where latency_us = 0.5").fetchone()
+        names = [d[0] for d in conn.execute("select * from records limit 0").description]
+        fields = dict(zip(names, row))
+        del fields["id"]
+        fields.update(config='{"BLOCK":8}', config_key='{"BLOCK":8}', latency_us=0.001)
+        conn.execute(f"insert into records ({', '.join(fields)}) values ({', '.join('?' * len(fields))})",
+                     list(fields.values()))
+        conn.execute("update records set latency_us = 0.0 where latency_us = 0.001")
+    conn.close()
+    return two_devices
+
+
+def test_show_list_and_stats_agree_on_the_usable_best(with_unusable_fastest):
+    db = str(with_unusable_fastest)
+    show = invoke(*SHOW_ADD, "--db", db)
+    assert show.exit_code == 0, show.output
+    section = device_section(show.stdout, "NVIDIA H200")
+    assert "  best     8.000 us" in section
+    assert "40.000 -> 8.000 us" in section  # the curve ends at the best line's latency
+    stats = invoke("db", "stats", "--db", db)
+    assert stats.exit_code == 0, stats.output
+    listing = invoke("list", "--db", db)
+    for output in (stats.stdout, listing.stdout):
+        (line,) = [line for line in output.splitlines() if "NVIDIA H200" in line and line.endswith(" us")]
+        assert line.endswith(" 8.000 us"), line
+
+
+def test_escape_codes_from_a_db_never_reach_the_terminal(two_devices):
+    with TuningDB(two_devices) as db:
+        (workload,) = db.workloads()
+        evil = Device.make("\x1b]0;pwned\x07GPU\x1b[2J", "sm90", "3.4.0")
+        db.add_device(evil)
+        db.add_records([record("compile_error", reason="\x1b[31mred\x1b[0m failure", config=legal_configs(1)[0],
+                               workload_key=workload.key, device_key=evil.key),
+                        ok(3.0, config=legal_configs(2)[1], workload_key=workload.key, device_key=evil.key)])
+    for args in (SHOW_ADD, ["list"], ["db", "stats"]):
+        result = invoke(*args, "--db", str(two_devices))
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output, args
+        assert "\\x1b]0;pwned\\x07GPU" in result.output, args
+
+
+def test_stats_and_show_order_dims_as_the_operator_declares_them(tuned_add):
+    show = invoke("show", "add", "--shape", "D=1000,N=300", "--dtype", "float32", "--db", str(tuned_add))
+    assert show.stdout.splitlines()[0].startswith("workload   add[N=300,D=1000]:float32"), show.stdout
+    stats = invoke("db", "stats", "--db", str(tuned_add))
+    (line,) = [line for line in stats.stdout.splitlines() if line.endswith(" us")]
+    assert line.split()[:2] == ["add", "N=300,D=1000"], line
+
+
+def test_a_file_operator_is_told_apart_from_the_builtin_of_its_name(tuned_add, tmp_path):
+    from tiletune.tuning_db import Workload
+
+    db_path = tmp_path / "mine.db"
+    shutil.copy(tuned_add, db_path)
+    with TuningDB(db_path) as db:
+        device = db.devices()[0]
+        mine = Workload.make("add", "hash-of-my-own-add", ADD_DIMS, ["float32", "float32"])
+        db.add_workload(mine)
+        db.add_records([ok(7.0, config={"BLOCK": 64}, workload_key=mine.key, device_key=device.key)])
+    for args in (["list"], ["db", "stats"]):
+        result = invoke(*args, "--db", str(db_path))
+        labels = sorted(line.split()[0] for line in result.stdout.splitlines() if line.endswith(" us"))
+        assert labels == ["add", "file:add"], result.stdout
+
+
+def test_list_cuts_descriptions_at_a_sentence_or_word_with_an_ellipsis(tmp_path):
+    from tiletune.kernels.library import BUILTINS
+
+    result = invoke("list", "--db", str(tmp_path / "none.db"))
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("    ")}
+    cut = lines["matmul_cast_fp16"]
+    assert cut.endswith("…") or cut.endswith("."), cut
+    for name, line in lines.items():
+        doc = " ".join((BUILTINS[name].__doc__ or "").split())
+        text = line.split(")  ", 1)[1] if ")  " in line else ""
+        if text.endswith("…"):
+            assert doc.startswith(text[:-1]) and not doc[len(text) - 1].isalnum(), (name, text)  # a word's end
+        else:
+            assert doc.startswith(text) and (text == doc or text.endswith((".", "!", "?"))), (name, text)

@@ -50,7 +50,7 @@ def test_damage_found_after_opening_is_a_tuning_db_error(tmp_path, db, workload,
             damaged.records(workload.key)
 
 
-@pytest.mark.parametrize("version", ["3", "0", "2; drop table records", ""])
+@pytest.mark.parametrize("version", ["4", "0", "2; drop table records", ""])
 @pytest.mark.parametrize("readonly", [False, True])
 def test_another_schema_version_is_refused_and_left_unchanged(db, version, readonly):
     db.close()
@@ -61,7 +61,7 @@ def test_another_schema_version_is_refused_and_left_unchanged(db, version, reado
     with pytest.raises(TuningDBError) as info:
         TuningDB(db.path, readonly=readonly)
     assert str(info.value) == (f"{db.path} is a tiletune DB of schema version {version!r}; this tiletune reads"
-                               " versions 1, 2 (a newer tiletune may read it)")
+                               " versions 1, 2, 3 (a newer tiletune may read it)")
     assert db.path.read_bytes() == before
 
 
@@ -162,3 +162,49 @@ def test_a_workload_row_with_bad_dims_is_skipped(db, workload):
     conn.close()
     with pytest.warns(UserWarning, match="workload bad .*dims"):
         assert db.workloads() == [workload]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_intact_db_in_a_read_only_folder_is_read(tmp_path, db, workload, device):
+    fill(db, workload, device, 3)
+    db.close()
+    folder = db.path.parent
+    folder.chmod(0o555)
+    try:
+        with TuningDB(db.path, readonly=True) as opened:
+            assert opened.best(workload.key, device.key).config == {"B": 0}
+        assert not db.path.with_name(db.path.name + "-shm").exists()
+    finally:
+        folder.chmod(0o755)
+
+
+def test_an_intact_db_is_read_as_immutable_where_its_folder_cannot_be_written(tmp_path, db, workload, device,
+                                                                               monkeypatch):
+    # the same check as above, for a test run as root: the folder is reported unwritable
+    fill(db, workload, device, 3)
+    db.close()
+    real_access = os.access
+    monkeypatch.setattr(db_module.os, "access",
+                        lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    with TuningDB(db.path, readonly=True) as opened:
+        assert opened.best(workload.key, device.key).config == {"B": 0}
+        assert opened._conn.execute("pragma journal_mode").fetchone()[0] in ("wal", "delete")
+    assert not db.path.with_name(db.path.name + "-shm").exists()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_fifo_or_folder_is_refused_without_blocking(tmp_path, readonly):
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    with pytest.raises(TuningDBError, match="is not a regular file"):
+        TuningDB(fifo, readonly=readonly)
+    with pytest.raises(TuningDBError, match="is not a regular file"):
+        TuningDB(tmp_path, readonly=readonly)
+
+
+def test_export_to_a_missing_folder_is_a_clear_error(db, workload, device, tmp_path):
+    from tiletune.tuning_db.exchange import export_records
+
+    fill(db, workload, device, 1)
+    with pytest.raises(TuningDBError, match="the directory .*missing does not exist"):
+        export_records(db, tmp_path / "missing" / "out.jsonl")

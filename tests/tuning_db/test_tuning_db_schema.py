@@ -1,4 +1,5 @@
-"""Schema version 2 (records keep their host) and the in-place migration of version 1 files."""
+"""Schema versions 2 (records keep their host) and 3 (claims, retries, indexes for big files),
+and the in-place migration of older files."""
 from __future__ import annotations
 
 import socket
@@ -15,9 +16,33 @@ def ok(workload, device, b: int, latency_us: float, **fields) -> Record:
                   latency_us=latency_us, **fields)
 
 
+V3_TABLES = ("claims", "retries")
+V3_INDEXES = ("records_usable", "records_counts", "workloads_op_name")
+
+
+def make_version_2(path) -> None:
+    """Turn a fresh DB file into what tiletune's schema version 2 wrote: no claims, no retries,
+    no indexes for big files."""
+    with sqlite3.connect(path) as conn:
+        for table in V3_TABLES:
+            conn.execute(f"drop table {table}")
+        for index in V3_INDEXES:
+            conn.execute(f"drop index {index}")
+        conn.execute("update meta set value = '2' where key = 'schema_version'")
+    conn.close()
+
+
+def names_in(path, kind: str) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        found = {row[0] for row in conn.execute("select name from sqlite_master where type = ?", [kind])}
+    conn.close()
+    return found
+
+
 def make_version_1(path) -> None:
     """Turn a fresh DB file into what tiletune's schema version 1 wrote: no host column, and
     the identity index over (workload, device, measurer, config)."""
+    make_version_2(path)
     with sqlite3.connect(path) as conn:
         conn.execute("drop index records_identity")
         conn.execute("alter table records drop column host")
@@ -50,8 +75,24 @@ def v1_path(db, workload, device):
     return db.path
 
 
-def test_schema_version_is_2():
-    assert SCHEMA_VERSION == 2
+def test_schema_version_is_3():
+    assert SCHEMA_VERSION == 3
+
+
+def test_a_version_2_file_reads_as_it_is_and_migrates_keeping_its_records(db, workload, device):
+    db.add_records([ok(workload, device, i, float(i + 1)) for i in range(3)])
+    db.close()
+    make_version_2(db.path)
+    before = db.path.read_bytes()
+    with TuningDB(db.path, readonly=True) as opened:
+        assert [r.config for r in opened.records(workload.key)] == [{"B": 0}, {"B": 1}, {"B": 2}]
+    assert db.path.read_bytes() == before and meta_version(db.path) == "2"
+    with TuningDB(db.path) as opened:
+        assert opened.best(workload.key, device.key).config == {"B": 0}
+    assert meta_version(db.path) == "3"
+    assert set(V3_TABLES) <= names_in(db.path, "table") and set(V3_INDEXES) <= names_in(db.path, "index")
+    with TuningDB(db.path, readonly=True) as opened:
+        assert len(opened.records(workload.key)) == 3
 
 
 def test_a_version_1_file_reads_read_only_without_being_changed(v1_path, workload, device):
@@ -73,7 +114,7 @@ def test_a_version_1_file_is_migrated_in_place_when_opened_for_writing(v1_path, 
         assert db.add_records([ok(workload, device, 0, 0.7)]) == 1
         assert db.add_records([ok(workload, device, 0, 0.7)]) == 0
         assert db.best(workload.key, device.key).config == {"B": 9}
-    assert meta_version(v1_path) == "2"
+    assert meta_version(v1_path) == str(SCHEMA_VERSION)
     assert columns(v1_path)[-1] == "host"
     with TuningDB(v1_path, readonly=True) as db:
         hosts = [r.host for r in db.records(workload.key)]
