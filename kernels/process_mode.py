@@ -15,8 +15,10 @@ arrays as indices (`interpreter_index`).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
+import warnings
 
 # The choice of this process, once made (an explicit cache: Triton's own choice cannot change).
 _SELECTED: dict[str, bool] = {}
@@ -36,9 +38,15 @@ def select() -> bool:
             os.environ["TRITON_INTERPRET"] = "1"
     import triton
 
+    from tiletune.kernels import triton_versions
+
+    untested = triton_versions.unsupported(triton.__version__, importlib.metadata.version("torch"))
+    if untested:
+        warnings.warn(f"{untested}; tiletune runs with the facts of the nearest tested Triton "
+                      "(kernels/triton_versions.py)", stacklevel=2)
     interpreting = bool(triton.knobs.runtime.interpret)
     if interpreting:
-        from tiletune.kernels import interpreter_index, interpreter_rounding, triton_versions
+        from tiletune.kernels import interpreter_index, interpreter_rounding
 
         facts = triton_versions.installed()
         if facts.interpreter_truncates_bfloat16:

@@ -130,3 +130,21 @@ def test_hopper_rules_refuse_what_the_installed_triton_cannot_apply(monkeypatch)
     no_descriptors = TritonFacts((3, 5), True, True, tensor_descriptors=False, warp_specialized_loops=False)
     assert not legal(no_descriptors)
     assert not legal(TritonFacts((3, 5), True, True, warp_specialized_loops=False), WARP_SPECIALIZE=True)
+
+
+def test_a_process_on_untested_versions_is_warned_once_it_chooses_its_mode(tmp_path):
+    script = tmp_path / "old_torch.py"
+    script.write_text(textwrap.dedent('''
+        import importlib.metadata, warnings
+        real = importlib.metadata.version
+        importlib.metadata.version = lambda name: "2.9.1" if name == "torch" else real(name)
+        from tiletune.kernels import process_mode
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            process_mode.select()
+        print("|".join(str(w.message) for w in caught))
+    '''))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "untested versions: torch 2.9.1 (supported: 2.11 or newer)" in done.stdout
