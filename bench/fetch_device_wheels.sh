@@ -16,3 +16,12 @@ python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:
     -d "$DEST" "xgboost-cpu>=2.0" "sqlite-utils>=3.36" sqlite-fts4 click-default-group "click>=8.3.1"
 du -sh "$DEST"
 ls "$DEST"
+# what a device call carries: the working tree (tracked and untracked-not-ignored files) and the wheels
+tree=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -n 1 | cut -f1)
+wheels=$(du -sb "$DEST" | cut -f1)
+total=$(( tree + wheels ))
+echo "a device call carrying $DEST sends $(( total / 1048576 )) MiB of the 64 MiB allowed"
+if [ "$total" -ge $(( 64 * 1048576 )) ]; then
+    echo "over the 64 MiB a device call carries: leave a wheel out or ignore large files" >&2
+    exit 1
+fi
