@@ -24,9 +24,10 @@ wins on a real Hopper part, each a small named function below, read top to botto
    counts as one stage: Triton 3.9 does not pipeline its loop (one operand goes through
    registers), so it is charged the non-pipelined cost.
 8. `tile_overhead_us`: per output tile, the pipeline fill (the prologue's `num_stages - 1`
-   loads before the first MMA) and the epilogue (accumulator converted and stored, the store
-   drained), exposed unless another resident block runs meanwhile; a persistent program
-   fills its pipeline once and overlaps half of each epilogue with the next tile's loads.
+   loads before the first MMA) and the epilogue (accumulator converted and its stores issued
+   into L2; their DRAM write-back is the memory term's), exposed unless another resident
+   block runs meanwhile; a persistent program fills its pipeline once and overlaps half of
+   each epilogue with the next tile's loads.
    This is what dominates short-K GEMMs.
 9. `latency_chain_us`: a program cannot finish faster than its chain of dependent memory
    round trips, however idle the machine.
@@ -410,7 +411,8 @@ def pipeline_stages(facts: KernelFacts) -> int:
 def tile_overhead_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     """The busiest SM's per-tile time outside the steady main loop: the pipeline fill (a round
     trip, then the prologue's `num_stages - 1` stage loads before the first MMA) and the
-    epilogue (the tile converted and stored, the store drained).
+    epilogue (the tile converted and its stores issued into L2; the block does not wait for
+    them to reach DRAM, whose write bandwidth `memory_time_us` charges).
 
     Another resident block runs its loop meanwhile, so 1/resident of it shows; a persistent
     program fills once; a warp-specialized one stores a tile while its producer warps load
@@ -423,9 +425,10 @@ def tile_overhead_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float
     loads_per_trip = max(0.0, facts.bytes_per_program - tiles * facts.epilogue_bytes) / facts.k_iterations
     stages = pipeline_stages(facts)
     fill = gpu.dram_latency_us + max(1, stages - 1) * loads_per_trip / per_sm_l2_bytes_per_us
-    # the SMs of a wave finish their loops together, so their stores drain at HBM speed
-    per_sm_hbm_bytes_per_us = gpu.hbm_gbps * 1e3 / gpu.sm_count
-    epilogue = gpu.dram_latency_us + facts.epilogue_bytes / per_sm_hbm_bytes_per_us
+    # the epilogue issues its stores into L2 and the block retires without waiting for them to
+    # reach DRAM: the write-back is DRAM traffic, charged by `memory_time_us` and overlapped
+    # with later tiles' loops
+    epilogue = facts.epilogue_bytes / per_sm_l2_bytes_per_us
     # the loop's last MMAs finish before the epilogue reads the accumulator: one trip's MMA
     drain = facts.flops_per_program / facts.k_iterations / (peak_tflops(facts, gpu) * 1e6 / gpu.sm_count)
     if facts.warp_specialized:

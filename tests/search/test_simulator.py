@@ -220,6 +220,18 @@ def test_short_k_gemm_pays_the_per_tile_fill_and_epilogue() -> None:
     assert simulate(short).latency_us > simulate(dataclasses.replace(short, epilogue_bytes=0)).latency_us
 
 
+def test_epilogue_stores_retire_into_l2_and_dram_write_back_is_charged_once() -> None:
+    # a block does not wait for its stores to reach DRAM: the per-tile epilogue depends on the
+    # L2, the write-back on the HBM bandwidth (through the memory term) only
+    short = dataclasses.replace(matmul_facts(8192, 8192, 512, tile=(128, 256, 64), num_warps=8, num_stages=3,
+                                             registers=193), epilogue_bytes=128 * 256 * 2)
+    slow_hbm = dataclasses.replace(H100, hbm_gbps=H100.hbm_gbps / 4)
+    assert tile_overhead_us(short, slow_hbm, 1) == tile_overhead_us(short, H100, 1)
+    assert simulate(short, slow_hbm).memory_us > simulate(short, H100).memory_us
+    slow_l2 = dataclasses.replace(H100, l2_gbps=H100.l2_gbps / 2)
+    assert tile_overhead_us(short, slow_l2, 1) > tile_overhead_us(short, H100, 1)
+
+
 def test_persistent_pointer_loads_cost_the_unpipelined_loop() -> None:
     facts = dataclasses.replace(GOOD_4096, persistent=True, programs=132, tiles_per_program=8,
                                 k_iterations=GOOD_4096.k_iterations * 8,
