@@ -415,8 +415,25 @@ class _AttentionKernel:
         SK = self.kernel.extent(attention.j.extent)
         if attention.causal:
             body.line("# causal: blocks wholly below the diagonal need no mask; blocks past it are skipped")
-            body.line(f"lo = tl.minimum(pid_m * BLOCK_M, {SK}) // BLOCK_N * BLOCK_N")
-            body.line(f"hi = tl.minimum((pid_m + 1) * BLOCK_M, {SK})")
+            # Where queries and keys share one extent and the queries fill whole blocks, no bound
+            # reaches past it, and where BLOCK_N divides BLOCK_M the diagonal starts on a key
+            # block: both bounds are then a multiply, which keeps registers down in the loops.
+            clamped = [f"lo = tl.minimum(pid_m * BLOCK_M, {SK}) // BLOCK_N * BLOCK_N",
+                       f"hi = tl.minimum((pid_m + 1) * BLOCK_M, {SK})"]
+            if attention.i.extent == attention.j.extent:
+                whole_m = self.kernel.specialize(Divides("EVEN_M", (attention.i.extent,), self.schedule.tile("m")))
+                aligned = self.schedule.tile("m") % self.schedule.tile("n") == 0
+                body.line(f"if {whole_m}:")
+                body.line(f"    lo = {'pid_m * BLOCK_M' if aligned else 'pid_m * BLOCK_M // BLOCK_N * BLOCK_N'}")
+                body.line("    hi = (pid_m + 1) * BLOCK_M")
+                body.line("else:")
+                body.indent += 1
+                for line in clamped:
+                    body.line(line)
+                body.indent -= 1
+            else:
+                for line in clamped:
+                    body.line(line)
             self.key_blocks("0", "lo", masked=False)
             self.key_blocks("lo", "hi", masked=True)
         elif attention.mask is not None:
