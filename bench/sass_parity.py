@@ -80,7 +80,9 @@ class Case:
 
 def _gemm_cases() -> list[Case]:
     cases = []
-    shapes = {"4096^3": (4096, 4096, 4096), "M128xN4096": (128, 4096, 4096), "M128xN14336": (128, 14336, 4096)}
+    # 4000^3 divides no tile (4000 = 31 * 128 + 32): masks belong on the last K tile and the edges only
+    shapes = {"4096^3": (4096, 4096, 4096), "M128xN4096": (128, 4096, 4096), "M128xN14336": (128, 14336, 4096),
+              "4000^3": (4000, 4000, 4000)}
     structures = [  # (name, shape, BLOCK_M, BLOCK_N, BLOCK_K, stages, warps, LOAD, PERSISTENT, WARP_SPECIALIZE)
         ("pointer", "4096^3", 128, 256, 64, 3, 8, "pointer", False, False),
         ("pointer", "4096^3", 128, 128, 64, 4, 4, "pointer", False, False),
@@ -91,6 +93,8 @@ def _gemm_cases() -> list[Case]:
         ("warp-specialized", "4096^3", 128, 128, 64, 3, 4, "tma", False, True),
         ("persistent-tma", "4096^3", 128, 128, 64, 3, 8, "tma", True, False),
         ("persistent-pointer", "4096^3", 128, 128, 64, 3, 8, "pointer", True, False),
+        ("pointer", "4000^3", 128, 128, 64, 4, 4, "pointer", False, False),
+        ("tma", "4000^3", 128, 128, 64, 4, 4, "tma", False, False),
     ]
     for dtype in ("float16", "bfloat16"):
         for name, shape, bm, bn, bk, stages, warps, load, persistent, ws in structures:

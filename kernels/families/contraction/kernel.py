@@ -172,15 +172,18 @@ class _ContractionKernel:
             return
         body.line(f"if not {even}:")
         body.indent += 1
+        body.line("# the last K tile is partial: mask its K offsets (past K: zeros in both factors). A loop of")
+        body.line("# one trip, so that the pipeliner copies its tiles asynchronously, not through registers")
         if self.split > 1:
-            body.line("# the split that holds the last K tile takes it")
-            body.line("if (k_last == k_iters) & (k_first < k_last):")
-            body.indent += 1
-        body.line("# the last K tile is partial: mask its K offsets (past K: zeros in both factors)")
-        body.line(f"k0 = {K} // BLOCK_K")
+            body.line("# (no trip in the splits that do not hold it)")
+            tail = f"range(tl.maximum(k_first, {K} // BLOCK_K), k_last)"
+        else:
+            tail = f"range({K} // BLOCK_K, tl.cdiv({K}, BLOCK_K))"
+        body.line(f"for k0 in {tail}:")
+        body.indent += 1
         body.line(f"mask_k = offs_k < {K} - k0 * BLOCK_K")
         self.k_step(masked=True)
-        body.indent -= 2 if self.split > 1 else 1
+        body.indent -= 2
 
     def advance_pointers(self, first: str) -> None:
         """Pointer tiles of the factors' reads that walk K in fixed steps (a plain read whose
@@ -205,14 +208,16 @@ class _ContractionKernel:
     def k_step(self, masked: bool) -> None:
         """One K step: both factors' tiles, then the dot (`masked`: the partial last tile)."""
         fused = self.contraction.fused
-        needs_index = any(name not in self.tma and not self.only_advanced(getattr(self.contraction, name))
-                          for name in ("a", "b"))
+        # the tail addresses its tile afresh: a loop-carried pointer read after the loop makes
+        # the pipeliner keep (and select between) its in-flight copies on every trip
+        needs_index = masked or any(name not in self.tma and not self.only_advanced(getattr(self.contraction, name))
+                                    for name in ("a", "b"))
         k_offs = "offs_k"
         if needs_index:
             k_offs = self.body.assign("offs_kk", "k0 * BLOCK_K + offs_k")
         k_index = unflatten(self.body, self.kernel, fused.k_axes, k_offs) if fused and needs_index else {}
         mask = "mask_k" if masked else None
-        a, b = self.factor("a", k_index, k_offs, mask), self.factor("b", k_index, k_offs, mask)
+        a, b = (self.factor(name, k_index, k_offs, mask, advanced=not masked) for name in ("a", "b"))
         precision = ', input_precision="ieee"' if self.operand == "float32" else ""
         self.body.line(f"acc = tl.dot({a.code}, {b.code}, acc{precision})")
 
@@ -239,8 +244,10 @@ class _ContractionKernel:
             emitter.axes[getattr(self.contraction, dim.name)] = Value(emitter.expand(dim.offs, d), frozenset({d}), "int32")
         return emitter
 
-    def factor(self, name: str, k_index: dict[IterVar, str], k_offs: str, k_mask: str | None) -> Value:
-        """The K step's tile of factor `name` ("a" or "b") in the dot's operand type."""
+    def factor(self, name: str, k_index: dict[IterVar, str], k_offs: str, k_mask: str | None,
+               advanced: bool) -> Value:
+        """The K step's tile of factor `name` ("a" or "b") in the dot's operand type (`advanced`:
+        reads with a pointer tile load through it)."""
         kernel, contraction = self.kernel, self.contraction
         if name in self.tma:
             tile = hopper.descriptor_tile(kernel, name, self.tma[name], self.descriptors[name], _TMA_OFFSETS[name])
@@ -250,7 +257,7 @@ class _ContractionKernel:
             emitter.axes.update(fused_axes(contraction, emitter, kernel, self.m_index, k_index, self.batch_values))
 
         def resolve(read: Read, emitter: TileEmitter) -> Value | None:
-            if read not in self.advanced:
+            if not advanced or read not in self.advanced:
                 return None
             dims = frozenset(d for d, dim in enumerate(emitter.dims)
                              if any(i is getattr(contraction, dim.name) for i in read.indices))
