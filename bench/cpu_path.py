@@ -1,7 +1,8 @@
 """The CPU path of `tiletune.load` against plain torch on the same CPU tensors.
 
 A loaded operator runs CPU tensors through vectorised torch ops by default (the reference
-evaluator: float math in float64, rounded at casts and the output). This prints, per operator,
+evaluator's fast mode: fp32 float math as in the kernels, reads as views, contractions as one
+einsum, rounded at casts and the output). This prints, per operator,
 the median time of a call of each and their ratio, measured in one run; with --interpreter it
 also times one call of the kernel in Triton's interpreter (minutes at these shapes).
 

@@ -9,8 +9,9 @@ space before use and nothing in the DB is ever executed.
 Which path runs a call (`LoadedOperator.path`):
 - CUDA tensors: the tuned kernel.
 - CPU tensors: by default "torch", the operator evaluated with vectorised torch ops by the
-  reference evaluator (`tensorexpr.reference`: float math in float64, rounded at casts and at
-  the output, so its answers are the ones verification holds the kernels to); "interpreter"
+  reference evaluator's fast mode (`tensorexpr.reference`, `fast=True`: float math in fp32 as
+  the kernels do it, fp64 for float64, rounded at casts and at the output; reads as views,
+  contractions as einsum; within verification's tolerance of the exact mode); "interpreter"
   runs the tuned kernel through Triton's interpreter (the same kernel, thousands of times
   slower). Chosen by `load(..., cpu=...)`, else by the environment variable TILETUNE_CPU.
 - meta tensors: no computation; an empty meta output of the right shape and dtype.
@@ -26,7 +27,7 @@ import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,6 +79,7 @@ class _Entry:
     dim_values: tuple[int, ...]
     device: torch.device
     needs_grad: bool  # an input requires grad: refused while grad mode is on
+    compute: Callable[..., torch.Tensor] | None = None  # the torch path: compute(*inputs) -> a fresh output
 
 
 class LoadedOperator:
@@ -117,6 +119,8 @@ class LoadedOperator:
                 f"{self.operator.name}: an input requires grad, and tiletune operators have no backward yet; "
                 "call it under torch.no_grad() or pass inputs detached with .detach()"
             )
+        if entry.compute is not None:  # its own fresh output: no copy into one allocated here
+            return entry.compute(*inputs)
         out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
         entry.launch(*inputs, out, *entry.dim_values)
         return out
@@ -190,8 +194,10 @@ class LoadedOperator:
         if device.type == "meta":  # shape propagation only: the output is as empty as the inputs
             return _Entry("meta", None, None, out_shape, out_dtype, None, _no_launch, dim_values, device, needs_grad)
         if device.type == "cpu" and self.cpu == "torch":
-            return _Entry("torch", None, None, out_shape, out_dtype, None, _evaluator(graph, len(inputs)),
-                          dim_values, device, needs_grad)
+            compute = _evaluator(graph, dims)
+            return _Entry("torch", None, None, out_shape, out_dtype, None,
+                          lambda *args: args[len(inputs)].copy_(compute(*args[:len(inputs)])),
+                          dim_values, device, needs_grad, compute)
         if device.type not in ("cpu", "cuda"):
             raise UsageError(f"{name}: inputs on device {device}; tiletune runs CUDA, CPU and meta tensors")
         check_fits(name, [*((t.name, tuple(x.shape), x.stride()) for t, x in zip(graph.inputs, inputs)),
@@ -243,16 +249,15 @@ def _no_launch(*args: torch.Tensor | int) -> None:
     """A meta call's launch: nothing to compute."""
 
 
-def _evaluator(graph: Graph, n_inputs: int) -> Callable[..., None]:
-    """The CPU torch path as a launch(*inputs, out, *dims): the reference evaluator's answer
-    written into `out`."""
-    names = graph.dim_names
+def _evaluator(graph: Graph, dims: Mapping[str, int]) -> Callable[..., torch.Tensor]:
+    """The CPU torch path: compute(*inputs) -> the reference evaluator's fast answer (a fresh
+    tensor) at the call key's `dims`."""
+    dims = dict(dims)
 
-    def launch(*args: torch.Tensor | int) -> None:
-        inputs, out, dim_values = args[:n_inputs], args[n_inputs], args[n_inputs + 1:]
-        out.copy_(evaluate(graph, inputs, dict(zip(names, dim_values))))
+    def compute(*inputs: torch.Tensor) -> torch.Tensor:
+        return evaluate(graph, inputs, dims, fast=True)
 
-    return launch
+    return compute
 
 
 def _without_numpy_warnings(launch: Callable[..., None]) -> Callable[..., None]:
@@ -307,22 +312,18 @@ def _device_name(x: torch.Tensor) -> str:
     return torch.cuda.get_device_name(x.device)
 
 
-def _records_for_device(db: TuningDB, workload_key: str, device_name: str | None) -> list[Record]:
-    """ok records of the workload on this GPU (any Triton version), or, for CPU tensors that
-    run in the interpreter, on any device (real GPUs before simulated ones)."""
-    devices = {d.key: d for d in db.devices()}
-    records = [r for r in db.records(workload_key, status="ok") if r.latency_us is not None]
-    if device_name is not None:
-        return [r for r in records if r.device_key in devices and devices[r.device_key].name == device_name]
-    real = [r for r in records if r.measurer == "cuda"]
-    return real or records
+def _records_for_device(db: TuningDB, workload_key: str, device_name: str | None) -> Iterator[Record]:
+    """Usable records of the workload on this GPU (any Triton version), or, for CPU tensors that
+    run in the interpreter, on any device (real GPUs' when there are any); fastest first, read
+    lazily (`TuningDB.usable_on`)."""
+    return db.usable_on(workload_key, device_name)
 
 
 def _best_for(db: TuningDB, task: Task, workload_key: str, device_name: str | None,
               skipped: list[str] | None = None) -> Config | None:
     """The fastest stored config that is legal in `task`'s space; faster ones that are not
     (a damaged or hostile file, or an older space) are passed over and described in `skipped`."""
-    for record in sorted(_records_for_device(db, workload_key, device_name), key=lambda r: r.latency_us):
+    for record in _records_for_device(db, workload_key, device_name):
         config, problem = task.stored_config(record.config)
         if config is not None:
             return config
