@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 TOTAL=${GPU_QUICK_SECONDS:-480}
-PYTEST_SECONDS=${GPU_QUICK_PYTEST_SECONDS:-120}
+PYTEST_SECONDS=${GPU_QUICK_PYTEST_SECONDS:-90}
 PYTHON=${PYTHON:-python3}
 SITE=${GPU_QUICK_SITE:-/tmp/tiletune-site}
 WHEELS=bench/wheels
@@ -57,6 +57,7 @@ if [ "$tests_rc" != 0 ]; then log "GPU tests exited $tests_rc (124: out of time)
 
 # 4. the measurements, in the time left (the driver skips cases whose plan no longer fits)
 LEFT=$(( TOTAL - (SECONDS - START) ))
+if [ "$LEFT" -lt 60 ]; then LEFT=60; fi  # at least the ceilings and a case or two
 RESULTS=$("$PYTHON" -c 'import datetime, re, torch; d = re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-").lower(); print(f"bench/results/{datetime.date.today().isoformat()}-{d}.json")')
 set +e
 timeout $(( LEFT + 30 )) "$PYTHON" bench/gpu_quick.py --seconds "$LEFT" --results "$RESULTS"

@@ -263,8 +263,10 @@ def run_case(case: Case, args: argparse.Namespace, timer, tuning: Tuning) -> dic
             torch._dynamo.reset()  # a fresh compile per case, never the recompile limit's eager fallback
             impls[name] = torch.compile(eager_fn(case), mode="max-autotune-no-cudagraphs", dynamic=False)
         elif name == "triton":
+            wanted = getattr(args, "triton_variants", None)  # None: every reference of the case
             for variant, fn in triton_fns(case).items():
-                impls[f"triton:{variant}"] = fn
+                if wanted is None or variant in wanted:
+                    impls[f"triton:{variant}"] = fn
     if case.kind == "attention":
         try:
             row["sdpa_backend"] = sdpa_backend(case, inputs)
