@@ -82,7 +82,7 @@ def usable_best(db: TuningDB, workload: Workload, task: Task | None = None) -> t
     task = task if task is not None else task_for(workload)
     best: dict[str, Record] = {}
     skipped: list[str] = []
-    for device_key in db.record_devices(workload.key):
+    for device_key in [d.key for d in db.devices()]:
         for record in db.usable(workload.key, [device_key]):
             problem = None if task is None else task.stored_config(record.config)[1]
             if not problem:

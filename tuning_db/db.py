@@ -411,9 +411,21 @@ class TuningDB:
                     rows = cursor.fetchmany(16)
                 if not rows:
                     return
-                yield from self._records_from(rows, stacklevel=5)
+                for row in rows:  # parsed one at a time: most callers stop at the first
+                    yield from self._records_from([row], stacklevel=5)
         finally:
             cursor.close()
+
+    def usable_on(self, workload_key: str, device_name: str | None = None) -> Iterator[Record]:
+        """`usable` records of a workload for a call on the GPU named `device_name` (measured on
+        it under any Triton version), or, with None (a call that runs in the interpreter), on any
+        device, those of real GPUs (measurer "cuda") only when there are any; fastest first,
+        lazily. What `tiletune.load` picks its config from."""
+        if device_name is not None:
+            return self.usable(workload_key, [d.key for d in self.devices() if d.name == device_name])
+        real = self._query("select 1 from records where workload_key = ? and status = 'ok' and latency_us > 0"
+                           " and measurer = 'cuda' limit 1", [workload_key])
+        return self.usable(workload_key, measurer="cuda" if real else None)
 
     def trials(self, workload_key: str) -> list[Trial]:
         """Every measurement of a workload in the order it was made (oldest first), as the light
@@ -429,11 +441,6 @@ class TuningDB:
         for row in self._query("select device_key, status, count(*) as n from records group by device_key, status"):
             counts.setdefault(row["device_key"], {})[row["status"]] = row["n"]
         return counts
-
-    def record_devices(self, workload_key: str) -> list[str]:
-        """The keys of the devices a workload has records on."""
-        return [row["device_key"] for row in self._query(
-            "select distinct device_key from records where workload_key = ? order by device_key", [workload_key])]
 
     def measured_config_keys(self, workload_key: str, device_key: str, measurer: str | None = None) -> set[str]:
         """Config keys already recorded (any status) for a workload and device: what a resumed run skips."""

@@ -151,8 +151,9 @@ def test_a_non_finite_or_wrongly_typed_latency_is_skipped(db_copy, tmp_path):
     path, best = db_copy
     insert_record(path, mutate(best, EXTRA=1), latency=float("inf"))
     insert_record(path, mutate(best, EXTRA=2), latency=float("-inf"))
-    with pytest.warns(UserWarning, match="latency_us=-?inf"):
-        selection = tt.load("matmul", db=path).selection(*matmul_inputs())
+    # -inf is no usable latency (the query asks for a positive one) and +inf ranks after every
+    # good record, so load reads neither: they cost nothing and win nothing
+    selection = tt.load("matmul", db=path).selection(*matmul_inputs())
     assert selection.config.as_dict() == best
 
 
@@ -181,7 +182,8 @@ def test_list_shows_the_good_records_beside_bad_ones(db_copy, tmp_path):
     assert row.rstrip().endswith("10.000 us"), row
     # once for the rows that are not data, once for the configs not in matmul's space
     unreadable, not_in_space = result.stderr.splitlines()
-    assert "skipped unreadable record" in unreadable and "and 3 more" in unreadable
+    # rows are read lazily, fastest first, so the warning names the first unreadable one met
+    assert "skipped unreadable record" in unreadable
     assert "not in its space" in not_in_space and f"and {len(BAD_CONFIGS) - 1} more" in not_in_space
     nothing_executed(tmp_path, path)
 
