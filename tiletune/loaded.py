@@ -35,7 +35,7 @@ import torch
 from tiletune.errors import DSLError, TiletuneError, UsageError
 from tiletune.kernels import runtime
 from tiletune.kernels.library import operator_ref
-from tiletune.kernels.offsets import check_fits
+from tiletune.kernels.offsets import check_fits, contiguous_strides
 from tiletune.kernels.lower import KernelSource
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
@@ -201,7 +201,7 @@ class LoadedOperator:
         if device.type not in ("cpu", "cuda"):
             raise UsageError(f"{name}: inputs on device {device}; tiletune runs CUDA, CPU and meta tensors")
         check_fits(name, [*((t.name, tuple(x.shape), x.stride()) for t, x in zip(graph.inputs, inputs)),
-                          (graph.output.name, out_shape, _contiguous_strides(out_shape))])
+                          (graph.output.name, out_shape, contiguous_strides(out_shape))])
         task = self._task(inputs)
         cuda = device.type == "cuda"
         selection = self._select(task, _device_name(inputs[0]) if cuda else None)
@@ -269,14 +269,6 @@ def _without_numpy_warnings(launch: Callable[..., None]) -> Callable[..., None]:
             launch(*args)
 
     return quiet
-
-
-def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 def _command_ref(operator: Operator) -> str:
