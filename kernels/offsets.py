@@ -9,9 +9,12 @@ A tensor beyond it is refused, not run: 64-bit offsets are not generated yet.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from tiletune.errors import UsageError
+
+if TYPE_CHECKING:
+    from tiletune.tensorexpr.operator import Graph
 
 # The largest offset int32 index arithmetic reaches.
 OFFSET_LIMIT = 2**31 - 1
@@ -37,3 +40,19 @@ def check_fits(operator: str, tensors: Sequence[tuple[str, Sequence[int], Sequen
                 f"and its last element at offset {last}, past {OFFSET_LIMIT}, the largest that the generated kernels' "
                 "32-bit offsets reach; pass a smaller or contiguous tensor (64-bit offsets are not generated yet)"
             )
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """The strides of a contiguous tensor of `shape`."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def check_workload(graph: Graph, dims: Mapping[str, int]) -> None:
+    """Refuse a workload (tuning it included) whose contiguous inputs or output at `dims` go past
+    the kernels' 32-bit offsets: each dim may fit while their product does not."""
+    check_fits(graph.name, [(t.name, shape, contiguous_strides(shape))
+                            for t in (*graph.inputs, graph.output) for shape in [graph.shape_of(t, dims)]])

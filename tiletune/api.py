@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Sequence
 
 from tiletune.errors import UsageError
 from tiletune.kernels.library import operator_ref
+from tiletune.kernels.offsets import check_workload
 from tiletune.tensorexpr.operator import Operator
 
 # More compile workers than this only queue for the same cores (and each holds torch in memory).
@@ -129,6 +130,7 @@ def autotune(
         raise UsageError(f"dims must be a mapping of dim names to sizes, such as {{'N': 4096}}, got {dims!r}")
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
+    check_workload(task.graph, task.dims)
     with _session(opts) as (backend, measurers, database):
         if on_start:
             on_start()
@@ -153,6 +155,8 @@ def autotune_many(
     opts = TuneOptions.of(options)
     entries = load_workloads(workloads) if isinstance(workloads, (str, os.PathLike)) else list(workloads)
     tasks = [entry.spec.build() for entry in entries]  # every entry checked before tuning starts
+    for task in tasks:
+        check_workload(task.graph, task.dims)
     with _session(opts) as (backend, measurers, database):
         if on_start:
             on_start()
