@@ -16,7 +16,7 @@ TOTAL=${GPU_QUICK_SECONDS:-480}
 PYTEST_SECONDS=${GPU_QUICK_PYTEST_SECONDS:-90}
 PYTHON=${PYTHON:-python3}
 SITE=${GPU_QUICK_SITE:-/tmp/tiletune-site}
-WHEELS=bench/wheels
+WHEELS=${GPU_QUICK_WHEELS:-bench/wheels}
 DRY=0
 if [ "${1:-}" = "--dry-run" ]; then DRY=1; fi
 log() { echo "gpu_quick: $*" >&2; }

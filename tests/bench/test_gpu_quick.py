@@ -50,17 +50,10 @@ def test_without_carried_wheels_the_script_names_what_is_missing(tmp_path):
     stub.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} -c "import sys; sys.modules[\'sqlite_utils\'] = None; '
                     'import importlib.util as u; print(\'sqlite_utils\')" "$@"\n')
     stub.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(stub)}
-    moved = BENCH / "wheels"
-    hidden = BENCH / "wheels-hidden-by-test"
-    if moved.exists():
-        moved.rename(hidden)
-    try:
-        done = subprocess.run(["bash", "bench/gpu_quick.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
-    finally:
-        if hidden.exists():
-            hidden.rename(moved)
+    (tmp_path / "no-wheels").mkdir()
+    env = {**os.environ, "PYTHON": str(stub), "GPU_QUICK_WHEELS": str(tmp_path / "no-wheels")}
+    done = subprocess.run(["bash", "bench/gpu_quick.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "lacks: sqlite_utils" in done.stderr and "fetch_device_wheels.sh" in done.stderr
 
