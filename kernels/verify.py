@@ -20,6 +20,7 @@ import torch
 
 from tiletune.kernels import runtime
 from tiletune.kernels.families import Pattern, family_for
+from tiletune.kernels.grid import Grid, Persistent, Product, Tiles
 from tiletune.kernels.kernel import KernelSource
 from tiletune.schedules.schedule import ResolvedSchedule
 from tiletune.tensorexpr import dtypes as dt
@@ -159,6 +160,19 @@ def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 
     return compare(out, ref, dtype, longest_reduction(graph, dims), tolerance_dtype)
 
 
+def _tiles(terms) -> list[Tiles]:
+    """The `Tiles` terms among grid `terms` (inside products and persistent grids too)."""
+    found = []
+    for term in terms:
+        if isinstance(term, Tiles):
+            found.append(term)
+        elif isinstance(term, Product):
+            found += _tiles(term.terms)
+        elif isinstance(term, Persistent):
+            found += _tiles([term.work])
+    return found
+
+
 def unwritten_fill(dtype: str) -> float | int:
     """What a fresh output is filled with before a run: NaN, or for an integer type (which has
     no NaN) its minimum."""
@@ -170,8 +184,42 @@ def verification_dims(
 ) -> dict[str, int]:
     """Smaller dims at which to check a candidate cheaply in the interpreter, as the operator's
     family chooses them: each dim that sizes a tiled axis shrinks to just over two tiles and an
-    odd remainder, so masks and loop tails are exercised (see each `Family.verification_dims`)."""
-    return family_for(graph, pattern).verification_dims(dims, schedule)
+    odd remainder, so masks and loop tails are exercised (see each `Family.verification_dims`);
+    then outer dims shrink further while the interpreter would run more than
+    MAX_VERIFY_PROGRAMS programs (`fewer_programs`)."""
+    family = family_for(graph, pattern)
+    return fewer_programs(graph, family.grid(schedule), family.verification_dims(dims, schedule))
+
+
+# The interpreter runs a kernel's programs one after another at some 0.1 s each on a busy
+# core: a window kernel with one row per program checked at N=C=H=W=7 ran 147 of them (13 s).
+MAX_VERIFY_PROGRAMS = 32
+
+
+def fewer_programs(graph: Graph, grid: Grid, dims: Mapping[str, int]) -> dict[str, int]:
+    """`dims` with dims stepped down by 2 (keeping their parity, so an odd size keeps its odd
+    remainder) while the grid launches more than MAX_VERIFY_PROGRAMS programs, largest dim
+    first; a step is taken only if it launches fewer programs, every tensor keeps a non-empty
+    shape, every grid axis keeps at least three programs (or as many as it had), and every
+    tiled extent with a partial last tile keeps one (so the masks the family meant to check run)."""
+    small = dict(dims)
+    before = grid.shape(small, None)
+    floor = [min(n, 3) for n in before]
+    partial = [t for t in _tiles(grid.axes) if t.extent.size(small, None) % t.block]
+    while grid.programs(small, None) > MAX_VERIFY_PROGRAMS:
+        for name in sorted(small, key=lambda k: (-small[k], k)):
+            if small[name] <= 2:
+                continue
+            trial = {**small, name: small[name] - 2}
+            shape = grid.shape(trial, None)
+            if (math.prod(shape) < grid.programs(small, None) and all(n >= f for n, f in zip(shape, floor))
+                    and all(t.extent.size(trial, None) % t.block for t in partial)
+                    and all(s >= 1 for t in (*graph.inputs, *graph.stages) for s in graph.shape_of(t, trial))):
+                small = trial
+                break
+        else:
+            return small  # no dim can step down further
+    return small
 
 
 def check_candidate(graph: Graph, src: KernelSource, dims: Mapping[str, int], schedule: ResolvedSchedule,
