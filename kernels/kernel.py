@@ -121,10 +121,13 @@ class KernelContext:
             stride = f"{stride} * {self.extent(axis.extent)}" if stride else self.extent(axis.extent)
         return names
 
-    def rows_lane_tile(self, rows_total: str, lane_extent: str, *, whole_row: bool, contiguous: bool) -> TileEmitter:
+    def rows_lane_tile(self, rows_total: str, lane_extent: str, *, whole_row: bool, contiguous: bool,
+                       even: tuple[LaunchFlag | None, LaunchFlag | None] = (None, None)) -> TileEmitter:
         """Open a `BLOCK_ROWS x BLOCK_LANE` tile over fused rows and the lane axis: program ids,
         offsets and masks, and the emitter over them. Programs tile the lane too, unless
-        `whole_row` (one block holds each row); `contiguous` marks the lane offsets contiguous."""
+        `whole_row` (one block holds each row); `contiguous` marks the lane offsets contiguous.
+        `even`: launch flags (rows, lane) that say the extent divides its block, where the
+        mask is all true: Triton folds a constant mask away, from loads, stores and wheres."""
         body = self.body
         body.line(f"n_rows = {rows_total}")
         body.line(f"n_lane = {lane_extent}")
@@ -140,8 +143,16 @@ class KernelContext:
         body.line("offs_lane = pid_lane * BLOCK_LANE + tl.arange(0, BLOCK_LANE)")
         if contiguous:
             body.line("offs_lane = tl.max_contiguous(tl.multiple_of(offs_lane, BLOCK_LANE), BLOCK_LANE)")
-        body.line("mask_rows = offs_rows < n_rows")
-        body.line("mask_lane = offs_lane < n_lane")
+        for name, block, extent, flag in (("rows", "BLOCK_ROWS", "n_rows", even[0]),
+                                          ("lane", "BLOCK_LANE", "n_lane", even[1])):
+            if flag is None:
+                body.line(f"mask_{name} = offs_{name} < {extent}")
+                continue
+            body.reserve(f"mask_{name}")  # assigned in a branch: a stage must not take its name
+            body.line(f"if {self.specialize(flag)}:")
+            body.line(f"    mask_{name} = tl.full(({block},), 1, tl.int1)")
+            body.line("else:")
+            body.line(f"    mask_{name} = offs_{name} < {extent}")
         dims = [Dim("rows", "offs_rows", "mask_rows"), Dim("lane", "offs_lane", "mask_lane")]
         return TileEmitter(body, dims, {}, self.args, self.extent)
 

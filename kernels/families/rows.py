@@ -19,6 +19,7 @@ from tiletune.kernels.families.family import Family, shrink
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Product, Tiles, cdiv
 from tiletune.kernels.kernel import KernelContext, KernelSource, check_bindings
+from tiletune.kernels.specialize import Divides
 from tiletune.kernels.syntax import REDUCE_FN, REDUCE_IDENTITY, int_identity
 from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis, tile_at_most
@@ -210,8 +211,11 @@ def lower_rows(kernel: KernelContext, grid: Grid) -> KernelSource:
     lane_extent = kernel.extent(layout.lane_extent) if layout.lane_extent is not None else "1"
     reduction = pattern.op_class is OpClass.REDUCTION
 
+    even_rows = Divides("EVEN_ROWS", tuple(a.extent for a in layout.rows), block_rows) if layout.rows else None
+    even_lane = Divides("EVEN_LANE", (layout.lane_extent,), block_lane) if layout.lane_extent is not None else None
     emitter = kernel.rows_lane_tile(rows_total, lane_extent, whole_row=reduction,
-                                    contiguous="lane" in schedule.vectorized and not reduction)
+                                    contiguous="lane" in schedule.vectorized and not reduction,
+                                    even=(even_rows, even_lane))
     # the fused rows unflatten into the output's outer axes (last one fastest)
     for axis, name in kernel.unflatten(layout.rows, "offs_rows").items():
         emitter.axes[axis] = Value(emitter.expand(name, 0), frozenset({0}), "int32")

@@ -114,3 +114,19 @@ def test_tma_epilogue_stores_by_descriptor_only_where_the_output_rows_allow(n, a
 def test_pointer_loads_keep_plain_stores():
     _, src = _lowered(matmul, {"M": 64, "N": 48, "K": 96})
     assert "TMA_STORE" not in src.text and "_desc" not in src.text
+
+
+@pytest.mark.parametrize("op, dims, even", [
+    ("softmax", {"N": 6, "D": 64}, (True, True)),  # 2-row blocks, the whole row one 64-lane block
+    ("softmax", {"N": 7, "D": 50}, (False, False)),
+    ("add", {"N": 8, "D": 100}, (True, False)),
+], ids=["softmax_even", "softmax_odd", "add_mixed"])
+def test_row_kernels_drop_the_masks_of_the_extents_that_divide_their_block(op, dims, even):
+    task = TaskSpec.make(op, dims, "float32").build()
+    config = task.space.default().replace(BLOCK_ROWS=2, **({"BLOCK_LANE": 32} if op == "add" else {}))
+    src = task.source(config, for_interpreter=True)
+    constants, _ = task.specialization(src)
+    assert (constants["EVEN_ROWS"], constants["EVEN_LANE"]) == even
+    assert "mask_lane = tl.full((BLOCK_LANE,), 1, tl.int1)" in src.text
+    verdict = check(task.graph, src, dims)
+    assert verdict.ok, verdict.reason
