@@ -28,7 +28,7 @@ from tiletune.tensorexpr.operator import Graph, evaluate_extent
 from tiletune.tensorexpr.tensor import Tensor
 
 if TYPE_CHECKING:
-    from tiletune.kernels.kernel import KernelContext
+    from tiletune.kernels.grid import LaunchContext
 
 # A tensor descriptor's global strides and base address must be multiples of 16 bytes.
 DESCRIPTOR_ALIGN_BYTES = 16
@@ -43,7 +43,7 @@ class Divides:
     extent: tuple[Expr, ...]
     block: int
 
-    def launcher_code(self, kernel: KernelContext) -> str:
+    def launcher_code(self, kernel: LaunchContext) -> str:
         size = " * ".join(kernel.extent(e) for e in self.extent)
         return f"({size}) % {self.block} == 0"
 
@@ -60,7 +60,7 @@ class RowsAligned:
     name: str
     tensor: Tensor
 
-    def launcher_code(self, kernel: KernelContext) -> str:
+    def launcher_code(self, kernel: LaunchContext) -> str:
         t = kernel.args[self.tensor].ptr[: -len("_ptr")]
         item = dt.itemsize(self.tensor.dtype)
         return (f"({t}.stride(1) == 1 and ({t}.stride(0) * {item}) % {DESCRIPTOR_ALIGN_BYTES} == 0 "
@@ -82,7 +82,7 @@ class GridSize:
     grid: Grid
     axis: int = 0
 
-    def launcher_code(self, kernel: KernelContext) -> str:
+    def launcher_code(self, kernel: LaunchContext) -> str:
         return f"grid[{self.axis}]"
 
     def value(self, graph: Graph, dims: Mapping[str, int]) -> int:
