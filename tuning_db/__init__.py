@@ -11,10 +11,12 @@ code from the file. Imports neither torch nor Triton.
 
 Modules: `keys` (stable keys and the strict JSON reader), `records` (the stored values and
 their rows), `schema` (the tables and their versions), `db` (the file, its transactions and
-queries), `exchange` (export, import, merge).
+queries), `claims` (how concurrent tuners split a workload, and the retries a resumed run owes),
+`exchange` (export, import, merge).
 """
 from __future__ import annotations
 
+from tiletune.tuning_db.claims import Claimant, Retry
 from tiletune.tuning_db.db import BUSY_TIMEOUT_S, TuningDB, default_db_path
 from tiletune.tuning_db.keys import (
     ConfigValue,
@@ -29,9 +31,11 @@ from tiletune.tuning_db.schema import SCHEMA_VERSION
 __all__ = [
     "BUSY_TIMEOUT_S",
     "SCHEMA_VERSION",
+    "Claimant",
     "ConfigValue",
     "Device",
     "Record",
+    "Retry",
     "Status",
     "Trial",
     "TuningDB",

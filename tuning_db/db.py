@@ -22,6 +22,8 @@ from types import TracebackType
 import sqlite_utils
 
 from tiletune.errors import TuningDBError
+from tiletune.tuning_db.claims import Claimant, Retry, claim_is_live
+from tiletune.tuning_db.keys import config_key, loads_data
 from tiletune.tuning_db.records import (
     Device,
     Record,
@@ -48,6 +50,11 @@ BUSY_TIMEOUT_S = 10.0
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = ("meta", "workloads", "devices", "records")
+# Rows of `claims` or `retries` named in a JSON list of [workload, device, measurer, config key]
+# (json_extract rather than ->>, which SQLite before 3.38 lacks).
+_IN_BATCH = ("(workload_key, device_key, measurer, config_key) in (select json_extract(value, '$[0]'),"
+             " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]')"
+             " from json_each(?))")
 
 
 def default_db_path() -> Path:
@@ -308,18 +315,112 @@ class TuningDB:
             rows.append(row)
         return rows
 
-    def add_records(self, records: Sequence[Record]) -> int:
+    def add_records(self, records: Sequence[Record], *, retries: Sequence[Retry] = (),
+                    claimant: Claimant | None = None) -> int:
         """Write a batch in one transaction (all or nothing); return how many were new.
 
         A record already stored for the same (workload, device, measurer, config, host) is
         kept and the new one ignored, so re-writing a batch after a crash or retry duplicates
-        nothing.
+        nothing. In the same transaction a tuner settles its batch: a recorded config owes no
+        retry any more, each of `retries` is stored (replacing the one of its config), and
+        `claimant`'s claims on the batch's configs are released.
         """
         rows = self._record_rows(records, stamp=True)
-        if not rows:
+        retry_rows = [self._retry_row(retry) for retry in retries]
+        if not rows and not retry_rows:
             return 0
         with self._writing():
-            return self._insert_records(rows)
+            new = self._insert_records(rows)
+            settled = [[r["workload_key"], r["device_key"], r["measurer"], r["config_key"]] for r in rows]
+            self._conn.execute("delete from retries where " + _IN_BATCH, [json.dumps(settled)])
+            if retry_rows:
+                self._db["retries"].insert_all(retry_rows, replace=True)
+            if claimant is not None:
+                batch = settled + [[r["workload_key"], r["device_key"], r["measurer"], r["config_key"]]
+                                   for r in retry_rows]
+                self._conn.execute(
+                    "delete from claims where owner = ? and " + _IN_BATCH, [claimant.owner, json.dumps(batch)])
+            return new
+
+    @staticmethod
+    def _retry_row(retry: Retry) -> dict[str, object]:
+        if not isinstance(retry, Retry):
+            raise TuningDBError(f"expected a Retry, got {type(retry).__name__}")
+        attempts = retry.attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts < 2**31:
+            raise TuningDBError(f"a retry's attempts must be a positive int, got {attempts!r}")
+        key = config_key(retry.config)  # also refuses a config that is not plain JSON data
+        return {"workload_key": retry.workload_key, "device_key": retry.device_key, "measurer": retry.measurer,
+                "config_key": key, "config": key, "reason": str(retry.reason)[:2000], "attempts": attempts,
+                "created": time.time()}
+
+    # -- coordination between tuners ------------------------------------------------------
+
+    def claim(self, workload_key: str, device_key: str, measurer: str, config_keys: Sequence[str],
+              claimant: Claimant, ttl_s: float) -> list[str]:
+        """Claim for `claimant`, until `ttl_s` seconds from now, those of `config_keys` that no
+        record holds for this workload, device and measurer (on any host) and no live claim of
+        another run holds (`claims.claim_is_live`); return the ones claimed, in order.
+
+        The check and the one INSERT run in one write transaction, so of two tuners claiming
+        the same config at once exactly one gets it. A claim of `claimant` itself is renewed."""
+        keys = list(dict.fromkeys(config_keys))
+        if not keys:
+            return []
+        scope = [workload_key, device_key, measurer, json.dumps(keys)]
+        now, host = time.time(), this_host()
+        with self._writing():
+            stored = {row[0] for row in self._conn.execute(
+                "select config_key from records where workload_key = ? and device_key = ? and measurer = ?"
+                " and config_key in (select value from json_each(?))", scope)}
+            held = {row[0]: (row[1], row[2]) for row in self._conn.execute(
+                "select config_key, owner, expires from claims where workload_key = ? and device_key = ?"
+                " and measurer = ? and config_key in (select value from json_each(?))", scope)}
+            granted = [key for key in keys if key not in stored and not (
+                key in held and held[key][0] != claimant.owner and claim_is_live(*held[key], now, host=host))]
+            if granted:
+                self._conn.execute(
+                    "insert or replace into claims (workload_key, device_key, measurer, config_key, owner, expires)"
+                    " select ?, ?, ?, value, ?, ? from json_each(?)",
+                    [workload_key, device_key, measurer, claimant.owner, now + ttl_s, json.dumps(granted)])
+        return granted
+
+    def release_claims(self, claimant: Claimant) -> int:
+        """Drop every claim `claimant` holds (its run ended); return how many there were."""
+        if self.readonly:
+            return 0
+        with self._writing():
+            return self._conn.execute("delete from claims where owner = ?", [claimant.owner]).rowcount
+
+    def claims(self, workload_key: str) -> list[tuple[str, Claimant | None, float]]:
+        """The claims stored for a workload, live or not: (config key, claimant, expiry time)."""
+        if "claims" not in self._db.table_names():
+            return []  # a file of schema 2, read as it is
+        rows = self._query("select config_key, owner, expires from claims where workload_key = ? order by config_key",
+                           [workload_key])
+        return [(row["config_key"], Claimant.from_owner(row["owner"]), row["expires"]) for row in rows]
+
+    def retries(self, workload_key: str, device_key: str, measurer: str) -> list[Retry]:
+        """The configs of a workload, device and measurer owed another measurement (failed for a
+        reason outside them), oldest first; none that a record now holds (any host)."""
+        if "retries" not in self._db.table_names():
+            return []  # a file of schema 2, read as it is
+        rows = self._query(
+            "select * from retries where workload_key = ? and device_key = ? and measurer = ? and config_key not in"
+            " (select config_key from records where workload_key = ? and device_key = ? and measurer = ?)"
+            " order by created, config_key", [workload_key, device_key, measurer] * 2)
+        found = []
+        for row in rows:
+            try:
+                config = loads_data(row["config"])
+                if not isinstance(config, dict) or config_key(config) != row["config_key"]:
+                    raise ValueError("its config does not match its key")
+                attempts = row["attempts"]
+                found.append(Retry(row["workload_key"], row["device_key"], row["measurer"], config,
+                                   str(row["reason"]), int(attempts)))
+            except (ValueError, TypeError, TuningDBError) as exc:
+                self._warn_skipped([(f"retry of config {str(row['config_key'])[:80]}", str(exc))])
+        return found
 
     def _insert_records(self, rows: list[dict[str, object]]) -> int:
         """Insert record rows inside the caller's transaction; return how many were new."""
