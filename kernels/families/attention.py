@@ -144,7 +144,7 @@ class AttentionFamily(Family):
             schedule.constrain("TMA needs aligned q, k, v and output",
                                lambda cfg: reason if cfg["LOAD"] == "tma" else None)
         schedule.constrain("warp specialization applies on sm_90",
-                           lambda cfg: _warp_specialization_fits(cfg, operand))
+                           lambda cfg: _warp_specialization_fits(cfg, operand, attention.causal))
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         attention = self.pattern.attention
@@ -253,10 +253,9 @@ class _AttentionKernel:
         kernel.constexprs.update(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, BLOCK_E=be)
         kernel.body.reserve("BLOCK_D", "BLOCK_E")
         self.query_block()
+        self.dense_rows()
         if self.tma:
             self.make_descriptors()
-        else:
-            self.dense_rows()
         self.q_tile = self.tile("q", attention.q, [_M, _D], {attention.i: 0, attention.d: 1}, "pid_m * BLOCK_M",
                                 masked=True)
         self.softmax_state()
@@ -287,17 +286,21 @@ class _AttentionKernel:
                 body.line(f"offs_{name} = tl.max_contiguous(tl.multiple_of(offs_{name}, {block}), {block})")
             # a head dim is at most its block (a power of two), so it divides the block only when
             # it fills it
-            self.masks(name, block, axis.extent, "the head dim fills its block")
+            self.masks(name, block, axis.extent, "the head dim fills its block", head=True)
         if len(heads) == 1:
             body.line("offs_e, mask_e = offs_d, mask_d  # one head dim for scores and values")
 
-    def masks(self, name: str, block: str, extent: Expr, why: str) -> None:
+    def masks(self, name: str, block: str, extent: Expr, why: str, head: bool = False) -> None:
         """`mask_<name>` for the offsets along `extent`: where the extent divides into whole
         blocks (a launch flag: Triton compiles a kernel per answer) a constant that folds out
-        of every load, store and `where`, else the bounds check."""
+        of every load, store and `where`, else the bounds check. A head dim is at most its
+        block, so where it divides the block it *is* the block: its dim becomes the constexpr,
+        and the scale, descriptor shapes and strides derived from it fold to constants."""
         flag = self.kernel.specialize(Divides(f"EVEN_{name.upper()}", (extent,), self.schedule.tile(name)))
         self.body.line(f"if {flag}:  # {why}: no mask")
         self.body.line(f"    mask_{name} = tl.full(({block},), True, tl.int1)")
+        if head and isinstance(extent, DimVar):
+            self.body.line(f"    {self.kernel.extent(extent)} = {block}  # a constexpr head dim")
         self.body.line("else:")
         self.body.line(f"    mask_{name} = offs_{name} < {self.kernel.extent(extent)}")
 
@@ -568,15 +571,22 @@ def descriptor_checks(kernel: KernelContext, tensors) -> list[str]:
     return lines
 
 
-def _warp_specialization_fits(cfg, operand: str) -> str | None:
+def _warp_specialization_fits(cfg, operand: str, causal: bool) -> str | None:
     """Where Triton 3.9 splits attention's key loops into producer and consumer warps on
-    sm_90, read off sm_90 compiles."""
+    sm_90, read off sm_90 compiles (`bench/sass_parity.py`, whose tutorial-06 reference
+    behaves the same way in each case)."""
     if not cfg["WARP_SPECIALIZE"]:
         return None
     if cfg["LOAD"] != "tma":
         return "WARP_SPECIALIZE needs LOAD='tma': the producer warps issue descriptor copies"
     if operand not in ("float16", "bfloat16"):
         return f"WARP_SPECIALIZE needs 16-bit q, k and v (wgmma operands), not {operand}"
+    if causal:
+        return ("WARP_SPECIALIZE of causal attention's split key loops fails Triton's warp-specialization "
+                "pass on sm_90")
+    if cfg["num_warps"] != 4:
+        # with more warps the pass leaves the loop as it is: the same kernel as without the knob
+        return f"WARP_SPECIALIZE needs num_warps=4 (one consumer warpgroup), got {cfg['num_warps']}"
     return None
 
 
