@@ -257,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - start:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"bar": {"main_loop_ratio": MAIN_LOOP_BAR, "register_slack": REGISTER_SLACK},
+        import triton
+        meta = {"date": time.strftime("%Y-%m-%d"), "target": "sm_90 (compiled on the CPU; no GPU ran)",
+                "triton": triton.__version__, "python": sys.version.split()[0]}
+        args.json.write_text(json.dumps({**meta, "bar": {"main_loop_ratio": MAIN_LOOP_BAR,
+                                                          "register_slack": REGISTER_SLACK},
                                          "rows": rows}, indent=1) + "\n")
     return 1 if args.check and behind else 0
 

@@ -96,3 +96,16 @@ def test_the_parity_bench_compiles_both_kernels_of_a_case_for_sm90(tmp_path):
         assert row[side]["hgmma"] > 0 and row[side]["main_loop_hgmma"] > 0
         assert row[side]["main_loop_instructions"] < row[side]["instructions"]
     assert row["verdict"] in ("parity", "behind") and "main_loop_ratio" in row
+
+
+@pytest.mark.slow
+def test_representative_kernels_stay_at_parity_with_the_tutorial_structure(tmp_path):
+    """One case per structure the parity table covers: a pointer GEMM at a shape no tile
+    divides (the peeled K tail), persistent TMA (TMA epilogue), causal TMA attention at D=128
+    (diagonal-only masks, the register bar), softmax (row masks folded away)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    for pattern in ("gemm float16 pointer 4000^3", "gemm float16 persistent-tma", "causal_attention float16 tma D128",
+                    "softmax float16 4096x4096 w8"):
+        done = subprocess.run([sys.executable, str(REPO / "bench" / "sass_parity.py"), "-k", pattern, "--check"],
+                              env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, f"{pattern}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
