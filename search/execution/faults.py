@@ -28,9 +28,11 @@ kind       what happens                                recorded as
 ``wrong``  the step reports a wrong result             ``wrong_result`` (not for ``compile``,
                                                        which has no result to check)
 ``oom``    raises `MemoryError`                        ``runtime_error``, "out of memory"
+``killed`` the worker dies of SIGKILL, as when an      no record: a retry, measured again by the
+           operator or a cluster kills it from outside next run (a failure outside the config)
 =========  ==========================================  ==========================================
 
-``hang`` and ``crash`` in the sim measurer would stop the tuner itself, which runs it, so there
+``hang``, ``crash`` and ``killed`` in the sim measurer would stop the tuner itself, which runs it, so there
 they raise UsageError instead. A rule that does not parse raises UsageError naming it; the
 measurers read the rules when they are built, so a typo fails the run before anything is
 recorded. With the variable unset, `inject` costs one environment lookup.
@@ -49,7 +51,7 @@ __all__ = ["ENV", "KINDS", "STEPS", "Fault", "inject", "parse", "rules"]
 
 ENV = "TILETUNE_FAULTS"
 STEPS = ("compile", "verify", "measure")
-KINDS = ("error", "hang", "crash", "wrong", "oom")
+KINDS = ("error", "hang", "crash", "wrong", "oom", "killed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def inject(step: str, config: Config, *, in_process: bool = False) -> str | None
 
     Raises (``error``, ``oom``), never returns (``hang``, ``crash``), or returns the reason
     the step must report as its wrong result (``wrong``); None when no rule fires. Steps that
-    run in the tuner's own process pass `in_process`, where ``hang`` and ``crash`` are refused.
+    run in the tuner's own process pass `in_process`, where ``hang``, ``crash`` and ``killed`` are refused.
     """
     text = os.environ.get(ENV)
     if not text:
@@ -146,6 +148,9 @@ def inject(step: str, config: Config, *, in_process: bool = False) -> str | None
     if fault.kind == "hang":
         while True:
             time.sleep(3600)
+    if fault.kind == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)  # as another process's kill would: the pool did not send it
+        time.sleep(5)
     os.kill(os.getpid(), signal.SIGSEGV)
     time.sleep(5)  # the signal is delivered at once; this is only a fallback if it was caught
     os._exit(128 + signal.SIGSEGV)

@@ -3,7 +3,9 @@
 A worker receives `(task_id, pickled (fn, args, kwargs))`, answers `("started", task_id)` once
 it has unpickled the task (time limits count from then), runs it and answers `("done", task_id,
 status, value, reason, seconds)`, with `status` "ok" or "error": an exception is answered as
-data, never raised. It exits when its pool says so (an empty message), when the pipe closes or
+data, never raised. A task that sets up before its own work (imports an operator, builds its
+task) does so inside `preparing()`, which answers `("preparing", task_id)` and then "started"
+again: the setup is the pool's to bound (as unpickling is), not charged to the task's limit. It exits when its pool says so (an empty message), when the pipe closes or
 when its parent dies, so a killed tuner leaves no hung workers.
 """
 from __future__ import annotations
@@ -12,14 +14,34 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import contextlib
 import signal
 import threading
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Iterator
 
 # Longest exception message kept in a reason: Triton compile errors can carry whole IR dumps.
 MAX_MESSAGE = 1500
+
+# The pipe and id of the task this worker runs now, for `preparing`; None between tasks and
+# outside a worker.
+_running: tuple[multiprocessing.connection.Connection, int] | None = None
+
+
+@contextlib.contextmanager
+def preparing() -> Iterator[None]:
+    """Mark the block as the task's setup (importing its operator, building its task), not its
+    work: the pool bounds it with its start limit and, if it runs past it, reports a timeout
+    that is no fault of the task's input (transient). Outside a worker process, it does nothing."""
+    running = _running
+    if running is None:
+        yield
+        return
+    conn, task_id = running
+    conn.send_bytes(pickle.dumps(("preparing", task_id)))
+    yield
+    conn.send_bytes(pickle.dumps(("started", task_id)))
 
 
 def worker_main(conn: multiprocessing.connection.Connection,
@@ -42,6 +64,7 @@ def worker_main(conn: multiprocessing.connection.Connection,
 
 def _serve(conn: multiprocessing.connection.Connection, init_error: str | None) -> None:
     """Answer tasks until told to stop (an empty message) or the pipe closes."""
+    global _running
     while True:
         data = conn.recv_bytes()
         if not data:
@@ -60,11 +83,14 @@ def _serve(conn: multiprocessing.connection.Connection, init_error: str | None) 
             _send(conn, ("done", task_id, "error", None, init_error, 0.0))
             continue
         started = time.perf_counter()
+        _running = (conn, task_id)
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:
             _send(conn, ("done", task_id, "error", None, describe(exc), time.perf_counter() - started))
             continue
+        finally:
+            _running = None
         seconds = time.perf_counter() - started
         if not _send(conn, ("done", task_id, "ok", value, "", seconds)):
             _send(conn, ("done", task_id, "error", None,

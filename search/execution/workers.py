@@ -11,6 +11,13 @@ answers one `TaskResult` per item, in input order:
 - ``crash``: its worker died (``os._exit``, a signal, the OOM killer); the reason names the exit
   code or signal, and the worker was replaced.
 
+A failure is `transient` when it says nothing about the task's input: its worker was killed by
+a signal from outside (SIGKILL, SIGTERM, SIGHUP, SIGINT, SIGQUIT: an operator, a cluster, the
+OOM killer; the pool itself signals only workers whose task it has already answered), or the
+task never reached its own work (unpickling it, or its `preparing()` setup such as importing an
+operator, ran past `start_timeout`). Running it again may well succeed; a SIGSEGV, an exit code
+or a timeout of the task's own work is the task's.
+
 Triton decides once per process, at the first import of ``triton.language``, whether kernels
 are interpreted (``TRITON_INTERPRET=1``) or compiled, so each pool starts its workers with an
 environment overlay: ahead-of-time compiles need a non-interpreting pool, CPU verification an
@@ -47,6 +54,10 @@ from tiletune.search.execution.worker_process import describe, worker_main
 
 __all__ = ["COMPILE_ENV", "INTERPRET_ENV", "Executor", "TaskEnd", "TaskResult", "WorkerPool", "default_workers"]
 
+# Signals a task does not send itself by crashing: a worker that dies of one was killed from
+# outside (the pool only signals workers whose task it has already answered).
+_EXTERNAL_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT})
+
 # Worker environments: ahead-of-time compiles need a compiling process, CPU checks an
 # interpreting one (Triton fixes the mode per process).
 COMPILE_ENV = {"TRITON_INTERPRET": "0"}
@@ -72,6 +83,8 @@ class TaskResult:
     status: TaskEnd
     reason: str
     seconds: float
+    transient: bool = False
+    """The failure came from outside the task (see the module's docstring): running it again may succeed."""
 
 
 @runtime_checkable
@@ -278,7 +291,7 @@ class WorkerPool:
             self._replace(slot)  # died between the check and the send; the task never reached it
             slot.conn.send_bytes(payload)
         slot.task, slot.task_id = index, task_id
-        slot.sent_at, slot.started_at = time.monotonic(), None
+        slot.sent_at, slot.started_at, slot.preparing = time.monotonic(), None, False
 
     def _deadline(self, slot: _Slot, timeout: float | None) -> float:
         if slot.started_at is None:
@@ -298,13 +311,16 @@ class WorkerPool:
         for slot in busy:
             if slot.task is not None and self._deadline(slot, timeout) <= now:
                 if slot.started_at is None:
-                    reason = (f"did not start within {self._start_timeout:g} s "
-                              f"(unpickling the task, or importing its module, hung); {self._describe_worker(slot)} killed")
+                    setup = ("its setup (preparing: importing the operator, building the task)" if slot.preparing
+                             else "unpickling the task, or importing its module,")
+                    reason = (f"did not start within {self._start_timeout:g} s ({setup} ran that long, so it never"
+                              f" reached its own work); {self._describe_worker(slot)} killed")
                     seconds = now - slot.sent_at
                 else:
                     reason = f"did not finish within {timeout:g} s; {self._describe_worker(slot)} killed"
                     seconds = now - slot.started_at
-                results[slot.task] = TaskResult(False, None, "timeout", reason, seconds)
+                results[slot.task] = TaskResult(False, None, "timeout", reason, seconds,
+                                                transient=slot.started_at is None)
                 self._replace(slot)
 
     def _collect(self, slot: _Slot, results: list[TaskResult | None]) -> None:
@@ -333,6 +349,9 @@ class WorkerPool:
                 continue
             if message[0] == "started":
                 slot.started_at = time.monotonic()
+            elif message[0] == "preparing":
+                # The task's setup: bounded by the start limit, from now, not by the task's own.
+                slot.started_at, slot.sent_at, slot.preparing = None, time.monotonic(), True
             else:
                 _, _, status, value, reason, seconds = message
                 results[index] = TaskResult(status == "ok", value, status, reason, seconds)
@@ -343,9 +362,13 @@ class WorkerPool:
         if slot.process.is_alive():
             return  # a closed pipe but a live process: the deadline will deal with it
         description = self._describe_worker(slot)
+        exitcode = slot.process.exitcode
+        killed = exitcode is not None and exitcode < 0 and -exitcode in _EXTERNAL_SIGNALS
         results[index] = TaskResult(False, None, "crash",
-                                    f"{description} died during the task: {_exit_description(slot.process.exitcode)}",
-                                    time.monotonic() - slot.sent_at)
+                                    f"{description} died during the task: {_exit_description(exitcode)}"
+                                    + ("; a signal from outside (an operator, a cluster, the OOM killer), not the"
+                                       " task's own crash" if killed else ""),
+                                    time.monotonic() - slot.sent_at, transient=killed)
         self._replace(slot)
 
     def _describe_worker(self, slot: _Slot) -> str:
@@ -363,6 +386,7 @@ class _Slot:
     task_id: int = -1
     sent_at: float = 0.0
     started_at: float | None = None
+    preparing: bool = False  # the task said it is setting up (`worker_process.preparing`)
     stale: bool = False
 
 
@@ -438,6 +462,5 @@ def _exit_description(exitcode: int | None) -> str:
             name = signal.Signals(number).name
         except ValueError:
             name = f"signal {number}"
-        hint = " (the OOM killer?)" if number == signal.SIGKILL else ""
-        return f"killed by {name} (signal {number}){hint}"
+        return f"killed by {name} (signal {number})"
     return f"exited with code {exitcode}"

@@ -139,7 +139,7 @@ class CudaMeasurer:
                              timeout=self.timeout)
         result = step_result("measure", task, self.timeout)
         if not result.ok:
-            return Outcome.failed(config, result.status, result.reason, facts)
+            return Outcome.failed(config, result.status, result.reason, facts, transient=result.transient)
         v = result.data
         return Outcome.measured(config, v["latency_us"], latency_min_us=v["latency_min_us"],
                                 latency_spread=v["latency_spread"], repeats=v["repeats"],

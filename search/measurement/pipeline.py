@@ -32,7 +32,8 @@ def _run_step(executor: Executor, step: Step, fn: Callable[..., StepResult],
         if result.ok:
             passed.append((config, facts, result))
         else:
-            outcomes[config] = Outcome.failed(config, result.status, result.reason, facts)
+            outcomes[config] = Outcome.failed(config, result.status, result.reason, facts,
+                                              transient=result.transient)
     return passed
 
 

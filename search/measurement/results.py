@@ -36,6 +36,9 @@ class StepResult:
     status: Status
     reason: str = ""
     data: dict = field(default_factory=dict)
+    transient: bool = False
+    """The step failed for a reason outside the config (its worker killed from outside, or it
+    never reached the config): set by `step_result` only, never cached."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -70,13 +73,17 @@ class StepResult:
 def step_result(step: Step, task: TaskResult, timeout: float | None) -> StepResult:
     """What a worker pool reported for a task running `step`, as the step's result: its own
     answer when it returned one, a timeout when it ran too long, and the step's failure status
-    (a compile error for compiles, a runtime error otherwise) when its worker raised or died."""
+    (a compile error for compiles, a runtime error otherwise) when its worker raised or died.
+    A failure the pool calls transient (a worker killed from outside, a task that never reached
+    its work) keeps that mark, so that it is retried rather than held against the config."""
     noun = _NOUN[step]
+    if task.status == "timeout" and task.transient:
+        return StepResult(Status.TIMEOUT, f"{noun} worker {task.reason}", transient=True)
     if task.status == "timeout":
         limit = f"{timeout:.0f} s" if timeout is not None else "its time limit"
         return StepResult.failed(Status.TIMEOUT, f"{noun} exceeded {limit}: {task.reason}")
     if not task.ok:
-        return StepResult.failed(_FAILURE[step], f"{noun} worker {task.status}: {task.reason}")
+        return StepResult(_FAILURE[step], f"{noun} worker {task.status}: {task.reason}", transient=task.transient)
     if not isinstance(task.value, StepResult):
         return StepResult.failed(_FAILURE[step], f"{noun} answered {type(task.value).__name__}, not a StepResult")
     return task.value
@@ -96,6 +103,9 @@ class Outcome:
     repeats: int = 0
     facts: dict = field(default_factory=dict)
     host: str = ""  # the machine that measured it, where not this one (a Ray actor's node)
+    transient: bool = False
+    """It failed for a reason outside the config (`StepResult.transient`): the tuner keeps it
+    for a retry instead of recording `status` against the config."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -106,9 +116,10 @@ class Outcome:
 
     @classmethod
     def failed(cls, config: Config, status: Status, reason: str,
-               facts: Mapping[str, object] | None = None) -> Outcome:
-        """The outcome of a candidate that failed with `status`, and why."""
-        return cls(config, status, reason, facts=dict(facts or {}))
+               facts: Mapping[str, object] | None = None, *, transient: bool = False) -> Outcome:
+        """The outcome of a candidate that failed with `status`, and why (`transient`: for a
+        reason outside it)."""
+        return cls(config, status, reason, facts=dict(facts or {}), transient=transient)
 
     @classmethod
     def measured(cls, config: Config, latency_us: float, *, latency_min_us: float | None = None,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from tiletune.errors import TiletuneError
 from tiletune.search.execution import faults, step_cache
+from tiletune.search.execution.worker_process import preparing
 from tiletune.search.measurement.results import StepResult
 from tiletune.tuning_db import Status
 
@@ -59,10 +60,11 @@ def _cached(step: str, question: object, answer: Callable[[], StepResult]) -> St
 @_out_of_memory_is_a_status
 def compile_step(spec: TaskSpec, config_json: str) -> StepResult:
     """Lower and AOT-compile one config; passes with `usage`, `tile` and `dot_dtype`."""
-    from tiletune.kernels.compile import aot_compile
-    from tiletune.kernels.runtime import load_module
+    with preparing():  # importing the operator is no part of this config's time limit
+        from tiletune.kernels.compile import aot_compile
+        from tiletune.kernels.runtime import load_module
 
-    task = spec.build()
+        task = spec.build()
     config = task.space.from_json(config_json)
     faults.inject("compile", config)
     src = task.source(config)
@@ -93,9 +95,10 @@ def compile_step(spec: TaskSpec, config_json: str) -> StepResult:
 def verify_step(spec: TaskSpec, config_json: str, seed: int) -> StepResult:
     """Run one config through Triton's interpreter at small dims against the reference;
     passes with `worst` (the largest error relative to the allowed one)."""
-    from tiletune.kernels.verify import check_candidate, verification_dims
+    with preparing():
+        from tiletune.kernels.verify import check_candidate, verification_dims
 
-    task = spec.build()
+        task = spec.build()
     config = task.space.from_json(config_json)
     wrong = faults.inject("verify", config)
     if wrong:
@@ -120,14 +123,15 @@ def time_step(spec: TaskSpec, config_json: str, seed: int, repeats: int, budget_
     `measurement.timing` (events, a flushed L2, CUDA graphs for small kernels, at least
     `repeats` repetitions and more until the median is stable or `budget_ms` is spent); passes
     with the latency fields of a record and `timing`."""
-    import torch
+    with preparing():
+        import torch
 
-    from tiletune.kernels import runtime
-    from tiletune.kernels.verify import check, make_inputs, verification_dims
-    from tiletune.search.measurement.timing import CudaTimer, TimingPolicy
-    from tiletune.tensorexpr.reference import torch_dtype
+        from tiletune.kernels import runtime
+        from tiletune.kernels.verify import check, make_inputs, verification_dims
+        from tiletune.search.measurement.timing import CudaTimer, TimingPolicy
+        from tiletune.tensorexpr.reference import torch_dtype
 
-    task = spec.build()
+        task = spec.build()
     config = task.space.from_json(config_json)
     wrong = faults.inject("measure", config)
     if wrong:

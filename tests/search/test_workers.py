@@ -224,3 +224,40 @@ def test_misuse_raises_usage_errors(fx):
     pool.close()
     with pytest.raises(UsageError, match="closed"):
         pool.run(fx.square, 2)
+
+
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
+def test_a_worker_killed_from_outside_is_a_transient_crash(pool, fx, number):
+    result = pool.run(fx.killed_by, int(number))
+    assert (result.status, result.transient) == ("crash", True)
+    assert signal.Signals(number).name in result.reason and "from outside" in result.reason
+    assert pool.run(fx.square, 6).value == 36
+
+
+def test_the_tasks_own_crash_or_timeout_is_not_transient(pool, fx):
+    crashed, exited, late = pool.map(fx.behave, [("segv", 1), ("exit", 2), ("timeout", 3)], timeout=0.5)
+    assert [(r.status, r.transient) for r in (crashed, exited, late)] == [
+        ("crash", False), ("crash", False), ("timeout", False)]
+
+
+def test_a_tasks_setup_is_not_charged_to_its_timeout(pool, fx):
+    assert pool.run(fx.set_up_then_sleep, 1.0, 0.1, timeout=0.5).value == pytest.approx(1.1)
+    late = pool.run(fx.set_up_then_sleep, 0.0, 2.0, timeout=0.5)
+    assert (late.status, late.transient) == ("timeout", False)
+
+
+def test_a_setup_past_the_start_limit_is_a_transient_timeout(fx):
+    # A slow operator import: the task never reached its own work.
+    with WorkerPool(1, name="test", start_timeout=1.0) as pool:
+        pool.run(fx.square, 1)  # the worker's first import is done
+        result = pool.run(fx.set_up_then_sleep, 30.0, 0.0, timeout=60)
+        assert (result.status, result.transient) == ("timeout", True)
+        assert "setup" in result.reason and "never reached its own work" in result.reason
+        assert result.seconds < 10
+
+
+def test_preparing_outside_a_worker_does_nothing():
+    from tiletune.search.execution.worker_process import preparing
+
+    with preparing():
+        pass

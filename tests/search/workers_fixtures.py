@@ -88,3 +88,19 @@ def delay_of(arg: SlowToUnpickle) -> float:
 def ignore_sigterm_and_hang() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(600)
+
+
+def killed_by(signal_number: int) -> None:
+    """Die of a signal, as when an operator or a cluster kills the worker from outside."""
+    os.kill(os.getpid(), signal_number)
+    time.sleep(10)
+
+
+def set_up_then_sleep(setup: float, work: float) -> float:
+    """Spend `setup` seconds preparing (as importing an operator does), then `work` seconds working."""
+    from tiletune.search.execution.worker_process import preparing
+
+    with preparing():
+        time.sleep(setup)
+    time.sleep(work)
+    return setup + work
