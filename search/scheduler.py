@@ -104,6 +104,13 @@ class TaskScheduler:
     def run(self, budget: Budget, backend: Backend) -> list[TuneReport]:
         """Tune every workload within the total budget; returns one report per workload."""
         start = time.monotonic()
+        try:
+            return self._run(budget, backend, start)
+        finally:
+            for tuner in self.tuners:
+                tuner.finish()  # claims left by a batch cut short
+
+    def _run(self, budget: Budget, backend: Backend, start: float) -> list[TuneReport]:
         for tuner in self.tuners:
             tuner.start()
         active = set(range(len(self.tuners)))

@@ -4,12 +4,22 @@ Each batch lands in the DB in one transaction. Configs already measured for this
 this device are not measured again, and they seed the history, so re-running a tuning resumes
 it; the trial budget counts new measurements.
 
+Tuners of one workload on one DB split its space: a tuner claims each config in the DB before
+it measures it (`TuningDB.claim`), and one that another tuner has stored or is measuring is
+skipped for another candidate (a stored one joins the history). A candidate that failed for a
+reason outside it (its worker killed from outside, or it never reached its work) is kept in the
+DB as a retry, not a record, and a resumed run measures it again first, up to MAX_ATTEMPTS
+times in all; its own failures (compile error, wrong result, its own timeout) are records that
+no run measures again.
+
 The same loop studies search offline (`search.replay_search`): with a measurer that answers
 from recorded outcomes (`needs_kernels` False) nothing is compiled or checked, and without a DB
 nothing is stored.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +37,8 @@ from tiletune.search.measurement.measurers import Measurer
 from tiletune.search.measurement.pipeline import evaluate
 from tiletune.search.measurement.results import Outcome
 from tiletune.search.strategies import History, Strategy, make_strategy
-from tiletune.tuning_db import Record, Status, TuningDB, Workload
+from tiletune.errors import TuningDBError
+from tiletune.tuning_db import Claimant, Record, Retry, Status, TuningDB, Workload, config_key
 
 
 @dataclass
@@ -55,8 +66,10 @@ class TuneReport:
     seconds: float = 0.0
     best_config: Config | None = None
     best_latency_us: float | None = None
-    statuses: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)  # by Status, and "transient" for retries kept
     reasons: dict[str, str] = field(default_factory=dict)  # one example reason per failure status
+    retried: int = 0  # of the trials, configs owed a retry by an earlier run
+    skipped: int = 0  # candidates left to another tuner (it stored or is measuring them)
     curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best latency so far)
     stale_batches: int = 0  # batches in a row that found nothing better
     exhausted: bool = False  # every legal config has been tried
@@ -70,6 +83,14 @@ class TuneReport:
 # Records of other workloads that warm-start a new task's cost model (the most recent first).
 TRANSFER_RECORDS = 4000
 
+# Measurements of one config that may fail from outside it before the last such failure is
+# recorded as its own: a config that takes its worker down every time is its own problem.
+MAX_ATTEMPTS = 3
+
+# How long a claim outlives a batch's compile and verification limits: the measurement and the
+# write. Claims of a tuner on another host that died free their configs after this.
+CLAIM_MARGIN_S = 600.0
+
 
 class Tuner:
     """Tunes one task on one measurer, writing every outcome to the DB.
@@ -77,7 +98,8 @@ class Tuner:
     `run(budget)` tunes to the end; `start()` then repeated `step(n)` let a scheduler share
     workers between several tuners. `strategy` is a registered name or a `Strategy`; `space`
     and `tile_facts` default to the task's (a replayed sweep narrows both to what it recorded).
-    With `db` None nothing is stored or resumed.
+    With `db` None nothing is stored or resumed. Every config is claimed in the DB before it is
+    measured; `run` releases the claims at its end, and so must `finish()` after `start`/`step`.
     """
 
     def __init__(
@@ -108,6 +130,10 @@ class Tuner:
         self.transfer = transfer
         self.report: TuneReport | None = None
         self.history = History()
+        self.claimant = Claimant.this_run()
+        self.claim_ttl_s = compile_timeout + verify_timeout + CLAIM_MARGIN_S
+        self._attempts: dict[Config, int] = {}  # failures from outside, so far, of configs owed a retry
+        self._owed: list[Config] = []  # configs owed a retry, measured before any new proposal
 
     def _features(self, config: Config) -> np.ndarray:
         return featurize(config.as_dict(), self.tile_facts(config), {})
@@ -129,6 +155,11 @@ class Tuner:
             ok = record.status is Status.OK
             self.history.add(config, record.latency_us if ok else None, self._features(config) if ok else None)
         self.report.resumed = len(self.history.tried)
+        for retry in self.db.retries(workload.key, device.key, self.measurer.kind):
+            config, _ = self.task.stored_config(retry.config)
+            if config is not None and config not in self.history.tried:
+                self._attempts[config] = retry.attempts
+        self._owed = list(self._attempts)
         if self.history.best:
             self.report.best_config, self.report.best_latency_us = self.history.best
         if self.transfer and hasattr(self.strategy, "prior"):
@@ -158,7 +189,7 @@ class Tuner:
         """Propose, compile, verify, measure and record one batch of up to `n` configs on
         `backend`'s compile and verification workers; returns how many were measured (0 once
         the space is exhausted). `backend` may be None for a measurer that needs no kernels."""
-        batch = self.strategy.propose(self.space, self.history, n)
+        batch = self._next_batch(n)
         if not batch:
             self.report.exhausted = True
             return 0
@@ -195,26 +226,92 @@ class Tuner:
                 if not self.step(backend, min(budget.batch_size, budget.trials - report.trials)):
                     break
         finally:
-            if own:
-                backend.close()
+            try:
+                self.finish()
+            finally:
+                if own:
+                    backend.close()
         report.seconds = time.monotonic() - start
         return report
 
+    def finish(self) -> None:
+        """Release the claims this run still holds (after an error, or a batch cut short), so
+        that other tuners may measure those configs at once."""
+        if self.db is not None and not self.db.readonly:
+            # A DB locked past its timeout must not hide the error that ended the run; claims
+            # of a process that has exited count for nothing anyway.
+            with contextlib.suppress(TuningDBError):
+                self.db.release_claims(self.claimant)
+
+    def _next_batch(self, n: int) -> list[Config]:
+        """Up to `n` configs to measure: first those owed a retry, then the strategy's
+        proposals; with a DB, only those this run claimed. A candidate another tuner stored
+        meanwhile joins the history with its record; one it is measuring is left to it."""
+        batch: list[Config] = []
+        while len(batch) < n:
+            owed, self._owed = self._owed[: n - len(batch)], self._owed[n - len(batch):]
+            owed = [config for config in owed if config not in self.history.tried]
+            want = n - len(batch) - len(owed)
+            proposals = owed + (self.strategy.propose(self.space, self.history, want) if want else [])
+            if not proposals:
+                break  # the space is exhausted
+            granted = proposals if self.db is None else self._claim(proposals)
+            batch += granted
+            # Marked tried at once, so that the next proposals in this batch are other configs;
+            # `_record` adds their outcomes.
+            self.history.tried.update(granted)
+        return batch
+
+    def _claim(self, proposals: list[Config]) -> list[Config]:
+        """The proposals this run claimed; the others join the history (with their records,
+        where another tuner stored them) so the strategy draws other configs."""
+        by_key = {config_key(config.as_dict()): config for config in proposals}
+        workload, device, kind = self.workload.key, self.measurer.device.key, self.measurer.kind
+        granted = set(self.db.claim(workload, device, kind, list(by_key), self.claimant, self.claim_ttl_s))
+        taken = [key for key in by_key if key not in granted]
+        if taken:
+            self.report.skipped += len(taken)
+            for record in self.db.records(workload, device, config_keys=taken):
+                config = by_key.get(record.config_key)
+                if record.measurer == kind and config is not None and record.status is Status.OK:
+                    self.history.add(config, record.latency_us, self._features(config))
+            for key in taken:
+                self.history.add(by_key[key], None, None)  # stored as a failure, or being measured
+        return [config for key, config in by_key.items() if key in granted]
+
     def _record(self, outcomes: list[Outcome]) -> None:
-        """Store the batch in one transaction, and add it to the history and the report."""
+        """Store the batch in one transaction (records, retries owed, claims released), and add
+        it to the history and the report."""
+        outcomes = [self._settled(o) for o in outcomes]
         if self.db is not None:
-            self.db.add_records([self._as_record(o) for o in outcomes])
+            workload, device, kind = self.workload.key, self.measurer.device.key, self.measurer.kind
+            retries = [Retry(workload, device, kind, o.config.as_dict(), o.reason[:2000],
+                             self._attempts.get(o.config, 0) + 1) for o in outcomes if o.transient]
+            self.db.add_records([self._as_record(o) for o in outcomes if not o.transient], retries=retries,
+                                claimant=self.claimant)
         report = self.report
         for o in outcomes:
             report.trials += 1
-            report.statuses[o.status] += 1
+            report.retried += o.config in self._attempts
+            status = "transient" if o.transient else o.status
+            report.statuses[status] += 1
             if not o.ok:
-                report.reasons.setdefault(o.status, o.reason)
+                report.reasons.setdefault(status, o.reason)
             self.history.add(o.config, o.latency_us if o.ok else None, self._features(o.config) if o.ok else None)
             if o.ok and (report.best_latency_us is None or o.latency_us < report.best_latency_us):
                 report.best_config, report.best_latency_us = o.config, o.latency_us
             if report.best_latency_us is not None:
                 report.curve.append((report.resumed + report.trials, report.best_latency_us))
+
+    def _settled(self, outcome: Outcome) -> Outcome:
+        """The outcome as stored: a failure from outside a config that has had MAX_ATTEMPTS of
+        them is recorded as its own (with its status: a runtime error, a timeout)."""
+        attempts = self._attempts.get(outcome.config, 0) + 1
+        if not outcome.transient or attempts < MAX_ATTEMPTS:
+            return outcome
+        return dataclasses.replace(outcome, transient=False,
+                                   reason=f"{outcome.reason} (failed from outside the config {attempts} times in a row;"
+                                          " recorded as its own failure)")
 
     def _as_record(self, outcome: Outcome) -> Record:
         import triton

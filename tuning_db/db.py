@@ -443,12 +443,17 @@ class TuningDB:
     # -- reads ----------------------------------------------------------------------------
 
     def records(
-        self, workload_key: str, device_key: str | None = None, *, status: Status | str | None = None
+        self, workload_key: str, device_key: str | None = None, *, status: Status | str | None = None,
+        config_keys: Sequence[str] | None = None,
     ) -> list[Record]:
-        """The readable records of a workload, optionally of one device and one status, oldest first."""
+        """The readable records of a workload, optionally of one device, one status and only the
+        configs of `config_keys`, oldest first."""
         sql, params = "select * from records where workload_key = ?", [workload_key]
         if device_key is not None:
             sql, params = sql + " and device_key = ?", [*params, device_key]
+        if config_keys is not None:
+            sql += " and config_key in (select value from json_each(?))"
+            params = [*params, json.dumps(list(config_keys))]
         if status is not None:
             try:
                 status = Status.parse(status)

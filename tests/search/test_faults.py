@@ -14,7 +14,7 @@ from tiletune.schedules.space import ConfigSpace
 from tiletune.search.execution import faults
 from tiletune.search.execution.workers import WorkerPool
 from tiletune.search.measurement.measurers import SimMeasurer
-from tiletune.search.tuner import Budget, Tuner
+from tiletune.search.tuner import MAX_ATTEMPTS, Budget, Tuner
 from tiletune.tuning_db import TuningDB, Workload
 
 ADD = TaskSpec.make("add", {"N": 300, "D": 1000}, "float32")
@@ -62,17 +62,28 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[WorkerPool]]:
     return made
 
 
-def tune_with_faults(monkeypatch: pytest.MonkeyPatch, tmp_path, rules: list[str], configs: list[Config]):
-    """Tune `add` over `configs` with `rules` in TILETUNE_FAULTS (set before the tuner starts
-    its workers); returns the report and each config's record."""
+def tune_with_faults(monkeypatch: pytest.MonkeyPatch, tmp_path, rules: list[str], configs: list[Config],
+                     trials: int | None = None):
+    """Tune `add` over `configs` (and the retries an earlier run left) with `rules` in
+    TILETUNE_FAULTS (set before the tuner starts its workers); returns the report and each
+    config's record."""
     monkeypatch.setenv(faults.ENV, ";".join(rules))
     with TuningDB(tmp_path / "t.db") as db:
         task = ADD.build()
         tuner = Tuner(task, SimMeasurer(), db, workers=2, compile_timeout=TIMEOUT, verify_timeout=TIMEOUT)
         tuner.strategy = Fixed(configs)
-        report = tuner.run(Budget(trials=len(configs), batch_size=BATCH))
+        report = tuner.run(Budget(trials=len(configs) if trials is None else trials, batch_size=BATCH))
         records = {Config.from_dict(r.config): r for r in db.records(Workload.of(task).key)}
     return report, records
+
+
+def owed(tmp_path) -> dict[Config, int]:
+    """The configs the DB keeps for a retry, with their attempts so far."""
+    with TuningDB(tmp_path / "t.db") as db:
+        task = ADD.build()
+        device = SimMeasurer().device
+        return {Config.from_dict(r.config): r.attempts for r in db.retries(Workload.of(task).key, device.key,
+                                                                             SimMeasurer().kind)}
 
 
 def restarts(made: list[WorkerPool]) -> int:
@@ -133,6 +144,35 @@ def test_verify_faults_are_recorded_and_the_run_goes_on(monkeypatch, tmp_path, p
     assert restarts(pools["compile"]) == 0
 
 
+@pytest.mark.slow
+def test_a_killed_workers_config_is_retried_on_resume_and_a_wrong_one_is_not(monkeypatch, tmp_path, pools):
+    c0, c1, c2, c3, c4 = candidates(5)
+    report, records = tune_with_faults(monkeypatch, tmp_path, [
+        f"compile:killed@{at(c0)}", f"verify:killed@{at(c1)}", f"verify:wrong@{at(c2)}"], [c0, c1, c2, c3])
+    # Killed from outside: no record against the config, a retry in the DB.
+    assert set(records) == {c2, c3} and records[c2].status == "wrong_result" and records[c3].status == "ok"
+    assert owed(tmp_path) == {c0: 1, c1: 1}
+    assert report.statuses["transient"] == 2 and "SIGKILL" in report.reasons["transient"]
+
+    # The resumed run measures the killed ones first, then new proposals; never the wrong one.
+    report, records = tune_with_faults(monkeypatch, tmp_path, [], [c2, c4], trials=4)
+    assert report.retried == 2 and report.trials == 3 and report.exhausted
+    assert {c: r.status for c, r in records.items()} == {
+        c0: "ok", c1: "ok", c2: "wrong_result", c3: "ok", c4: "ok"}
+    assert owed(tmp_path) == {}
+
+
+@pytest.mark.slow
+def test_a_config_killed_every_time_is_recorded_after_max_attempts(monkeypatch, tmp_path, pools):
+    (c0,) = candidates(1)
+    for attempt in range(1, MAX_ATTEMPTS):
+        _, records = tune_with_faults(monkeypatch, tmp_path, [f"compile:killed@{at(c0)}"], [c0])
+        assert records == {} and owed(tmp_path) == {c0: attempt}
+    _, records = tune_with_faults(monkeypatch, tmp_path, [f"compile:killed@{at(c0)}"], [], trials=1)
+    assert records[c0].status == "compile_error" and f"{MAX_ATTEMPTS} times" in records[c0].reason
+    assert owed(tmp_path) == {}
+
+
 # --- the rules themselves ----------------------------------------------------------------------
 
 
@@ -185,7 +225,7 @@ def test_each_kind_acts_out_its_fault_in_process(monkeypatch):
         faults.inject("measure", config)
 
 
-@pytest.mark.parametrize("kind", ["hang", "crash"])
+@pytest.mark.parametrize("kind", ["hang", "crash", "killed"])
 def test_hang_and_crash_are_refused_where_they_would_stop_the_tuner(monkeypatch, kind):
     monkeypatch.setenv(faults.ENV, f"measure:{kind}@BLOCK_M=16")
     with pytest.raises(UsageError, match=f"measure:{kind}@BLOCK_M=16 cannot be injected here"):
