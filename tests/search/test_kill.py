@@ -1,6 +1,6 @@
 """`tiletune autotune` killed with SIGKILL mid-run, and two of them on one DB at once: the DB
-stays intact, holds whole batches only, resumes without measuring anything twice, and loses no
-record to a concurrent writer."""
+stays intact, holds whole batches only, resumes without measuring anything twice, loses no
+record to a concurrent writer, and two tunings of one workload split its space."""
 from __future__ import annotations
 
 import os
@@ -107,13 +107,40 @@ def test_two_tunings_of_different_workloads_share_a_db_and_lose_nothing(tmp_path
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
 
 
-def test_two_tunings_of_one_workload_share_a_db_without_duplicates(tmp_path):
+def test_two_tunings_of_one_workload_split_its_space(tmp_path):
+    # The same seed, so both propose the same configs: claims in the DB make them split them.
     db = tmp_path / "t.db"
     procs = [start(autotune_args(db, 8), tmp_path / name) for name in "ab"]
     reported = [new_trials(finish(proc, tmp_path / name)) for proc, name in zip(procs, "ab")]
     assert reported == [8, 8]
-    # Both may measure the same configs (same seed); the DB keeps the first record of each.
-    keys = [k for (k,) in rows(db, "SELECT config_key FROM records")]
-    assert len(keys) == len(set(keys))
-    assert 8 <= len(keys) <= 16
+    per_config = rows(db, "SELECT config_key, count(*) FROM records GROUP BY config_key")
+    assert all(n == 1 for _, n in per_config)  # no config measured twice
+    assert len(per_config) == sum(reported)  # every reported trial is a distinct stored config
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]  # both released what they claimed
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_killed_tunings_claims_do_not_block_the_next(tmp_path):
+    db = tmp_path / "t.db"
+    proc = start(autotune_args(db, 64), tmp_path / "killed")
+    deadline = time.monotonic() + 180
+    while not (db.exists() and claim_count(db)):
+        assert proc.poll() is None, (tmp_path / "killed.err").read_text()
+        assert time.monotonic() < deadline, "no claim made in 180 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    done = record_count(db)
+    out = finish(start(autotune_args(db, 64 - done), tmp_path / "resumed"), tmp_path / "resumed")
+    assert new_trials(out) == 64 - done  # the dead run's claimed configs were measured too
+    keys = [k for (k,) in rows(db, "SELECT config_key FROM records")]
+    assert len(keys) == len(set(keys)) == 64
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
+
+
+def claim_count(db: Path) -> int:
+    """Claims held now; 0 while the file or its tables do not exist yet."""
+    try:
+        return rows(db, "SELECT count(*) FROM claims")[0][0]
+    except sqlite3.OperationalError:
+        return 0
