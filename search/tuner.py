@@ -114,6 +114,7 @@ class Tuner:
         compile_timeout: float = 180.0,
         verify_timeout: float = 300.0,
         on_batch: Callable[[TuneReport, int], None] | None = None,
+        on_stage: Callable[[TuneReport, str], None] | None = None,
         transfer: bool = True,
         space: ConfigSpace | None = None,
         tile_facts: Callable[[Config], dict] | None = None,
@@ -126,7 +127,7 @@ class Tuner:
         self.strategy = make_strategy(strategy, self.tile_facts, seed) if isinstance(strategy, str) else strategy
         self.workers = workers
         self.compile_timeout, self.verify_timeout = compile_timeout, verify_timeout
-        self.on_batch = on_batch
+        self.on_batch, self.on_stage = on_batch, on_stage
         self.transfer = transfer
         self.report: TuneReport | None = None
         self.history = History()
@@ -195,8 +196,10 @@ class Tuner:
             return 0
         before = self.report.best_latency_us
         if self.measurer.needs_kernels:
+            on_stage = (lambda stage: self.on_stage(self.report, stage)) if self.on_stage else None
             outcomes = evaluate(self.task.spec, batch, self.measurer, backend.compiler, backend.verifier, seed=self.seed,
-                                compile_timeout=self.compile_timeout, verify_timeout=self.verify_timeout)
+                                compile_timeout=self.compile_timeout, verify_timeout=self.verify_timeout,
+                                on_stage=on_stage)
         else:
             outcomes = self.measurer.measure(self.task.spec, [(config, {}) for config in batch])
         self._record(outcomes)

@@ -114,6 +114,7 @@ def autotune(
     dtype: str | None = None,
     on_batch: Callable | None = None,
     on_start: Callable[[], None] | None = None,
+    on_stage: Callable | None = None,
     **options,
 ):
     """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report
@@ -121,7 +122,8 @@ def autotune(
 
     Options are those of `TuneOptions` (device, trials, time_limit, db, seed, strategy,
     batch_size, workers, patience, executor, sim_realtime). `on_start` is called once the
-    arguments are checked, just before the first batch."""
+    arguments are checked, just before the first batch; `on_batch(report, n)` after each batch,
+    `on_stage(report, text)` as a batch moves from compiling to checking to measuring."""
     from tiletune.kernels.task import Task, TaskSpec
     from tiletune.search.tuner import Tuner
 
@@ -134,8 +136,8 @@ def autotune(
     with _session(opts) as (backend, measurers, database):
         if on_start:
             on_start()
-        reports = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
-                   .run(opts.budget, backend) for measurer in measurers]  # each device kind for itself
+        reports = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch,
+                         on_stage=on_stage).run(opts.budget, backend) for measurer in measurers]  # each device kind for itself
         return reports[0] if len(reports) == 1 else reports
 
 
@@ -144,6 +146,7 @@ def autotune_many(
     *,
     on_batch: Callable | None = None,
     on_start: Callable[[], None] | None = None,
+    on_stage: Callable | None = None,
     **options,
 ):
     """Tune every workload of a JSON/TOML file (or a list of `WorkloadEntry`) under one total
@@ -162,8 +165,8 @@ def autotune_many(
             on_start()
         reports = []
         for measurer in measurers:
-            tuners = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch)
-                      for task in tasks]
+            tuners = [Tuner(task, measurer, database, strategy=opts.strategy, seed=opts.seed, on_batch=on_batch,
+                            on_stage=on_stage) for task in tasks]
             reports += TaskScheduler(tuners, [e.weight for e in entries]).run(opts.budget, backend)
         return reports
 

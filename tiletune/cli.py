@@ -170,12 +170,16 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
         if report.best_latency_us is not None:
             bars[0].set_postfix_str(f"{report.spec} best {report.best_latency_us:.2f}us")
 
+    def on_stage(report, stage):  # the bar says what the batch is doing before its first trial ends
+        best = f" best {report.best_latency_us:.2f}us" if report.best_latency_us is not None else ""
+        bars[0].set_postfix_str(f"{report.spec}{best}: {stage}")
+
     try:
         if workloads_file:
-            reports = autotune_many(workloads_file, on_batch=on_batch, on_start=on_start, **options)
+            reports = autotune_many(workloads_file, on_batch=on_batch, on_start=on_start, on_stage=on_stage, **options)
         else:
             reports = run_autotune(op, parse_shape(shape), dtype=dtype, on_batch=on_batch, on_start=on_start,
-                                   **options)
+                                   on_stage=on_stage, **options)
             reports = reports if isinstance(reports, list) else [reports]
     finally:
         for bar in bars:

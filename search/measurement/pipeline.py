@@ -39,19 +39,25 @@ def _run_step(executor: Executor, step: Step, fn: Callable[..., StepResult],
 
 def evaluate(spec: TaskSpec, batch: Sequence[Config], measurer: Measurer, compiler: Executor,
              verifier: Executor | None, *, seed: int = 0, compile_timeout: float = 180.0,
-             verify_timeout: float = 300.0) -> list[Outcome]:
+             verify_timeout: float = 300.0, on_stage: Callable[[str], None] | None = None) -> list[Outcome]:
     """The outcome of every config of `batch`, in order: compiled on `compiler` (its facts are
     `usage`, `tile`, `dot_dtype`), checked on `verifier`, measured. Without a `verifier`
     nothing is checked in the interpreter (a sweep recorded to compare searches; a GPU measurer
-    still checks on the device before it times)."""
+    still checks on the device before it times). `on_stage` hears which step the batch is in
+    ("compiling 8 configs", ...), so that a progress display moves before the batch ends."""
+    say = on_stage or (lambda stage: None)
     outcomes: dict[Config, Outcome] = {}
+    say(f"compiling {len(batch)} config{'s' * (len(batch) != 1)} for sm_90")
     compiled = _run_step(compiler, "compile", compile_step, [(config, {}) for config in batch],
                          lambda config: (spec, config.to_json()), compile_timeout, outcomes)
     candidates = [(config, result.data) for config, _, result in compiled]
-    if verifier is not None:
+    if verifier is not None and candidates:
+        say(f"checking {len(candidates)} against the reference in the interpreter")
         checked = _run_step(verifier, "verify", verify_step, candidates,
                             lambda config: (spec, config.to_json(), seed), verify_timeout, outcomes)
         candidates = [(config, facts) for config, facts, _ in checked]
+    if candidates:
+        say(f"measuring {len(candidates)} on {measurer.kind}")
     for outcome in measurer.measure(spec, candidates):
         outcomes[outcome.config] = outcome
     return [outcomes[config] for config in batch]
