@@ -37,7 +37,8 @@ def _directory() -> Path:
 _ANSWERED_BY = {
     "compile": ("tiletune.kernels.compile",),
     "verify": ("tiletune.kernels.verify", "tiletune.tensorexpr.reference", "tiletune.kernels.runtime",
-               "tiletune.kernels.interpreter_rounding"),
+               "tiletune.kernels.interpreter_rounding", "tiletune.kernels.interpreter_index",
+               "tiletune.kernels.triton_versions", "tiletune.kernels.process_mode"),
 }
 
 

@@ -189,8 +189,12 @@ COMPILE_WORKER = textwrap.dedent('''
         names = [src.kernel_name] + [n for n in (src.kernel_name.replace("_kernel", "_reduce_kernel"),) if hasattr(module, n)]
         try:
             for name in names:
-                usage = aot_compile(getattr(module, name), signature, {**src.constexprs, **constants},
-                                    num_warps=src.num_warps, num_stages=src.num_stages, aligned=aligned)
+                # the second-pass kernel takes a subset of the arguments (no launch flags of the K loop)
+                fn = getattr(module, name)
+                mine = lambda values: {k: v for k, v in values.items() if k in fn.arg_names}
+                usage = aot_compile(fn, mine(signature), mine({**src.constexprs, **constants}),
+                                    num_warps=src.num_warps, num_stages=src.num_stages,
+                                    aligned=[a for a in aligned if a in fn.arg_names])
             results[case["id"]] = {"kernels": names, "registers": usage.registers}
         except Exception as error:
             results[case["id"]] = {"error": f"{type(error).__name__}: {error}"}
