@@ -37,3 +37,8 @@ class UsageError(TiletuneError):
 class OperatorFileError(UsageError):
     """A `path/to/file.py:name` operator reference that cannot be used: no such file, not
     Python, fails on import, or names nothing that is an operator."""
+
+
+class GradientError(DSLError):
+    """An operator, or one of its stages, has no derivable gradient (an integer output, a
+    cummax, integer arithmetic on floats); the message names the stage."""
