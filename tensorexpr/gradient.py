@@ -197,6 +197,9 @@ class _Derivation:
         name = self.fresh(f"grad_{tensor.name}" if final else f"d_{tensor.name}")
         if len(parts) == 1 and not final:
             return parts[0]
+        if len(parts) == 1:  # the one contribution, stored in the input's dtype
+            part = parts[0]
+            return Tensor(name, part.shape, dtype, ComputeOp(part.op.axes, part.op.body.astype(dtype)))
 
         def body(*axes: IterVar) -> Expr:
             value: Expr = as_expr(0.0)
@@ -354,20 +357,44 @@ class _Derivation:
         return needed
 
     def kernel(self, target: Tensor, name: str) -> Step:
-        """The step computing `target`: fused with everything above it where that fits."""
+        """The step computing `target`, fused with as much above it as `fits` accepts: all of
+        it; else its nearest anchor with the work between (the anchors behind that computed
+        first); else every other anchor computed first; else every stage above it."""
         if target in self.made:
             return self.made[target]
-        cut: set[Tensor] = set()
-        graph, reads = self.build(target, cut, name)
+        graph, reads = self.build(target, set(), name)
         if self.fits is not None and not self.fits(graph):
-            cut = {s for s in self.upstream(target) if is_anchor(s) and s is not target}
+            above = [s for s in self.upstream(target) if s is not target]
+            anchors = {s for s in above if is_anchor(s)}
+            nearest = self.frontier(target)
+            tries = [anchors - nearest] if len(nearest) == 1 and anchors - nearest != anchors else []
+            tries += [anchors, set(above)]
+            for cut in tries:
+                graph, reads = self.build(target, cut, name)
+                if self.fits(graph) or cut is tries[-1]:
+                    break
             for stage in self.topological(cut):
                 self.kernel(stage, f"{self.graph.name}.bwd_{stage.name}")
-            graph, reads = self.build(target, cut, name)
         step = Step(name, graph, reads, target.name)
         self.made[target] = step
         self.order.append(step)
         return step
+
+    def frontier(self, target: Tensor) -> set[Tensor]:
+        """The anchors `target` reaches without passing another anchor (itself, if it is one)."""
+        found: set[Tensor] = set()
+        seen: set[int] = set()
+        stack = [target]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen or self.is_value(t):
+                continue
+            seen.add(id(t))
+            if is_anchor(t):
+                found.add(t)
+                continue
+            stack.extend(n.tensor for n in walk(t.op.body) if isinstance(n, Read))
+        return found
 
     def upstream(self, target: Tensor) -> list[Tensor]:
         """The computed stages `target` depends on (itself included), stopping at values."""

@@ -85,6 +85,12 @@ def resolve_operator(ref: str | Operator) -> Operator:
         return ref
     if not isinstance(ref, str):
         raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {ref!r}")
+    from tiletune.kernels.backward import split_step_name, step_operator
+
+    step = split_step_name(ref)
+    if step is not None:  # a backward step, `matmul.grad_a`: derived from its forward operator
+        forward = resolve_operator(step[0])
+        return step_operator(forward, f"{forward.name}.{step[1]}")
     base, attrs = parse_attrs(ref)
     if attrs:
         return resolve_operator(base).with_attrs(**attrs)
@@ -119,6 +125,9 @@ def operator_ref(op: str | Operator) -> str:
         path, sep, name = op.rpartition(":")
         # workers may run elsewhere than the caller's directory: name the file absolutely
         return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
+    forward = getattr(op, "grad_of", None)
+    if forward is not None:  # a backward step: its forward's reference and the step's suffix
+        return operator_ref(forward) + op.name[len(forward.name):]
     if op.base is not None:
         # a `with_attrs` variant: workers rebuild it from its base with the same attributes
         return operator_ref(op.base) + attrs_suffix(op.bound_attrs)
