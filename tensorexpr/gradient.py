@@ -217,7 +217,7 @@ class _Derivation:
         axes = stage.op.axes
         point_axes: tuple[IterVar, ...] = axes
         seed: Expr = adj[axes]
-        inner = root
+        inner = stage.op.body  # with its casts: a cast to an integer stops the gradient
         if isinstance(root, Reduce):
             if root.op in (ReduceOp.ARGMAX, ReduceOp.ARGMIN):
                 return []  # an index: no gradient flows through it
