@@ -216,7 +216,7 @@ class _Derivation:
         root = stage._root()
         axes = stage.op.axes
         point_axes: tuple[IterVar, ...] = axes
-        seed: Expr = adj[axes]
+        seed: Expr = adj[axes].astype(self.acc)
         inner = stage.op.body  # with its casts: a cast to an integer stops the gradient
         if isinstance(root, Reduce):
             if root.op in (ReduceOp.ARGMAX, ReduceOp.ARGMIN):
@@ -430,6 +430,10 @@ class _Derivation:
         # what a step reads rather than computes: inputs, the output's gradient, the saved output
         return t.is_placeholder or t is self.graph.output
 
+    def unbound(self, inputs) -> set[str]:
+        bound = {d for t in inputs for d in _dims_of(t)}
+        return set(self.graph.dim_names) - bound
+
     def build(self, target: Tensor, cut: set[Tensor], name: str) -> tuple[Graph, tuple[str, ...]]:
         """A graph computing `target` from values and the `cut` stages (read as inputs)."""
         inputs: dict[int, Tensor] = {}
@@ -461,6 +465,11 @@ class _Derivation:
             return new
 
         output = visit(target)
+        # a caller binds dims from the inputs' shapes: read a forward input for any dim that
+        # no input of the step has (the gradient of a sum reads only the summed output's)
+        for x in self.graph.inputs:
+            if self.unbound(inputs.values()) & set(_dims_of(x)):
+                value(x)
         graph = Graph(name, self.graph.dims, tuple(inputs.values()), tuple(stages), output)
         return graph, tuple(reads)
 
@@ -536,6 +545,11 @@ def _stage(name: str, like: Tensor, dtype: str, body: Callable[..., Expr]) -> Te
     if value.dtype != dtype:
         value = value.astype(dtype)
     return Tensor(name, like.shape, dtype, ComputeOp(axes, value))
+
+
+def _dims_of(t: Tensor) -> list[str]:
+    # the dims an input binds by its shape: those it is declared with as plain dims
+    return [e.name for e in t.shape if isinstance(e, DimVar)]
 
 
 def _is_one(extent: Expr) -> bool:

@@ -182,3 +182,13 @@ def load(op: str | Operator, db: str | os.PathLike | None = None, *, cpu: str | 
     from tiletune.tuning_db import default_db_path
 
     return LoadedOperator(resolve_operator(op), Path(db) if db else default_db_path(), cpu)
+
+
+def backward_steps(op: str | Operator, dtype: str | None = None) -> list[str]:
+    """The workload names of `op`'s backward kernels at `dtype` (`matmul.grad_a`, ...), each
+    tuned and loaded like any operator; GradientError when `op` has no gradient."""
+    from tiletune.kernels.backward import step_operators
+    from tiletune.kernels.library import resolve_operator
+
+    forward = resolve_operator(op)
+    return [operator_ref(step_op) for _, step_op in step_operators(forward, dtype)]

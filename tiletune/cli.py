@@ -142,9 +142,11 @@ def main() -> None:
 @click.option("--executor", default="local", show_default=True, cls=_HelpFromRegistry, listing=_executor_help)
 @click.option("--sim-realtime", is_flag=True,
               help="Simulated devices take as long per measurement as the real GPU would (sleeping).")
+@click.option("--backward", is_flag=True,
+              help="Tune the derived backward kernels too (each its own workload, OP.grad_x), --trials each.")
 @one_line_errors
 def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patience, db, seed, strategy,
-             batch_size, workers, executor, sim_realtime) -> None:
+             batch_size, workers, executor, sim_realtime, backward) -> None:
     """Tune OP (a built-in name or path/file.py:function) at --shape, or every workload of
     --workloads FILE under one budget."""
     from tqdm import tqdm
@@ -154,6 +156,8 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
 
     if workloads_file and (op or shape or dtype):
         raise UsageError("give either OP with --shape, or --workloads FILE, not both")
+    if workloads_file and backward:
+        raise UsageError("--backward tunes one OP at --shape; name the backward steps (OP.grad_x) in --workloads instead")
     if not workloads_file and not (op and shape):
         raise UsageError("give OP and --shape (e.g. tiletune autotune matmul --shape M=512,N=512,K=512), or --workloads FILE")
     options = dict(device=device, trials=trials, time_limit=time_limit, db=db, seed=seed, strategy=strategy,
@@ -178,9 +182,14 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
         if workloads_file:
             reports = autotune_many(workloads_file, on_batch=on_batch, on_start=on_start, on_stage=on_stage, **options)
         else:
-            reports = run_autotune(op, parse_shape(shape), dtype=dtype, on_batch=on_batch, on_start=on_start,
-                                   on_stage=on_stage, **options)
-            reports = reports if isinstance(reports, list) else [reports]
+            from tiletune.api import backward_steps
+
+            steps = backward_steps(op, dtype) if backward else []  # refused before any tuning
+            reports = []
+            for ref in [op, *steps]:
+                report = run_autotune(ref, parse_shape(shape), dtype=dtype, on_batch=on_batch,
+                                      on_start=None if reports else on_start, on_stage=on_stage, **options)
+                reports += report if isinstance(report, list) else [report]
     finally:
         for bar in bars:
             bar.close()

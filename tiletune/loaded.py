@@ -85,7 +85,7 @@ class _Entry:
 class LoadedOperator:
     """Call with the operator's input tensors in order; returns the output tensor."""
 
-    def __init__(self, operator: Operator, db_path: Path, cpu: str | None = None) -> None:
+    def __init__(self, operator: Operator, db_path: Path, cpu: str | None = None, *, backward: bool = True) -> None:
         self.operator = operator
         self.db_path = Path(db_path)
         self.cpu = cpu_path(cpu)
@@ -95,7 +95,12 @@ class LoadedOperator:
         self.torch_op = _register_custom_op(self)
         """This operator as a `torch.library` custom op taking the list of inputs, so that it
         composes with `torch.compile` (traced through its fake implementation: the output's
-        shape and dtype from the graph)."""
+        shape and dtype from the graph), with its derived backward registered as its autograd."""
+        self.steps: dict[str, LoadedOperator] = {}
+        """The backward steps (`matmul.grad_a`, ...) as loaded operators of their own: each
+        runs its tuned config from the same DB."""
+        self.no_backward = _register_backward(self) if backward else "a backward step has no backward of its own"
+        """Why the operator has no backward (empty when it has one)."""
 
     def __repr__(self) -> str:
         return f"<tiletune loaded {self.operator.name} (db {self.db_path}, cpu {self.cpu})>"
@@ -115,10 +120,15 @@ class LoadedOperator:
             if entry is None:
                 entry = self._entries[key] = self._prepare(inputs)
         if entry.needs_grad and torch.is_grad_enabled():
-            raise UsageError(
-                f"{self.operator.name}: an input requires grad, and tiletune operators have no backward yet; "
-                "call it under torch.no_grad() or pass inputs detached with .detach()"
-            )
+            if self.no_backward:
+                raise UsageError(
+                    f"{self.operator.name}: an input requires grad, and this operator has no backward "
+                    f"({self.no_backward}); call it under torch.no_grad() or pass inputs detached with .detach()"
+                )
+            return self.torch_op(list(inputs))  # through autograd: its backward is registered there
+        return self._run(entry, inputs)
+
+    def _run(self, entry: _Entry, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         if entry.compute is not None:  # its own fresh output: no copy into one allocated here
             return entry.compute(*inputs)
         out = torch.empty(entry.out_shape, dtype=entry.out_dtype, device=entry.device)
@@ -287,13 +297,58 @@ def _register_custom_op(loaded: LoadedOperator):
 
     @torch.library.custom_op(name, mutates_args=())
     def op(inputs: list[torch.Tensor]) -> torch.Tensor:
-        return loaded(*inputs)
+        key = loaded._key(inputs)
+        entry = loaded._entries[key] = loaded._entries.get(key) or loaded._prepare(inputs)
+        return loaded._run(entry, inputs)  # autograd is above this call: no grad-mode check here
 
     @op.register_fake
     def _(inputs: list[torch.Tensor]) -> torch.Tensor:
         return loaded.output_like(inputs)
 
     return op
+
+
+def _register_backward(loaded: LoadedOperator) -> str:
+    """Register the derived backward of `loaded` as its custom op's autograd; returns why there
+    is none ("" when there is). The steps are loaded now, as the op itself: torch.compile traces
+    the backward through their custom ops and cannot register one while tracing."""
+    from tiletune.kernels.backward import backward_of, step_operator
+
+    operator = loaded.operator
+    try:
+        graph = operator.graph()
+        backward = backward_of(graph)
+    except TiletuneError as error:
+        return str(error)
+    if not backward.grads:
+        return f"none of its inputs is floating ({', '.join(backward.refused)})"
+    for step in backward.all_steps():
+        loaded.steps[step.name] = LoadedOperator(step_operator(operator, step.name), loaded.db_path, loaded.cpu,
+                                                backward=False)
+
+    def setup_context(ctx, inputs, output) -> None:
+        (xs,) = inputs
+        ctx.wants = [x.requires_grad for x in xs]
+        ctx.save_for_backward(*xs, output)
+
+    def backward_fn(ctx, grad: torch.Tensor):
+        *xs, out = ctx.saved_tensors
+        graph, _ = loaded._bind(xs)
+        derived = backward_of(graph)
+        wanted = [t.name for t, want in zip(graph.inputs, ctx.wants) if want and t.name in derived.grads]
+        values = {t.name: x for t, x in zip(graph.inputs, xs)}
+        values[graph.output.name] = out
+        values[derived.output_grad] = grad.contiguous()
+        for step in derived.steps(wanted):
+            step_op = loaded.steps.get(step.name)
+            if step_op is None:  # another dtype split its gradient otherwise (eager mode only)
+                step_op = loaded.steps[step.name] = LoadedOperator(
+                    step_operator(operator, step.name), loaded.db_path, loaded.cpu, backward=False)
+            values[step.writes] = step_op.torch_op([values[r] for r in step.reads])
+        return [values[derived.grads[t.name][-1].writes] if t.name in wanted else None for t in graph.inputs],
+
+    loaded.torch_op.register_autograd(backward_fn, setup_context=setup_context)
+    return ""
 
 
 # Numbers for custom-op names: torch.library names are process-wide and cannot be reused.

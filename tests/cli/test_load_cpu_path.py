@@ -138,15 +138,15 @@ def test_int_inputs_to_a_float_operator_tell_the_caller_what_to_pass(tmp_path):
 
 
 @pytest.mark.parametrize("cpu", ["torch", "interpreter"])
-def test_inputs_that_require_grad_are_refused_in_grad_mode(cpu, tmp_path):
-    op = tt.load("softmax", db=tmp_path / "none.db", cpu=cpu)
-    x = torch.randn(5, 19, requires_grad=True)
+def test_inputs_that_require_grad_are_refused_in_grad_mode_without_a_backward(cpu, tmp_path):
+    op = tt.load("argmax4d", db=tmp_path / "none.db", cpu=cpu)
+    x = torch.randn(1, 1, 5, 19, requires_grad=True)
     with torch.no_grad():
-        torch.testing.assert_close(op(x), torch.softmax(x, -1))
-    with pytest.raises(UsageError, match="softmax: an input requires grad, and tiletune operators have no backward "
-                                         r"yet; call it under torch.no_grad\(\)"):
+        torch.testing.assert_close(op(x), torch.argmax(x, -1))
+    with pytest.raises(UsageError, match=r"argmax4d: an input requires grad, and this operator has no backward "
+                                         r"\(argmax4d: the output 'y' is int64 \(an argmax\).*; call it under torch.no_grad"):
         op(x)  # the key is cached from the no-grad call: the check is on the cached path too
-    torch.testing.assert_close(op(x.detach()), torch.softmax(x.detach(), -1))
+    torch.testing.assert_close(op(x.detach()), torch.argmax(x.detach(), -1))
 
 
 def test_meta_inputs_give_an_empty_meta_output_of_the_right_shape(tmp_path):
