@@ -76,7 +76,7 @@ def test_a_ray_run_records_what_a_local_run_records_for_each_device_kind(cluster
     with TuningDB(tmp_path / "ray.db", readonly=True) as db:
         workload = Workload.of(ADD.build()).key
         for name in ("sim-h100", "sim-h200"):
-            records = _records_for_device(db, workload, name)
+            records = list(_records_for_device(db, workload, name))
             assert len(records) == 6 and {r.measurer for r in records} == {name}
 
 

@@ -136,21 +136,22 @@ def test_split_of_a_normalisation_is_refused_with_the_reason():
         lower(graph, schedule.resolve(schedule.space().default()))
 
 
+# Compiled as the tuner's compile step does: with the launch specialization (constants, launch
+# flags, aligned arguments) the launcher would give the kernel at these dims.
 COMPILE = r'''
 import json, sys
 from tiletune.kernels.compile import aot_compile
-from tiletune.kernels.library import FAMILIES
-from tiletune.kernels.lower import lower
 from tiletune.kernels.runtime import load_module
-from tiletune.kernels.families import default_schedule
+from tiletune.kernels.task import TaskSpec
 out = {}
 for name, dims in json.loads(sys.argv[1]).items():
-    graph = getattr(FAMILIES["reductions"], name, None) or getattr(FAMILIES["normalizations"], name)
-    graph = graph.graph("float16")
-    s = default_schedule(graph, dims)
-    src = lower(graph, s.resolve(s.space().default()))
+    task = TaskSpec.make(name, dims, "float16").build()
+    src = task.source(task.space.default())
+    constants, aligned = task.specialization(src)
+    signature = {**src.signature, **{n: "constexpr" for n in constants}}
     fn = getattr(load_module(src), src.kernel_name)
-    usage = aot_compile(fn, src.signature, src.constexprs, num_warps=src.num_warps, num_stages=src.num_stages)
+    usage = aot_compile(fn, signature, {**src.constexprs, **constants}, num_warps=src.num_warps,
+                        num_stages=src.num_stages, aligned=aligned)
     out[name] = usage.registers
 print(json.dumps(out))
 '''
