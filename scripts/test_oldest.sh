@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The oldest end of the supported range (Triton 3.6, see scripts/setup_oldest.sh): set up
+# The oldest end of the supported range (torch 2.11, Triton 3.6; see scripts/setup_oldest.sh): set up
 # .venv-oldest, then run the subset that depends on the Triton version: the interpreter (every
 # kernel family and built-in checked against the reference evaluator), the AOT sm_90 compile
 # (kernels/compile.py, the Hopper knobs, SASS), the version facts, and the CLI end to end.
