@@ -40,6 +40,7 @@ __all__ = [
     "compiler_mode",
     "cuobjdump_path",
     "parse_resource_usage",
+    "run_cuobjdump",
 ]
 
 #: Largest dynamic shared memory one block may opt in to, in bytes, per compute capability
@@ -296,15 +297,19 @@ def _one_line_reason(exc: BaseException) -> str:
 
 def _dump_resource_usage(cubin: bytes) -> str:
     """Run cuobjdump on a cubin and return its text."""
+    return run_cuobjdump(cubin, "--dump-resource-usage")
+
+
+def run_cuobjdump(cubin: bytes, *options: str) -> str:
+    """The text `cuobjdump OPTIONS` prints for `cubin`, with Triton's own cuobjdump."""
     tool = cuobjdump_path()
     if not tool.exists():
         raise CompileError(f"cuobjdump not found at {tool}; expected it in Triton's NVIDIA backend")
     with tempfile.TemporaryDirectory(prefix="tiletune-cubin-") as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
-        result = subprocess.run([str(tool), "--dump-resource-usage", str(path)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run([str(tool), *options, str(path)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CompileError(f"cuobjdump failed with code {result.returncode}: {detail}")
+        raise CompileError(f"cuobjdump {' '.join(options)} failed with code {result.returncode}: {detail}")
     return result.stdout

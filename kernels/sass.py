@@ -19,14 +19,11 @@ body. Padding `NOP`s after the final `EXIT` are not counted anywhere.
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from tiletune.errors import CompileError
-from tiletune.kernels.compile import cuobjdump_path
+from tiletune.kernels.compile import run_cuobjdump
 
 __all__ = ["Instruction", "Loop", "SassSummary", "disassemble", "find_loops", "parse_sass", "summarize"]
 
@@ -122,17 +119,7 @@ def parse_sass(text: str, function: str | None = None) -> list[Instruction]:
 
 def disassemble(cubin: bytes, function: str | None = None) -> list[Instruction]:
     """Disassemble a cubin with the `cuobjdump` in Triton's NVIDIA backend."""
-    tool = cuobjdump_path()
-    if not tool.exists():
-        raise CompileError(f"cuobjdump not found at {tool}; expected it in Triton's NVIDIA backend")
-    with tempfile.TemporaryDirectory(prefix="tiletune-sass-") as tmp:
-        path = Path(tmp) / "kernel.cubin"
-        path.write_bytes(cubin)
-        result = subprocess.run([str(tool), "-sass", str(path)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CompileError(f"cuobjdump -sass failed with code {result.returncode}: {detail}")
-    return parse_sass(result.stdout, function)
+    return parse_sass(run_cuobjdump(cubin, "-sass"), function)
 
 
 def find_loops(instructions: list[Instruction]) -> list[Loop]:

@@ -24,7 +24,12 @@ from typing import Mapping
 from tiletune.errors import LoweringError
 from tiletune.kernels.emit import TL_DTYPES, Dim, TileEmitter, Value, ident
 from tiletune.kernels.facts import TileFacts, unique_bytes
-from tiletune.kernels.families.contraction.hopper import SCRATCH_ALLOCATOR, TMA_ALIGN_BYTES, TMA_DTYPES
+from tiletune.kernels.families.contraction.hopper import (
+    SCRATCH_ALLOCATOR,
+    TMA_ALIGN_BYTES,
+    TMA_DTYPES,
+    descriptor_checks,
+)
 from tiletune.kernels.families.family import Family
 from tiletune.kernels.families.pattern import Pattern
 from tiletune.kernels.grid import Extent, Grid, Tiles, cdiv
@@ -272,7 +277,6 @@ class _AttentionKernel:
         """This program's block of queries and batch index, and the head dims' offsets and
         masks (a head dim that fills its block exactly needs none)."""
         kernel, body, schedule, attention = self.kernel, self.body, self.schedule, self.attention
-        SQ = kernel.extent(attention.i.extent)
         body.line("pid_m = tl.program_id(0)")
         self.batch_values = _batch_indices(kernel, attention.batch)
         body.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
@@ -549,26 +553,6 @@ def descriptor_plane(read: Expr, blocks: dict[IterVar, str], output: bool = Fals
         return f"the last dim of '{t.name}' to be one of its tile's axes (a descriptor's innermost dim is contiguous)"
     return DescriptorPlane((positions[0], positions[1]), (blocks[read.indices[positions[0]]],
                                                           blocks[read.indices[positions[1]]]))
-
-
-def descriptor_checks(kernel: KernelContext, tensors) -> list[str]:
-    """Launcher lines that refuse tensors a descriptor cannot address (a strided last dim,
-    strides or base not 16-byte aligned), and give Triton the scratch allocator that
-    device-side descriptors are built in on a GPU."""
-    lines = []
-    for t in tensors:
-        name = kernel.args[t].ptr[: -len("_ptr")]
-        item = dt.itemsize(t.dtype)
-        outer = " or ".join(f"({name}.stride({n}) * {item}) % {TMA_ALIGN_BYTES}" for n in range(t.ndim - 1))
-        lines += [
-            f"    if {name}.stride({t.ndim - 1}) != 1 or {outer} or {name}.data_ptr() % {TMA_ALIGN_BYTES}:",
-            "        from tiletune.errors import UsageError",
-            f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned strides and base for "
-            f"LOAD='tma'; got strides {{{name}.stride()}}: pass a contiguous tensor or use LOAD='pointer'\")",
-        ]
-    out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
-    lines += [f"    if {out}.is_cuda:", "        triton.set_allocator(_descriptor_scratch)"]
-    return lines
 
 
 def _warp_specialization_fits(cfg, operand: str, causal: bool) -> str | None:

@@ -10,7 +10,7 @@ is exactly what it was before they existed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from tiletune.kernels.emit import TL_DTYPES, Value, variable
 from tiletune.kernels.families.contraction.operands import TENSOR_CORE_DTYPES
@@ -26,6 +26,7 @@ from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.analysis import inline_injective, strip_casts
 from tiletune.tensorexpr.expr import IterVar, Read, walk
 from tiletune.tensorexpr.operator import evaluate_extent
+from tiletune.tensorexpr.tensor import Tensor
 
 # A TMA box's global strides must be multiples of 16 bytes, and so must its base address.
 TMA_ALIGN_BYTES = 16
@@ -241,24 +242,27 @@ def output_descriptor(kernel: KernelContext, block: tuple[str, str]) -> str | No
 
 
 def launcher_checks(kernel: KernelContext, operands: dict[str, TmaOperand]) -> list[str]:
-    """Launcher lines that refuse tensors a descriptor cannot address, and give Triton the
-    scratch allocator that device-side descriptors are built in on a GPU."""
+    """`descriptor_checks` for the operands loaded through descriptors."""
+    return descriptor_checks(kernel, [op.read.tensor for op in operands.values()])
+
+
+def descriptor_checks(kernel: KernelContext, tensors: Sequence[Tensor]) -> list[str]:
+    """Launcher lines that refuse tensors a descriptor cannot address (a strided last dim,
+    strides or base not 16-byte aligned), and give Triton the scratch allocator that
+    device-side descriptors are built in on a GPU."""
     lines = []
-    for op in operands.values():
-        t = op.read.tensor
+    for t in tensors:
         name = kernel.args[t].ptr[: -len("_ptr")]
         item = dt.itemsize(t.dtype)
+        outer = " or ".join(f"({name}.stride({n}) * {item}) % {TMA_ALIGN_BYTES}" for n in range(t.ndim - 1))
         lines += [
-            f"    if {name}.stride(1) != 1 or ({name}.stride(0) * {item}) % 16 or {name}.data_ptr() % 16:",
+            f"    if {name}.stride({t.ndim - 1}) != 1 or {outer} or {name}.data_ptr() % {TMA_ALIGN_BYTES}:",
             "        from tiletune.errors import UsageError",
-            f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned rows and base for "
+            f"        raise UsageError(f\"'{t.name}' needs a contiguous last dim, 16-byte aligned strides and base for "
             f"LOAD='tma'; got strides {{{name}.stride()}}: pass a contiguous tensor or use LOAD='pointer'\")",
         ]
     out = kernel.args[kernel.graph.output].ptr[: -len("_ptr")]
-    lines += [
-        f"    if {out}.is_cuda:",
-        "        triton.set_allocator(_descriptor_scratch)",
-    ]
+    lines += [f"    if {out}.is_cuda:", "        triton.set_allocator(_descriptor_scratch)"]
     return lines
 
 
