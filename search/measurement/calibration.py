@@ -98,7 +98,7 @@ def work_of(figure: PublishedFigure, unique_bytes: float) -> float:
     if figure.unit == "GB/s":
         return unique_bytes
     dims = figure.dims
-    if figure.op in ("matmul", "matmul_fp8"):
+    if figure.op in ("matmul", "matmul_a_bt", "matmul_fp8"):
         return 2.0 * dims["M"] * dims["N"] * dims["K"]
     if figure.op in ("attention", "causal_attention"):
         flops = 4.0 * dims["B"] * dims["H"] * dims["S"] ** 2 * dims["D"]

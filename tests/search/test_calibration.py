@@ -14,7 +14,10 @@ MEASURER = SimMeasurer("sim-h100")
 def test_the_table_covers_gemm_attention_and_memory_bound_kernels() -> None:
     assert len(FIGURES) >= 12
     ops = {f.op for f in FIGURES}
-    assert {"matmul", "attention", "causal_attention", "rmsnorm", "softmax"} <= ops
+    assert {"matmul", "attention", "causal_attention", "rmsnorm", "layernorm", "softmax"} <= ops
+    # LLM decode/prefill GEMMs: a weight-sized N x K against a few rows
+    assert any(f.op.startswith("matmul") and f.dims["M"] <= 16 for f in FIGURES)
+    assert any(f.op.startswith("matmul") and 16 < f.dims["M"] <= 128 for f in FIGURES)
     assert all(f.source and f.structure and f.usage for f in FIGURES)
     assert len({f.id for f in FIGURES}) == len(FIGURES)
 
