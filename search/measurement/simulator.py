@@ -399,12 +399,21 @@ def memory_time_us(facts: KernelFacts, gpu: GPUTarget) -> float:
     return max(dram_us, sm_bytes / per_sm_l2_bytes_per_us)
 
 
+# Bytes of one operand element for each dot dtype, to size a stage's operand buffers.
+_DOT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8": 1, "float8_e4m3fn": 1}
+
+
 def pipeline_stages(facts: KernelFacts) -> int:
-    """The stages the compiled loop really pipelines: one for a persistent program with pointer
-    loads, whose loop Triton 3.9 leaves unpipelined (one operand through registers), else the
-    config's `num_stages`."""
-    if facts.persistent and not facts.tma and facts.uses_tensor_cores:
-        return 1
+    """The stages the compiled loop really pipelines. Triton 3.9 can leave a persistent loop
+    with pointer loads unpipelined (tutorial 09's structure: one operand through registers);
+    the compile shows it as shared memory short of `num_stages` buffers of both operand tiles
+    (80 KiB where 3 stages of 128x128x64 fp16 need 96), and the loop then runs as one stage.
+    tiletune's persistent kernels keep every buffer, so their loops count as pipelined. An
+    unknown compile (no shared memory) is assumed collapsed, the cautious reading."""
+    if facts.persistent and not facts.tma and facts.uses_tensor_cores and facts.num_stages > 1:
+        stage = (facts.tile_m + facts.tile_n) * facts.tile_k * _DOT_BYTES.get(facts.dot_dtype, 2)
+        if facts.shared_bytes < facts.num_stages * stage:
+            return 1
     return facts.num_stages
 
 
