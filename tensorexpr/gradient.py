@@ -54,7 +54,6 @@ from tiletune.tensorexpr.expr import (
     Unary,
     UnaryOp,
     as_expr,
-    binary,
     children,
     compare,
     logical,
