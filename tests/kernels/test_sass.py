@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import triton
 
 from tiletune.errors import CompileError
 from tiletune.kernels.sass import find_loops, parse_sass, summarize
@@ -99,6 +100,9 @@ def test_the_parity_bench_compiles_both_kernels_of_a_case_for_sm90(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not triton.__version__.startswith("3.9"),
+                    reason="the parity table is measured with Triton 3.9's compiler; other versions allocate "
+                           "registers differently (3.6: the pointer GEMM at 4000^3 uses 21 more than its reference)")
 def test_representative_kernels_stay_at_parity_with_the_tutorial_structure(tmp_path):
     """One case per structure the parity table covers: a pointer GEMM at a shape no tile
     divides (the peeled K tail), persistent TMA (TMA epilogue), causal TMA attention at D=128
