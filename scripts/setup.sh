@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install tiletune with its test tools (and Ray, for the Ray
-# executor and its tests) into it.
+# executor and its tests; Optuna and nevergrad, for bench/search_vs_peers.py and its test) into it.
 # On a machine without an NVIDIA GPU, torch is pinned to the CPU build (an unpinned torch
 # pulls several GB of CUDA packages that nothing here would use).
 #
@@ -25,4 +25,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     fi
 fi
 "${PIP[@]}" install "setuptools>=68"  # the build backend, used in place: no isolated build environment
-"${PIP[@]}" install --no-build-isolation --config-settings editable_mode=strict -e ".[test,plot,ray]"
+"${PIP[@]}" install --no-build-isolation --config-settings editable_mode=strict -e ".[test,plot,ray,bench]"
