@@ -47,6 +47,12 @@ class TileFacts:
     alu_ops_per_program: float = 0.0
     # Share of main-loop trips that pass the scores through an elementwise mask (attention)
     masked_fraction: float = 0.0
+    # CTAs per thread-block cluster along M and N (Hopper): the CTAs of a cluster along M share
+    # their B tiles, those along N their A tiles, which TMA can multicast to all of them. 1x1
+    # for every kernel tiletune generates (it has no cluster knob); a reference kernel that
+    # runs in clusters (cuBLAS's, in the calibration table) states its own
+    cluster_m: int = 1
+    cluster_n: int = 1
 
     @property
     def intensity(self) -> float:

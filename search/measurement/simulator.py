@@ -8,7 +8,8 @@ wins on a real Hopper part, each a small named function below, read top to botto
 2. `blocks_per_sm` / `occupancy`: resident blocks limited by registers, shared memory, warps
    and the block limit, with the hardware's allocation granularity.
 3. `waves` / `busiest_sm_programs`: the grid quantized over the SMs; the busiest SM sets the
-   time.
+   time. A kernel launched in thread-block clusters is scheduled a whole cluster at a time, on
+   `cluster_slots` groups of SMs (`cluster_size` CTAs each).
 4. `compute_time_us`: the busiest SM's FLOPs at the tensor-core (or CUDA-core) peak, scaled by
    `tensor_core_efficiency` (tile shape), `load_path_efficiency` (pointer loads spend issue
    slots on addresses and masks that TMA does not: about 13 % on large fp16 GEMMs, triton
@@ -18,7 +19,8 @@ wins on a real Hopper part, each a small named function below, read top to botto
    that apply a mask pay for it), overlapped with the MMAs only as far as another warpgroup
    or a warp-specialized schedule can run it while the tensor cores work.
 6. `memory_time_us`: the larger of compulsory DRAM traffic over HBM bandwidth and the busiest
-   SM's share of L2 traffic (tile loads, stores and spill traffic).
+   SM's share of L2 traffic (tile loads, stores and spill traffic), less what a cluster's TMA
+   multicast spares it (`l2_bytes_per_program`).
 7. `overlap` / `pipeline_stages`: with `num_stages >= 2` compute and memory overlap, deeper
    pipelines a bit better; with one stage they add. A persistent program with pointer loads
    counts as one stage: Triton 3.9 does not pipeline its loop (one operand goes through
@@ -59,24 +61,28 @@ __all__ = [
     "blocks_per_sm",
     "busiest_sm_programs",
     "check_fits",
+    "cluster_size",
+    "cluster_slots",
     "compute_time_us",
+    "issue_overlap",
+    "l2_bytes_per_program",
     "latency_chain_us",
     "latency_hiding",
+    "load_path_efficiency",
     "memory_time_us",
+    "multicast_bytes_saved",
     "occupancy",
     "overlap",
     "peak_tflops",
+    "pipeline_stages",
     "registers_per_block",
     "simulate",
+    "softmax_time_us",
     "spill_slowdown",
     "spill_traffic_bytes",
     "tensor_core_efficiency",
-    "waves",
-    "issue_overlap",
-    "load_path_efficiency",
-    "pipeline_stages",
-    "softmax_time_us",
     "tile_overhead_us",
+    "waves",
 ]
 
 # A persistent program issues its next tile's first loads under the previous tile's epilogue,
@@ -96,6 +102,9 @@ SFU_PER_FP32_LANE = 16 / 128
 OVERLAP_ONE_WARPGROUP, OVERLAP_SEVERAL, OVERLAP_SPECIALIZED = 0.0, 0.5, 0.85
 # Each score that passes a mask costs a compare and a select on the CUDA cores.
 MASK_OPS_PER_SCORE = 3.0
+# The most CTAs one thread-block cluster may hold on sm_90 (16 with the non-portable opt-in;
+# 8 is the portable limit).
+MAX_CLUSTER_CTAS = 16
 
 DOT_DTYPES = ("float16", "bfloat16", "float32", "float8", "float8_e4m3fn", "none")
 LIMITERS = ("compute", "memory", "latency", "launch")
@@ -151,6 +160,9 @@ class KernelFacts:
     """CUDA-core arithmetic beside a dot loop (softmax's max, scale, sum, rescale), per program."""
     masked_fraction: float = 0.0
     """Share of main-loop trips whose scores pass through a mask."""
+    cluster_m: int = 1
+    cluster_n: int = 1
+    """CTAs per thread-block cluster along M and N (1x1: no cluster)."""
 
     @classmethod
     def from_facts(cls, tile: dict, usage: dict, dot_dtype: str) -> "KernelFacts":
@@ -174,6 +186,7 @@ class KernelFacts:
             sfu_ops_per_program=float(tile.get("sfu_ops_per_program", 0.0)),
             alu_ops_per_program=float(tile.get("alu_ops_per_program", 0.0)),
             masked_fraction=float(tile.get("masked_fraction", 0.0)),
+            cluster_m=int(tile.get("cluster_m", 1)), cluster_n=int(tile.get("cluster_n", 1)),
         )
 
     def __post_init__(self) -> None:
@@ -188,6 +201,8 @@ class KernelFacts:
             problems.append(f"num_warps and num_stages must be >= 1, got {self.num_warps}, {self.num_stages}")
         if self.tiles_per_program < 1:
             problems.append(f"tiles_per_program must be >= 1, got {self.tiles_per_program}")
+        if self.cluster_m < 1 or self.cluster_n < 1:
+            problems.append(f"cluster_m and cluster_n must be >= 1, got {self.cluster_m}x{self.cluster_n}")
         if not 0.0 <= self.masked_fraction <= 1.0:
             problems.append(f"masked_fraction must be in [0, 1], got {self.masked_fraction}")
         for name in ("flops_per_program", "bytes_per_program", "unique_bytes", "tile_m", "tile_n",
@@ -261,6 +276,9 @@ def check_fits(facts: KernelFacts, gpu: GPUTarget) -> None:
     if facts.threads > gpu.max_threads_per_block:
         raise DoesNotFit(f"{facts.threads} threads per block exceed the "
                          f"{gpu.max_threads_per_block} limit of {gpu.name}")
+    if cluster_size(facts) > min(MAX_CLUSTER_CTAS, gpu.sm_count):
+        raise DoesNotFit(f"a cluster of {facts.cluster_m}x{facts.cluster_n} CTAs exceeds the "
+                         f"{min(MAX_CLUSTER_CTAS, gpu.sm_count)} CTAs a cluster may hold on {gpu.name}")
     if registers_per_block(facts, gpu) > gpu.regs_per_sm:
         raise DoesNotFit(f"{facts.num_warps} warps x {facts.registers} registers need "
                          f"{registers_per_block(facts, gpu)} registers, more than the "
@@ -283,18 +301,39 @@ def occupancy(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float:
     return gpu.occupancy(resident, facts.num_warps)
 
 
+def cluster_size(facts: KernelFacts) -> int:
+    """CTAs per thread-block cluster (1 without clusters)."""
+    return facts.cluster_m * facts.cluster_n
+
+
+def cluster_slots(facts: KernelFacts, gpu: GPUTarget) -> int:
+    """Groups of SMs that can each hold one cluster at a time: the SM count over the cluster
+    size, rounded down (without clusters, the SM count).
+
+    The hardware places all CTAs of a cluster at once, on distinct SMs of one GPC; SMs left
+    over when the count does not divide stay idle for that kernel. Hopper's SMs come in pairs
+    (TPCs), so every GPC holds an even number; this model takes the SMs as one flat pool,
+    exact for clusters of 2 and optimistic for larger ones, which can strand a few SMs per GPC.
+    """
+    return gpu.sm_count // cluster_size(facts)
+
+
 def waves(facts: KernelFacts, gpu: GPUTarget, resident: int) -> int:
-    """Rounds of resident blocks needed to run the grid: ceil(programs / (SMs x blocks/SM))."""
-    return math.ceil(facts.programs / (gpu.sm_count * resident))
+    """Rounds of resident blocks needed to run the grid: ceil(programs / (SMs x blocks/SM)),
+    counted in whole clusters where the kernel has them."""
+    clusters = math.ceil(facts.programs / cluster_size(facts))
+    return math.ceil(clusters / (cluster_slots(facts, gpu) * resident))
 
 
 def busiest_sm_programs(facts: KernelFacts, gpu: GPUTarget) -> int:
     """Programs the busiest SM runs; blocks on one SM share its tensor cores and bandwidth.
 
     This is where wave quantization bites: one program more than a multiple of the SM count
-    makes one SM do a whole extra program while the others idle.
+    makes one SM do a whole extra program while the others idle. With clusters the unit is a
+    cluster over `cluster_slots` groups of SMs (a grid is padded to whole clusters).
     """
-    return math.ceil(facts.programs / gpu.sm_count)
+    clusters = math.ceil(facts.programs / cluster_size(facts))
+    return math.ceil(clusters / cluster_slots(facts, gpu))
 
 
 def peak_tflops(facts: KernelFacts, gpu: GPUTarget) -> float:
@@ -387,20 +426,44 @@ def spill_traffic_bytes(facts: KernelFacts) -> float:
     return 2.0 * facts.spill_bytes * facts.threads * facts.k_iterations
 
 
+# Bytes of one operand element for each dot dtype, to size a stage's operand buffers.
+_DOT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8": 1, "float8_e4m3fn": 1}
+
+
+def multicast_bytes_saved(facts: KernelFacts) -> float:
+    """Operand bytes per program that a cluster's TMA multicast keeps off this SM's L2 reads.
+
+    The `cluster_m` CTAs of a cluster along M compute tiles of the same columns, so they load
+    the same B tile: each issues 1/cluster_m of it, multicast into all their shared memories
+    (likewise A along N). Only descriptor (TMA) loads multicast, and only a contraction's
+    operand tiles are shared; the epilogue's stores and the DRAM traffic are unchanged.
+    """
+    if cluster_size(facts) == 1 or not facts.tma or not facts.uses_tensor_cores or facts.tile_k == 0:
+        return 0.0
+    item = _DOT_BYTES.get(facts.dot_dtype, 2)
+    a_trip = facts.tile_m * facts.tile_k * item
+    b_trip = facts.tile_k * facts.tile_n * item
+    saved = b_trip * (1 - 1 / facts.cluster_m) + a_trip * (1 - 1 / facts.cluster_n)
+    # never more than the loads the program issues (facts built by hand may undercount them)
+    loads = max(0.0, facts.bytes_per_program - facts.tiles_per_program * facts.epilogue_bytes)
+    return min(facts.k_iterations * saved, loads)
+
+
+def l2_bytes_per_program(facts: KernelFacts) -> float:
+    """Bytes one program moves between L2 and its SM: its traffic less the multicast share."""
+    return facts.bytes_per_program - multicast_bytes_saved(facts)
+
+
 def memory_time_us(facts: KernelFacts, gpu: GPUTarget) -> float:
     """The larger of DRAM time for compulsory traffic and the busiest SM's share of L2 time.
 
     DRAM traffic beyond `unique_bytes` (re-reads of data evicted from L2) is not modelled;
-    the L2 term charges every byte a program issues, spills included.
+    the L2 term charges every byte a program moves through L2, spills included.
     """
     dram_us = facts.unique_bytes / (gpu.hbm_gbps * 1e3)
     per_sm_l2_bytes_per_us = gpu.l2_gbps * 1e3 / gpu.sm_count
-    sm_bytes = busiest_sm_programs(facts, gpu) * (facts.bytes_per_program + spill_traffic_bytes(facts))
+    sm_bytes = busiest_sm_programs(facts, gpu) * (l2_bytes_per_program(facts) + spill_traffic_bytes(facts))
     return max(dram_us, sm_bytes / per_sm_l2_bytes_per_us)
-
-
-# Bytes of one operand element for each dot dtype, to size a stage's operand buffers.
-_DOT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float8": 1, "float8_e4m3fn": 1}
 
 
 def pipeline_stages(facts: KernelFacts) -> int:
@@ -431,7 +494,7 @@ def tile_overhead_us(facts: KernelFacts, gpu: GPUTarget, resident: int) -> float
         return 0.0
     per_sm_l2_bytes_per_us = gpu.l2_gbps * 1e3 / gpu.sm_count
     tiles = facts.tiles_per_program
-    loads_per_trip = max(0.0, facts.bytes_per_program - tiles * facts.epilogue_bytes) / facts.k_iterations
+    loads_per_trip = max(0.0, l2_bytes_per_program(facts) - tiles * facts.epilogue_bytes) / facts.k_iterations
     stages = pipeline_stages(facts)
     fill = gpu.dram_latency_us + max(1, stages - 1) * loads_per_trip / per_sm_l2_bytes_per_us
     # the epilogue issues its stores into L2 and the block retires without waiting for them to

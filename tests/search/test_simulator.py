@@ -15,8 +15,12 @@ from tiletune.search.measurement.simulator import (
     DoesNotFit,
     KernelFacts,
     blocks_per_sm,
+    busiest_sm_programs,
+    cluster_slots,
     issue_overlap,
+    l2_bytes_per_program,
     load_path_efficiency,
+    multicast_bytes_saved,
     overlap,
     pipeline_stages,
     registers_per_block,
@@ -298,3 +302,73 @@ def test_attention_load_and_warp_specialize_knobs_reach_the_simulator() -> None:
     # TMA frees the MMA warps from address arithmetic; producer warps hide the softmax
     assert tma < pointer
     assert specialized < tma
+
+
+def _tma_gemm(tile: tuple[int, int, int], num_warps: int, *, cluster: tuple[int, int] = (1, 1)) -> KernelFacts:
+    """A TMA-loaded fp16 8192x8192x4096 GEMM, 4 stages, in clusters of `cluster` (M x N) CTAs."""
+    facts = matmul_facts(8192, 8192, 4096, tile=tile, num_warps=num_warps, num_stages=4, registers=168)
+    return dataclasses.replace(facts, tma=True, epilogue_bytes=float(tile[0] * tile[1] * 2),
+                               cluster_m=cluster[0], cluster_n=cluster[1])
+
+
+def test_a_2x1_cluster_speeds_up_an_l2_bound_gemm_and_barely_moves_a_compute_bound_one() -> None:
+    # 128x128x64: 32 KB of operand tiles per 2 MFLOP, bound by L2 -> SM traffic
+    l2_bound = simulate(_tma_gemm((128, 128, 64), 4))
+    assert l2_bound.limiter == "memory"
+    clustered = simulate(_tma_gemm((128, 128, 64), 4, cluster=(2, 1)))
+    # the two CTAs of a cluster share their B tile: a quarter of the operand bytes go
+    assert clustered.memory_us < 0.8 * l2_bound.memory_us
+    assert clustered.latency_us < 0.85 * l2_bound.latency_us
+    # 128x256x32: the tensor cores bound it; only the memory term's leak through the
+    # pipeline shrinks
+    compute_bound = simulate(_tma_gemm((128, 256, 32), 8))
+    assert compute_bound.limiter == "compute"
+    ratio = simulate(_tma_gemm((128, 256, 32), 8, cluster=(2, 1))).latency_us / compute_bound.latency_us
+    assert 0.95 <= ratio <= 1.0
+
+
+def test_cluster_multicast_shares_the_operand_of_the_other_axis() -> None:
+    # CTAs along M share the (wider) B tile of a 128x256 tile, CTAs along N its A tile
+    wide_b = _tma_gemm((128, 256, 64), 8)
+    per_trip = {"a": 128 * 64 * 2, "b": 64 * 256 * 2}
+    assert multicast_bytes_saved(dataclasses.replace(wide_b, cluster_m=2)) == wide_b.k_iterations * per_trip["b"] / 2
+    assert multicast_bytes_saved(dataclasses.replace(wide_b, cluster_n=2)) == wide_b.k_iterations * per_trip["a"] / 2
+    assert l2_bytes_per_program(wide_b) == wide_b.bytes_per_program
+    # only descriptor (TMA) loads multicast: pointer loads in a cluster move every byte
+    pointer = dataclasses.replace(wide_b, tma=False, cluster_m=2)
+    assert multicast_bytes_saved(pointer) == 0.0
+    assert simulate(pointer).memory_us == simulate(dataclasses.replace(pointer, cluster_m=1)).memory_us
+
+
+def test_clusters_are_scheduled_whole() -> None:
+    # 132 programs fill the 132 SMs once; in 4x4 clusters only 8 fit at a time (128 SMs), so the
+    # ninth cluster runs as a second wave
+    one_wave = dataclasses.replace(_tma_gemm((128, 128, 64), 4), programs=132)
+    in_clusters = dataclasses.replace(one_wave, cluster_m=4, cluster_n=4)
+    assert cluster_slots(in_clusters, H100) == 8
+    assert busiest_sm_programs(one_wave, H100) == 1
+    assert busiest_sm_programs(in_clusters, H100) == 2
+    # pairs divide the SMs: a 2x1 grid of 132 programs is one wave, as without clusters
+    assert busiest_sm_programs(dataclasses.replace(one_wave, cluster_m=2), H100) == 1
+
+
+def test_cluster_facts_are_checked() -> None:
+    with pytest.raises(UsageError, match="cluster_m and cluster_n must be >= 1"):
+        dataclasses.replace(GOOD_4096, cluster_m=0)
+    with pytest.raises(DoesNotFit, match="cluster of 4x8 CTAs"):
+        simulate(dataclasses.replace(GOOD_4096, cluster_m=4, cluster_n=8))
+    # facts recorded before clusters existed read as 1x1
+    tile = _tile_dict(GOOD_4096)
+    usage = {"registers": 115, "spill_bytes": 0, "shared_bytes": GOOD_4096.shared_bytes,
+             "num_warps": 8, "num_stages": 3}
+    facts = KernelFacts.from_facts(tile, usage, "float16")
+    assert (facts.cluster_m, facts.cluster_n) == (1, 1)
+    assert simulate(facts) == simulate(GOOD_4096)
+
+
+def _tile_dict(facts: KernelFacts) -> dict:
+    """The tile facts `KernelFacts.from_facts` needs (no cluster keys: a record of before they
+    existed), from hand-built facts."""
+    names = ("programs", "flops_per_program", "bytes_per_program", "unique_bytes", "uses_tensor_cores",
+             "tile_m", "tile_n", "tile_k", "k_iterations")
+    return {name: getattr(facts, name) for name in names}
