@@ -5,8 +5,10 @@ A point names an operator, its dims and dtype, a config of its space (the struct
 measured, as far as the source states it), the compile usage of that config and, where the
 measured kernel has a structure tiletune's lowering lacks, the tile facts that stand for it
 (`facts`: FlashAttention-3's TMA and warp specialization; `mask`: the published attention
-kernels mask only their diagonal key blocks, or none). `simulate_figure` answers it through
-`SimMeasurer.measure`, the tuner's own path, in the point's unit.
+kernels mask only their diagonal key blocks, or none; `cluster`: the thread-block cluster a
+cuBLAS kernel runs in, M x N CTAs, with the basis for it: the kernel name, or that the source
+names none, then 1x1). `simulate_figure` answers it through `SimMeasurer.measure`, the tuner's
+own path, in the point's unit.
 
     python -m tiletune.search.measurement.calibration [--record-usage]
 
@@ -55,6 +57,10 @@ class PublishedFigure:
     facts: Mapping[str, float] = field(default_factory=dict)
     outside_band: str = ""
     """Why the model misses this figure by more than `BAND` (empty where it should not)."""
+    cluster: tuple[int, int] = (1, 1)
+    """CTAs per thread-block cluster along M and N of the measured kernel (1x1: none)."""
+    cluster_basis: str = ""
+    """What in the source states `cluster` (or that it states none)."""
 
     def spec(self) -> TaskSpec:
         return TaskSpec.make(self.op, dict(self.dims), self.dtype)
@@ -83,13 +89,31 @@ def load_figures(path: Path = DEFAULT_TABLE) -> list[PublishedFigure]:
             raise UsageError(f"published figure {where}: mask must be one of {list(MASKS)}, got {entry.get('mask')!r}")
         if not entry.get("source"):
             raise UsageError(f"published figure {where}: every figure needs its source")
+        cluster, basis = _cluster_of(where, entry.get("cluster"))
         figures.append(PublishedFigure(
             id=entry["id"], value=float(entry["value"]), unit=entry["unit"], op=entry["op"],
             dims=entry["dims"], dtype=entry["dtype"], config=entry["config"], usage=entry.get("usage"),
             source=entry["source"], structure=entry["structure"], mask=entry.get("mask"),
             facts=entry.get("facts", {}), outside_band=entry.get("outside_band", ""),
+            cluster=cluster, cluster_basis=basis,
         ))
     return figures
+
+
+def _cluster_of(where: str, cluster: object) -> tuple[tuple[int, int], str]:
+    """An entry's `cluster` ({"m": CTAs, "n": CTAs, "basis": why}) as ((m, n), basis); 1x1 with
+    no basis where the entry has none."""
+    if cluster is None:
+        return (1, 1), ""
+    expected = 'a cluster as {"m": CTAs along M, "n": CTAs along N, "basis": what in the source states it}'
+    if not isinstance(cluster, dict) or set(cluster) != {"m", "n", "basis"}:
+        raise UsageError(f"published figure {where}: expected {expected}, got {cluster!r}")
+    m, n, basis = cluster["m"], cluster["n"], cluster["basis"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (m, n)):
+        raise UsageError(f"published figure {where}: cluster m and n must be integers >= 1, got {m!r} x {n!r}")
+    if not isinstance(basis, str) or not basis.strip():
+        raise UsageError(f"published figure {where}: cluster {m}x{n} needs its basis: {expected}")
+    return (m, n), basis
 
 
 def work_of(figure: PublishedFigure, unique_bytes: float) -> float:
@@ -126,6 +150,8 @@ def candidate(figure: PublishedFigure) -> tuple[TaskSpec, Config, dict]:
     tile = facts.to_dict()
     if figure.mask is not None:
         tile["masked_fraction"] = _masked_fraction(figure, tile)
+    # the measured kernel's cluster: tiletune's own kernels run none
+    tile["cluster_m"], tile["cluster_n"] = figure.cluster
     tile.update(figure.facts)
     return spec, config, {"tile": tile, "usage": dict(figure.usage), "dot_dtype": facts.dot_dtype}
 
@@ -175,7 +201,8 @@ def main() -> None:
     print(f"{'figure':66s} {'published':>10s} {'sim':>10s} {'sim/pub':>8s}")
     for figure in load_figures(args.table):
         sim = simulate_figure(figure)
-        note = "  (outside the band, known)" if figure.outside_band else ""
+        note = f"  (cluster {figure.cluster[0]}x{figure.cluster[1]})" if figure.cluster != (1, 1) else ""
+        note += "  (outside the band, known)" if figure.outside_band else ""
         print(f"{figure.id:66s} {figure.value:10.1f} {sim:10.1f} {sim / figure.value:8.2f}  {figure.unit}{note}")
 
 
