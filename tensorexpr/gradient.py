@@ -54,33 +54,26 @@ from tiletune.tensorexpr.expr import (
     Unary,
     UnaryOp,
     as_expr,
-    children,
     compare,
     logical,
-    rebuild,
     select,
     substitute,
     unary,
     walk,
 )
 from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.partition import Part, extract, is_anchor
 from tiletune.tensorexpr.tensor import ComputeOp, PlaceholderOp, Tensor, placeholder
 
 #: The value name of the output's gradient in a step's reads: `grad_<output name>`.
 GRAD_PREFIX = "grad_"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Step:
-    """One backward kernel: `graph` reads the values named by `reads` (a forward input's
-    name, `grad_<output>`, the forward output's name, or an earlier step's `writes`), in the
-    order of its inputs, and computes the value `writes`. `name` names it as a workload
-    (`matmul.grad_a`; `layernorm.bwd_<stage>` for a part computed first)."""
-
-    name: str
-    graph: Graph
-    reads: tuple[str, ...]
-    writes: str
+#: One backward kernel, a `Part`: its graph reads the values named by `reads` (a forward
+#: input's name, `grad_<output>`, the forward output's name, or an earlier step's `writes`), in
+#: the order of its inputs, and computes the value `writes`. Its name names it as a workload
+#: (`matmul.grad_a`; `layernorm.bwd_<stage>` for a part computed first).
+Step = Part
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -113,11 +106,6 @@ class Backward:
     def all_steps(self) -> tuple[Step, ...]:
         """Every step of every gradient, each once, in an order that runs."""
         return self.steps()
-
-
-def is_anchor(stage: Tensor) -> bool:
-    """A stage one kernel is built around: a reduction or a scan."""
-    return stage.reduction is not None or stage.scan is not None
 
 
 def gradient(graph: Graph, fits: Callable[[Graph], bool] | None = None) -> Backward:
@@ -429,48 +417,15 @@ class _Derivation:
         # what a step reads rather than computes: inputs, the output's gradient, the saved output
         return t.is_placeholder or t is self.graph.output
 
-    def unbound(self, inputs) -> set[str]:
-        bound = {d for t in inputs for d in _dims_of(t)}
-        return set(self.graph.dim_names) - bound
-
     def build(self, target: Tensor, cut: set[Tensor], name: str) -> tuple[Graph, tuple[str, ...]]:
         """A graph computing `target` from values and the `cut` stages (read as inputs)."""
-        inputs: dict[int, Tensor] = {}
-        reads: list[str] = []
-        rebuilt: dict[int, Tensor] = {}
-        stages: list[Tensor] = []
 
-        def value(t: Tensor) -> Tensor:
-            if id(t) not in inputs:
-                if t is self.graph.output:
-                    p = self.saved_out
-                elif t.is_placeholder:
-                    p = t
-                else:
-                    p = Tensor(t.name, t.shape, t.dtype, PlaceholderOp())
-                inputs[id(t)] = p
-                reads.append(t.name)
-            return inputs[id(t)]
+        def value_of(t: Tensor) -> Tensor:
+            if t is self.graph.output:
+                return self.saved_out
+            return t if t.is_placeholder else Tensor(t.name, t.shape, t.dtype, PlaceholderOp())
 
-        def visit(t: Tensor) -> Tensor:
-            if self.is_value(t) or (t in cut and t is not target):
-                return value(t)
-            if id(t) in rebuilt:
-                return rebuilt[id(t)]
-            body = _redirect(t.op.body, visit)
-            new = Tensor(t.name, t.shape, t.dtype, ComputeOp(t.op.axes, body))
-            rebuilt[id(t)] = new
-            stages.append(new)
-            return new
-
-        output = visit(target)
-        # a caller binds dims from the inputs' shapes: read a forward input for any dim that
-        # no input of the step has (the gradient of a sum reads only the summed output's)
-        for x in self.graph.inputs:
-            if self.unbound(inputs.values()) & set(_dims_of(x)):
-                value(x)
-        graph = Graph(name, self.graph.dims, tuple(inputs.values()), tuple(stages), output)
-        return graph, tuple(reads)
+        return extract(name, self.graph, target, cut, is_value=self.is_value, value_of=value_of)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,11 +501,6 @@ def _stage(name: str, like: Tensor, dtype: str, body: Callable[..., Expr]) -> Te
     return Tensor(name, like.shape, dtype, ComputeOp(axes, value))
 
 
-def _dims_of(t: Tensor) -> list[str]:
-    # the dims an input binds by its shape: those it is declared with as plain dims
-    return [e.name for e in t.shape if isinstance(e, DimVar)]
-
-
 def _is_one(extent: Expr) -> bool:
     return isinstance(extent, Const) and extent.value == 1
 
@@ -617,17 +567,6 @@ def _linear(e: Expr, axis: IterVar) -> tuple[int, Expr | None] | None:
 
 def _uses(e: Expr, axis: IterVar) -> bool:
     return any(n is axis for n in walk(e))
-
-
-def _redirect(e: Expr, visit: Callable[[Tensor], Tensor]) -> Expr:
-    """`e` with every read's tensor replaced by `visit(tensor)`."""
-    kids = children(e)
-    new = tuple(_redirect(k, visit) for k in kids)
-    if isinstance(e, Read):
-        return Read(visit(e.tensor), new, e.dtype)
-    if not kids or new == kids:
-        return e
-    return rebuild(e, new)
 
 
 __all__ = ["Backward", "GRAD_PREFIX", "Step", "gradient", "is_anchor"]

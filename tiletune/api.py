@@ -118,7 +118,9 @@ def autotune(
     **options,
 ):
     """Tune `op` at `dims` and store every measurement in the tuning DB; returns the report
-    (a list of reports, one per device kind, when `device` names several).
+    (a list of reports, one per device kind, when `device` names several). An operator that
+    runs as several kernels (`kernels.parts`) has its kernels tuned together under one budget
+    of `trials`, each its own workload (`op.part_<stage>`): a list of reports, one per kernel.
 
     Options are those of `TuneOptions` (device, trials, time_limit, db, seed, strategy,
     batch_size, workers, patience, executor, sim_realtime). `on_start` is called once the
@@ -130,6 +132,9 @@ def autotune(
     opts = TuneOptions.of(options)
     if not isinstance(dims, Mapping):
         raise UsageError(f"dims must be a mapping of dim names to sizes, such as {{'N': 4096}}, got {dims!r}")
+    split = _part_workloads(op, dims, dtype)
+    if split:
+        return autotune_many(split, on_batch=on_batch, on_start=on_start, on_stage=on_stage, **options)
     spec = TaskSpec.make(operator_ref(op), dims, dtype)
     task = Task(spec, op if isinstance(op, Operator) else None)
     check_workload(task.graph, task.dims)
@@ -157,6 +162,7 @@ def autotune_many(
 
     opts = TuneOptions.of(options)
     entries = load_workloads(workloads) if isinstance(workloads, (str, os.PathLike)) else list(workloads)
+    entries = [part for entry in entries for part in _part_workloads(entry, None, None) or [entry]]
     tasks = [entry.spec.build() for entry in entries]  # every entry checked before tuning starts
     for task in tasks:
         check_workload(task.graph, task.dims)
@@ -169,6 +175,26 @@ def autotune_many(
                             on_stage=on_stage) for task in tasks]
             reports += TaskScheduler(tuners, [e.weight for e in entries]).run(opts.budget, backend)
         return reports
+
+
+def _part_workloads(op, dims, dtype) -> list:
+    """The workloads of the kernels `op` runs as (`kernels.parts`), or [] when one kernel
+    holds it. `op` may be a workloads file's entry: each part takes its weight (the operator's
+    latency is the sum of its kernels')."""
+    from tiletune.kernels.library import resolve_operator
+    from tiletune.kernels.parts import is_split, parts
+    from tiletune.kernels.task import TaskSpec
+    from tiletune.search.scheduler import WorkloadEntry
+
+    weight = 1.0
+    if isinstance(op, WorkloadEntry):
+        op, dims, dtype, weight = op.spec.op, dict(op.spec.dims), op.spec.dtype, op.weight
+    operator = resolve_operator(op)
+    if not is_split(operator, dtype):
+        return []
+    found = parts(operator, dtype)
+    return [WorkloadEntry(TaskSpec.make(operator_ref(part_op), dims, dtype), weight)
+            for _, part_op in found]
 
 
 def load(op: str | Operator, db: str | os.PathLike | None = None, *, cpu: str | None = None):

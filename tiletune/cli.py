@@ -197,6 +197,28 @@ def autotune(op, shape, dtype, workloads_file, device, trials, time_limit, patie
         if n:
             click.echo("")
         _print_summary(report, _db_path(db))
+    if op and not workloads_file:
+        _print_operator_total(op, dtype, reports)
+
+
+def _print_operator_total(op: str, dtype, reports: list) -> None:
+    """For an operator that runs as several kernels: its latency, the sum of its kernels'."""
+    from tiletune.kernels.library import resolve_operator
+    from tiletune.kernels.parts import is_split, parts
+
+    operator = resolve_operator(op)
+    if not is_split(operator, dtype):
+        return
+    names = [part.name for part, _ in parts(operator, dtype)]
+    by_device: dict[str, list] = {}
+    for report in reports:
+        if report.spec.op.rsplit(":", 1)[-1] in names:
+            by_device.setdefault(report.device, []).append(report.best_latency_us)
+    click.echo("")
+    for device, latencies in by_device.items():
+        total = "unknown: a kernel has no passing config" if None in latencies else f"{sum(latencies):.3f} us"
+        click.echo(f"operator   {operator.name} on {device}: {len(names)} kernels, {total} in all "
+                   "(the sum of each kernel's best)")
 
 
 def _print_summary(report, db: Path) -> None:
@@ -262,20 +284,53 @@ def list_(db) -> None:
 @one_line_errors
 @warnings_as_lines
 def show(op, shape, dtype, db, source, plot_path) -> None:
-    """Show what is known about OP at --shape: its space, tuning curve, best configs and failures."""
-    from tiletune.kernels.library import operator_ref
-    from tiletune.kernels.task import Task, TaskSpec
-    from tiletune.schedules.config import Config
-    from tiletune.tuning_db import TuningDB, Workload
+    """Show what is known about OP at --shape: its space, tuning curve, best configs and failures
+    (for an operator that runs as several kernels: each kernel's, and why the graph was cut)."""
+    from tiletune.kernels.library import operator_ref, resolve_operator
+    from tiletune.kernels.parts import is_split, parts
 
     if plot_path is not None:
         try:  # checked first, so a missing extra costs one line and no half-printed report
             import matplotlib  # noqa: F401
         except ImportError:
             raise UsageError('--plot needs matplotlib: pip install "tiletune[plot]"') from None
-    from tiletune.report import dims_text, printable
+    dims = parse_shape(shape)
+    operator = resolve_operator(operator_ref(op))
+    curves: dict[str, list] = {}
+    if is_split(operator, dtype):
+        found = parts(operator, dtype)
+        click.echo(f"operator   {operator.name} runs as {len(found)} kernels, in this order:")
+        for n, (part, _) in enumerate(found, 1):
+            click.echo(f"  {n}. {part.name} computes {part.writes} from {', '.join(part.reads)}")
+            if part.why:
+                click.echo(f"     {part.why}")
+        for n, (part, part_op) in enumerate(found, 1):
+            click.echo("")
+            click.echo(f"kernel {n} of {len(found)}: {part.name}")
+            for device_key, curve in _show_workload(operator_ref(part_op), dims, dtype, db, source).items():
+                curves[f"{part.name} {device_key}"] = curve
+        title = f"{operator.name}: best latency by trial, per kernel"
+    else:
+        curves = _show_workload(operator_ref(op), dims, dtype, db, source)
+        title = None
+    if plot_path is not None:
+        from tiletune.report import plot_curves
 
-    task = Task(TaskSpec.make(operator_ref(op), parse_shape(shape), dtype))
+        if not any(curves.values()):
+            raise UsageError(f"--plot: {operator.name} has no passing trial at this shape in {_db_path(db)}, "
+                             "so there is no curve to draw")
+        plot_curves(curves, plot_path, title=title or f"{operator.name}: best latency by trial")
+        click.echo(f"plot       {plot_path}")
+
+
+def _show_workload(ref: str, dims: dict, dtype, db, source: bool) -> dict[str, list]:
+    """Print one workload's part of `show` (one kernel); return its tuning curve per device."""
+    from tiletune.kernels.task import Task, TaskSpec
+    from tiletune.report import dims_text, printable
+    from tiletune.schedules.config import Config
+    from tiletune.tuning_db import TuningDB, Workload
+
+    task = Task(TaskSpec.make(ref, dims, dtype))
     workload = Workload.of(task)
     spec = f"{task.spec.op}[{dims_text(task.dims, task.operator.dim_names)}]" + (f":{dtype}" if task.spec.dtype else "")
     click.echo(f"workload   {printable(spec)}  ({task.pattern.op_class.value}, key {workload.key})")
@@ -301,16 +356,10 @@ def show(op, shape, dtype, db, source, plot_path) -> None:
                 best_config = best_config or best.config
     if best_config is None:
         click.echo(f"not tuned at this shape in {path}")
-    if plot_path is not None:
-        from tiletune.report import plot_curves
-
-        if not any(curves.values()):
-            raise UsageError(f"--plot: {task.spec} has no passing trial in {path}, so there is no curve to draw")
-        plot_curves(curves, plot_path, title=f"{task.spec}: best latency by trial")
-        click.echo(f"plot       {plot_path}")
     if source:
         config = Config.from_dict(best_config) if best_config else task.space.default()
         click.echo(task.source(config).text)
+    return curves
 
 
 def _show_device(device_key: str, records: list, best, usable) -> list[tuple[int, float]]:

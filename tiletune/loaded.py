@@ -36,11 +36,13 @@ from tiletune.errors import DSLError, TiletuneError, UsageError
 from tiletune.kernels import runtime
 from tiletune.kernels.library import operator_ref
 from tiletune.kernels.offsets import check_fits, contiguous_strides
+from tiletune.kernels.parts import part_operator, partition_of
 from tiletune.kernels.lower import KernelSource
 from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.operator import Graph, Operator
+from tiletune.tensorexpr.partition import Partition
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 from tiletune.tuning_db import Record, TuningDB, Workload
 
@@ -99,6 +101,9 @@ class LoadedOperator:
         self.steps: dict[str, LoadedOperator] = {}
         """The backward steps (`matmul.grad_a`, ...) as loaded operators of their own: each
         runs its tuned config from the same DB."""
+        self.parts: dict[str, LoadedOperator] = {}
+        """For an operator that runs as several kernels (`kernels.parts`), each kernel
+        (`block.part_g`, ...) as a loaded operator of its own, filled on first use."""
         self.no_backward = _register_backward(self) if backward else "a backward step has no backward of its own"
         """Why the operator has no backward (empty when it has one)."""
 
@@ -142,15 +147,46 @@ class LoadedOperator:
 
     def selection(self, *inputs: torch.Tensor) -> Selection:
         """Which config the kernel runs for these inputs, and why (on the CPU's torch path no
-        kernel runs: this is the config `cpu="interpreter"` would run)."""
+        kernel runs: this is the config `cpu="interpreter"` would run). An operator that runs
+        as several kernels has one per kernel: ask `selections`."""
         key = self._key(inputs)  # no helper frame: a warning raised in _prepare points at the caller
         entry = self._entries[key] = self._entries.get(key) or self._prepare(inputs)
         if entry.selection is not None:
             return entry.selection
+        graph, _ = self._bind(inputs)
+        if not partition_of(graph).fused:
+            raise UsageError(f"{self.operator.name} runs as {len(partition_of(graph).parts)} kernels, each with its "
+                             "own config; ask .selections(*inputs) for them by kernel")
         selection = self._select(self._task(inputs), None)
         if selection.origin != "tuned":  # as the kernel path says it on its first call
             warnings.warn(selection.note, stacklevel=2)
         return selection
+
+    def selections(self, *inputs: torch.Tensor) -> dict[str, Selection]:
+        """The config each kernel runs for these inputs, by kernel name (one entry, the
+        operator's own name, when one kernel holds it)."""
+        graph, dims = self._bind(inputs)
+        partition = partition_of(graph)
+        if partition.fused:
+            return {self.operator.name: self.selection(*inputs)}
+        device_name = _device_name(inputs[0]) if inputs[0].device.type == "cuda" else None
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        chosen = {}
+        for part in partition.parts:
+            loaded = self._part(part.name)
+            selection = loaded._select(Task(TaskSpec.make(loaded.operator.name, dims, dtype), loaded.operator),
+                                       device_name)
+            if selection.origin != "tuned":
+                warnings.warn(selection.note, stacklevel=2)
+            chosen[part.name] = selection
+        return chosen
+
+    def _part(self, name: str) -> LoadedOperator:
+        """The kernel `name` of this operator, loaded from the same DB (one per name)."""
+        if name not in self.parts:
+            self.parts[name] = LoadedOperator(part_operator(self.operator, name), self.db_path, self.cpu,
+                                              backward=False)
+        return self.parts[name]
 
     def path(self, *inputs: torch.Tensor) -> str:
         """What runs a call with these inputs: "kernel" (CUDA), "interpreter" (the kernel in
@@ -210,6 +246,12 @@ class LoadedOperator:
                           dim_values, device, needs_grad, compute)
         if device.type not in ("cpu", "cuda"):
             raise UsageError(f"{name}: inputs on device {device}; tiletune runs CUDA, CPU and meta tensors")
+        partition = partition_of(graph)
+        if not partition.fused:  # its kernels, one after another, each with its own tuned config
+            compute = self._kernels(partition)
+            return _Entry("kernel" if device.type == "cuda" else "interpreter", None, None, out_shape, out_dtype,
+                          None, lambda *args: args[len(inputs)].copy_(compute(*args[:len(inputs)])),
+                          dim_values, device, needs_grad, compute)
         check_fits(name, [*((t.name, tuple(x.shape), x.stride()) for t, x in zip(graph.inputs, inputs)),
                           (graph.output.name, out_shape, contiguous_strides(out_shape))])
         task = self._task(inputs)
@@ -222,6 +264,20 @@ class LoadedOperator:
         return _Entry("kernel" if cuda else "interpreter", task, source, out_shape, out_dtype, selection,
                       launch if cuda else _without_numpy_warnings(launch), tuple(task.dims.values()), device,
                       needs_grad)
+
+    def _kernels(self, partition: Partition) -> Callable[..., torch.Tensor]:
+        """compute(*inputs) -> the output, running `partition`'s kernels in order: each reads
+        the operator's inputs and the values earlier kernels stored."""
+        steps = [(self._part(p.name), p.reads, p.writes) for p in partition.parts]
+        names = [t.name for t in partition.graph.inputs]
+
+        def compute(*inputs: torch.Tensor) -> torch.Tensor:
+            values = dict(zip(names, inputs))
+            for loaded, reads, writes in steps:
+                values[writes] = loaded(*[values[r] for r in reads])
+            return values[steps[-1][2]]
+
+        return compute
 
     def _select(self, task: Task, device_name: str | None) -> Selection:
         """The best usable config: tuned for this workload, else tuned for the nearest shape,

@@ -86,11 +86,16 @@ def resolve_operator(ref: str | Operator) -> Operator:
     if not isinstance(ref, str):
         raise UsageError(f"expected an operator or its name (a built-in or path/file.py:function), got {ref!r}")
     from tiletune.kernels.backward import split_step_name, step_operator
+    from tiletune.kernels.parts import part_operator, split_part_name
 
     step = split_step_name(ref)
     if step is not None:  # a backward step, `matmul.grad_a`: derived from its forward operator
         forward = resolve_operator(step[0])
         return step_operator(forward, f"{forward.name}.{step[1]}")
+    part = split_part_name(ref)
+    if part is not None:  # one kernel of a split operator, `block.part_g`
+        whole = resolve_operator(part[0])
+        return part_operator(whole, f"{whole.name}.{part[1]}")
     base, attrs = parse_attrs(ref)
     if attrs:
         return resolve_operator(base).with_attrs(**attrs)
@@ -125,8 +130,8 @@ def operator_ref(op: str | Operator) -> str:
         path, sep, name = op.rpartition(":")
         # workers may run elsewhere than the caller's directory: name the file absolutely
         return f"{Path(path).expanduser().resolve()}:{name}" if sep and Path(path).expanduser().is_file() else op
-    forward = getattr(op, "grad_of", None)
-    if forward is not None:  # a backward step: its forward's reference and the step's suffix
+    forward = getattr(op, "derived_from", None)
+    if forward is not None:  # a backward step or a part: its operator's reference and its suffix
         return operator_ref(forward) + op.name[len(forward.name):]
     if op.base is not None:
         # a `with_attrs` variant: workers rebuild it from its base with the same attributes
