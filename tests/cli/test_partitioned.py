@@ -164,3 +164,18 @@ def test_a_split_operator_trains(tmp_path):
     _matmul_gelu_softmax(*ys).backward(dy)
     for x, y in zip(xs, ys):
         torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_groupnorm_block_tunes_on_the_simulated_h100_and_runs_its_tuned_kernels(tmp_path):
+    db = tmp_path / "t.db"
+    dims, inputs, torch_fn = CASES["conv_groupnorm_act_residual"]
+    report = tt.autotune(ref("conv_groupnorm_act_residual"), dims, device="sim-h100", trials=8, batch_size=2,
+                         db=db, workers=1)
+    assert [r.spec.op.rsplit(":", 1)[1] for r in report] == [
+        "conv_groupnorm_act_residual.part_y", "conv_groupnorm_act_residual.part_mean",
+        "conv_groupnorm_act_residual.part_var", "conv_groupnorm_act_residual.part_z"]
+    assert all(r.best_latency_us is not None for r in report)
+    op = tt.load(ref("conv_groupnorm_act_residual"), db=db, cpu="interpreter")
+    xs = inputs()
+    assert {s.origin for s in op.selections(*xs).values()} == {"tuned"}
+    torch.testing.assert_close(op(*xs), torch_fn(*xs), rtol=1e-4, atol=1e-4)
