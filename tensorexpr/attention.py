@@ -101,7 +101,7 @@ def find_attention(graph: Graph) -> Attention | None:
     if len(reduces) != 1:
         return None
     (qk,) = reduces
-    if qk.op is not ReduceOp.SUM or len(qk.axes) != 1:
+    if not isinstance(qk, Reduce) or qk.op is not ReduceOp.SUM or len(qk.axes) != 1:  # a read of stored scores
         return None
     (d,) = qk.axes
     inner_scale, terms = _factors(qk.body)
