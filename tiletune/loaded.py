@@ -42,7 +42,7 @@ from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.operator import Graph, Operator
-from tiletune.tensorexpr.partition import Partition
+from tiletune.tensorexpr.partition import PART_INFIX, Partition
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 from tiletune.tuning_db import Record, TuningDB, Workload
 
@@ -246,14 +246,13 @@ class LoadedOperator:
                           dim_values, device, needs_grad, compute)
         if device.type not in ("cpu", "cuda"):
             raise UsageError(f"{name}: inputs on device {device}; tiletune runs CUDA, CPU and meta tensors")
-        partition = partition_of(graph)
-        if not partition.fused:  # its kernels, one after another, each with its own tuned config
-            compute = self._kernels(partition)
-            return _Entry("kernel" if device.type == "cuda" else "interpreter", None, None, out_shape, out_dtype,
-                          None, lambda *args: args[len(inputs)].copy_(compute(*args[:len(inputs)])),
-                          dim_values, device, needs_grad, compute)
         check_fits(name, [*((t.name, tuple(x.shape), x.stride()) for t, x in zip(graph.inputs, inputs)),
                           (graph.output.name, out_shape, contiguous_strides(out_shape))])
+        partition = partition_of(graph)
+        if not partition.fused:  # its kernels, one after another, each at its own tuned config
+            launch = self._launch_parts(partition, inputs, dims)
+            return _Entry("kernel" if device.type == "cuda" else "interpreter", None, None, out_shape, out_dtype,
+                          None, launch, dim_values, device, needs_grad)
         task = self._task(inputs)
         cuda = device.type == "cuda"
         selection = self._select(task, _device_name(inputs[0]) if cuda else None)
@@ -265,19 +264,44 @@ class LoadedOperator:
                       launch if cuda else _without_numpy_warnings(launch), tuple(task.dims.values()), device,
                       needs_grad)
 
-    def _kernels(self, partition: Partition) -> Callable[..., torch.Tensor]:
-        """compute(*inputs) -> the output, running `partition`'s kernels in order: each reads
-        the operator's inputs and the values earlier kernels stored."""
-        steps = [(self._part(p.name), p.reads, p.writes) for p in partition.parts]
-        names = [t.name for t in partition.graph.inputs]
+    def _launch_parts(self, partition: Partition, inputs: Sequence[torch.Tensor],
+                      dims: Mapping[str, int]) -> Callable[..., None]:
+        """One launch(*inputs, out, *dims) running `partition`'s kernels in order, each at the
+        best config of its own workload; the values stored between them are allocated per call."""
+        cuda = inputs[0].device.type == "cuda"
+        device_name = _device_name(inputs[0]) if cuda else None
+        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
+        graph = partition.graph
+        slots = {t.name: n for n, t in enumerate(graph.inputs)}  # where each value is in `values`
+        steps = []
+        stored = []
+        for part in partition.parts:
+            loaded = self._part(part.name)
+            task = Task(TaskSpec.make(loaded.operator.name, dims, dtype), loaded.operator)
+            selection = loaded._select(task, device_name)
+            if selection.origin != "tuned":
+                warnings.warn(selection.note, stacklevel=4)
+            run = runtime.launcher(task.source(selection.config, for_interpreter=not cuda), cuda)
+            out = task.graph.output
+            shape = task.graph.shape_of(out, dims)
+            steps.append((run if cuda else _without_numpy_warnings(run), [slots[r] for r in part.reads],
+                          shape, torch_dtype(out.dtype)))
+            slots[part.writes] = len(slots)
+            stored.append((part.writes, shape))
+        check_fits(self.operator.name, [(name, shape, contiguous_strides(shape)) for name, shape in stored[:-1]])
+        *first, last = steps
 
-        def compute(*inputs: torch.Tensor) -> torch.Tensor:
-            values = dict(zip(names, inputs))
-            for loaded, reads, writes in steps:
-                values[writes] = loaded(*[values[r] for r in reads])
-            return values[steps[-1][2]]
+        def launch(*args: torch.Tensor | int) -> None:
+            n = len(graph.inputs)
+            values, out, dim_values = list(args[:n]), args[n], args[n + 1:]
+            for run, reads, shape, torch_type in first:
+                value = torch.empty(shape, dtype=torch_type, device=out.device)
+                run(*[values[r] for r in reads], value, *dim_values)
+                values.append(value)
+            run, reads, _, _ = last
+            run(*[values[r] for r in reads], out, *dim_values)
 
-        return compute
+        return launch
 
     def _select(self, task: Task, device_name: str | None) -> Selection:
         """The best usable config: tuned for this workload, else tuned for the nearest shape,
@@ -338,7 +362,11 @@ def _without_numpy_warnings(launch: Callable[..., None]) -> Callable[..., None]:
 
 
 def _command_ref(operator: Operator) -> str:
-    """How `tiletune autotune` names the operator: a built-in name or `path.py:function`."""
+    """How `tiletune autotune` names the operator: a built-in name or `path.py:function` (for
+    one kernel of a split operator, the whole operator: its kernels are tuned together)."""
+    whole = getattr(operator, "derived_from", None)
+    if whole is not None and PART_INFIX in operator.name:
+        return _command_ref(whole)
     try:
         return shlex.quote(operator_ref(operator))
     except TiletuneError:  # declared outside any file: the name is the best hint there is

@@ -179,3 +179,16 @@ def test_conv_groupnorm_block_tunes_on_the_simulated_h100_and_runs_its_tuned_ker
     xs = inputs()
     assert {s.origin for s in op.selections(*xs).values()} == {"tuned"}
     torch.testing.assert_close(op(*xs), torch_fn(*xs), rtol=1e-4, atol=1e-4)
+
+
+def test_untuned_kernels_are_named_once_each_with_the_command_that_tunes_the_whole_operator(tmp_path):
+    op = tt.load(ref("gemm_div_sum_scale"), db=tmp_path / "none.db", cpu="interpreter")
+    xs = [_randn(9, 5), _randn(5, 7)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op(*xs)
+        op(*xs)  # the call key is cached: no second warning
+    notes = [str(w.message) for w in caught]
+    assert len(notes) == 2 and all(w.filename == __file__ for w in caught)
+    assert "gemm_div_sum_scale.part_d was not tuned at M=9, N=7, K=5" in notes[0]
+    assert f"tiletune autotune {BLOCKS}:gemm_div_sum_scale --shape M=9,N=7,K=5" in notes[0]
