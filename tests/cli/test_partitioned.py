@@ -155,12 +155,14 @@ def test_autotune_tunes_the_kernels_under_one_budget_show_explains_the_cut_and_l
     torch.testing.assert_close(op(*xs), _matmul_gelu_softmax(*xs), rtol=1e-4, atol=1e-4)
 
 
-def test_a_split_operator_trains(tmp_path):
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "torch.compile"])
+def test_a_split_operator_trains(compiled, tmp_path):
     op = tt.load(ref("matmul_gelu_softmax"), db=tmp_path / "none.db")
     xs = [x.requires_grad_(True) for x in (_randn(13, 7), _randn(7, 11), _randn(11))]
     ys = [x.detach().clone().requires_grad_(True) for x in xs]
     dy = _randn(13, 11, seed=3)
-    op(*xs).backward(dy)
+    f = torch.compile(lambda a, b, bias: op(a, b, bias), fullgraph=True) if compiled else op
+    f(*xs).backward(dy)
     _matmul_gelu_softmax(*ys).backward(dy)
     for x, y in zip(xs, ys):
         torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-5)
