@@ -97,10 +97,8 @@ def conv_instancenorm(N, C, H, W, K, dtype="float32"):
                               * te.rsqrt(sq[n, c] / (H * W) + 1e-5), name="z")
 
 
-@tt.operator
-def conv_groupnorm_act_residual(N, C, H, W, G, CG, dtype="float32"):
-    """hardswish(tanh(group_norm(conv2d(x, w, padding=1), G, gamma, beta))) + res, the
-    conv's G * CG channels normalised in G groups (gamma and beta as [G, CG] views of [C])."""
+def _groupnorm_act_residual(N, C, H, W, G, CG, dtype):
+    """The inputs and z = hardswish(tanh(group_norm(conv2d(x, w, padding=1)))) + res."""
     x = te.placeholder((N, C, H, W), dtype, name="x")
     w = te.placeholder((G * CG, C, 3, 3), dtype, name="w")
     res = te.placeholder((N, G * CG, H, W), dtype, name="res")
@@ -118,28 +116,21 @@ def conv_groupnorm_act_residual(N, C, H, W, G, CG, dtype="float32"):
 
 
 @tt.operator
+def conv_groupnorm_act_residual(N, C, H, W, G, CG, dtype="float32"):
+    """hardswish(tanh(group_norm(conv2d(x, w, padding=1), G, gamma, beta))) + res, the
+    conv's G * CG channels normalised in G groups (gamma and beta as [G, CG] views of [C])."""
+    return _groupnorm_act_residual(N, C, H, W, G, CG, dtype)
+
+
+@tt.operator
 def conv_groupnorm_act_residual_lse(N, C, H, W, G, CG, dtype="float32"):
     """logsumexp over channels of hardswish(tanh(group_norm(conv2d(x, w, padding=1)))) + res."""
-    x = te.placeholder((N, C, H, W), dtype, name="x")
-    w = te.placeholder((G * CG, C, 3, 3), dtype, name="w")
-    res = te.placeholder((N, G * CG, H, W), dtype, name="res")
-    gamma = te.placeholder((G, CG), dtype, name="gamma")
-    beta = te.placeholder((G, CG), dtype, name="beta")
-    y = _conv3x3(x, w, N, C, H, W, G * CG)
-    mean, var = _group_stats(y, N, G, CG, H, W)
-
-    def body(n, k, h, w_):
-        g, c = k // CG, k % CG
-        normed = (y[n, k, h, w_] - mean[n, g]) * te.rsqrt(var[n, g] + 1e-5) * gamma[g, c] + beta[g, c]
-        return te.nn.hardswish(te.tanh(normed)) + res[n, k, h, w_]
-
-    z = te.compute((N, G * CG, H, W), body, name="z")
+    inputs, z = _groupnorm_act_residual(N, C, H, W, G, CG, dtype)
     k1 = te.reduce_axis(G * CG, name="k1")
     mx = te.compute((N, H, W), lambda n, h, w_: te.max(z[n, k1, h, w_], axis=k1), name="mx")
     k2 = te.reduce_axis(G * CG, name="k2")
     s = te.compute((N, H, W), lambda n, h, w_: te.sum(te.exp(z[n, k2, h, w_] - mx[n, h, w_]), axis=k2), name="s")
-    return [x, w, res, gamma, beta], te.compute((N, H, W), lambda n, h, w_: te.log(s[n, h, w_]) + mx[n, h, w_],
-                                                name="lse")
+    return inputs, te.compute((N, H, W), lambda n, h, w_: te.log(s[n, h, w_]) + mx[n, h, w_], name="lse")
 
 
 @tt.operator
