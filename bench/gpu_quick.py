@@ -6,7 +6,9 @@ Cases (`quick_cases`): GEMM fp16 and bf16 on six shapes (4096^3, 8192^3, M in {1
 N=14336, K=4096, and M=16 x N=4096, K=14336: the LLM up- and down-projections) against cuBLAS;
 matmul + bias + GELU against eager; softmax, layernorm and rmsnorm as % of the copy bandwidth
 measured in the same run; attention (plain and causal) against SDPA; fp16 first and bf16 GEMM
-last, so that a run cut short still has every headline. torch.compile is measured only for the
+last, so that a run cut short still has every headline. Before the cases, the cuBLAS kernel (and
+its cluster) of every published cuBLAS calibration figure is profiled (`cublas_kernels.py`).
+torch.compile is measured only for the
 memory-bound ops (its max-autotune GEMM compiles do not fit), and the Triton references of GEMM
 are the tutorial TMA, TMA + warp-specialized and persistent TMA kernels.
 
@@ -54,7 +56,7 @@ BASELINES = {"gemm": ("eager", "triton"), "epilogue": ("eager", "triton"),
 # kernels are the bar; the plain tutorial and the 12-config autotune matmul cost compiles the
 # 8 minutes do not have.
 TRITON_VARIANTS = {"gemm": ("tma", "tma_ws", "persistent_tma")}
-STARTUP_SECONDS = 25.0  # CUDA init, the ceilings (copy, cuBLAS 8192^3), worker pools
+STARTUP_SECONDS = 30.0  # CUDA init, the ceilings (copy, cuBLAS 8192^3), the cuBLAS kernel probe, worker pools
 SAMPLED = 128
 SHORTLIST = 8
 GEMM_SHAPES = ((4096, 4096, 4096), (8192, 8192, 8192), (16, 14336, 4096), (128, 14336, 4096),
@@ -246,9 +248,14 @@ def measure_all(cases: list[PlannedCase], args: argparse.Namespace, deadline: fl
     timer = CudaTimer(TimingPolicy(budget_ms=200.0))
     copy_gbps, ceiling_tflops, ceiling_clocks = gpu_suite.ceilings(timer)
     print(f"copy {copy_gbps:.0f} GB/s, cuBLAS fp16 8192^3 {ceiling_tflops:.0f} TFLOP/s", flush=True)
+    import cublas_kernels
+
+    cublas = cublas_kernels.probe()  # a few seconds: which kernel (and cluster) each calibration GEMM runs
+    print("cuBLAS kernels: " + "; ".join(f"{k}: {v.get('cluster') or v.get('error', 'no cluster')}"
+                                         for k, v in cublas.items()), flush=True)
     db = Path(os.environ.get("TMPDIR", "/tmp")) / f"tiletune-gpu-quick-{os.getpid()}.db"
     tuning = gpu_suite.Tuning(db, args.workers)
-    extra = {"date": date, "run": "gpu_quick", "ceiling_clocks": ceiling_clocks,
+    extra = {"date": date, "run": "gpu_quick", "ceiling_clocks": ceiling_clocks, "cublas_kernels": cublas,
              "config_choice": f"sim-h200 ranks {SAMPLED} sampled configs on pre-compile estimates; the best "
                               f"{SHORTLIST} are measured first, then the model strategy"}
 
