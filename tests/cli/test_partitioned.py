@@ -194,3 +194,18 @@ def test_untuned_kernels_are_named_once_each_with_the_command_that_tunes_the_who
     assert len(notes) == 2 and all(w.filename == __file__ for w in caught)
     assert "gemm_div_sum_scale.part_d was not tuned at M=9, N=7, K=5" in notes[0]
     assert f"tiletune autotune {BLOCKS}:gemm_div_sum_scale --shape M=9,N=7,K=5" in notes[0]
+
+
+def test_a_workloads_file_naming_a_split_operator_tunes_its_kernels(tmp_path):
+    import json
+
+    db = tmp_path / "t.db"
+    workloads = tmp_path / "w.json"
+    workloads.write_text(json.dumps([{"op": ref("gemm_div_sum_scale"), "shape": "M=40,N=33,K=17"},
+                                     {"op": "softmax", "shape": "N=40,D=33"}]))
+    result = CliRunner().invoke(main, ["autotune", "--workloads", str(workloads), "--device", "sim-h100",
+                                       "--trials", "6", "--batch-size", "2", "--db", str(db), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    with TuningDB(db, readonly=True) as database:
+        assert {w.op_name for w in database.workloads()} == {
+            "gemm_div_sum_scale.part_d", "gemm_div_sum_scale.part_y", "softmax"}
