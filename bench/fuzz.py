@@ -2,13 +2,16 @@
 run in Triton's interpreter on CPU tensors and compared with the reference evaluator.
 
     python bench/fuzz.py --pairs 1000 --seed 0 --workers 2 --json bench/results/fuzz.json
+    python bench/fuzz.py --pairs 300 --kind composite   # programs that run as several kernels
     python bench/fuzz.py --replay bench/fuzz-findings/<id>.json
 
 Pairs run in worker processes with a time limit each; a mismatch, a crash (an exception that is
 not a TiletuneError, a dead worker) or a hang is a finding: it is shrunk to a small program and
 config and saved as a self-contained reproducer (`--findings`, default bench/fuzz-findings/).
-Programs the backend refuses with a TiletuneError count as `rejected_at_lowering`. Prints and
-writes {"pairs", "mismatches", "crashes", "rejected_at_lowering", "seconds", ...}.
+Programs the backend refuses with a TiletuneError count as `rejected_at_lowering`; a program no
+one kernel holds runs as the kernels `kernels.parts` splits it into, each at its own config
+(a pair's config is then {part name: config}). Prints and writes {"pairs", "mismatches",
+"crashes", "rejected_at_lowering", "seconds", ...}.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=200, help="how many (program, config) pairs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", help="generate every program from this template (default: drawn by the seed)")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one pair may take")
     parser.add_argument("--json", type=Path, help="write the summary here")
@@ -49,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return replay(args.replay)
     if args.pairs < 1 or args.workers < 1:
         parser.error("--pairs and --workers must be positive")
-    summary = fuzz(args.pairs, args.seed, args.workers, args.timeout, args.findings, not args.no_shrink)
+    from tiletune.kernels.fuzz.programs import TEMPLATES
+
+    if args.kind is not None and args.kind not in TEMPLATES:
+        parser.error(f"--kind {args.kind!r}: expected one of {', '.join(TEMPLATES)}")
+    summary = fuzz(args.pairs, args.seed, args.workers, args.timeout, args.findings, not args.no_shrink, args.kind)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.json:
@@ -58,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fuzz(pairs: int, seed: int, workers: int, timeout: float, findings_dir: Path, shrink: bool) -> dict:
-    """Run `pairs` pairs of the run `seed` on `workers` processes; the summary."""
+def fuzz(pairs: int, seed: int, workers: int, timeout: float, findings_dir: Path, shrink: bool,
+         kind: str | None = None) -> dict:
+    """Run `pairs` pairs of the run `seed` on `workers` processes (every program from template
+    `kind` if given); the summary."""
     from tqdm import tqdm
 
     from tiletune.kernels.fuzz import program as fp
@@ -71,22 +81,25 @@ def fuzz(pairs: int, seed: int, workers: int, timeout: float, findings_dir: Path
     counts: collections.Counter = collections.Counter()
     by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     rejections: collections.Counter = collections.Counter()
+    split: collections.Counter = collections.Counter()  # pairs that ran as several kernels
     failures: list[tuple[int, dict]] = []
     chunk = max(workers * 8, 16)
     with WorkerPool(workers, env=ENV, name="fuzz", initializer=_warm) as pool, \
             tqdm(total=pairs, unit="pair", file=sys.stderr, mininterval=5) as bar:
         for first in range(0, pairs, chunk):
-            items = [(seed, i) for i in range(first, min(pairs, first + chunk))]
-            for (_, index), task in zip(items, pool.map(run_index, items, timeout=timeout)):
+            items = [(seed, i, kind) for i in range(first, min(pairs, first + chunk))]
+            for (_, index, _), task in zip(items, pool.map(run_index, items, timeout=timeout)):
                 if task.ok:
                     outcome = task.value
                 else:  # the worker hung, died or could not answer: a crash finding
-                    program = generate(pair_seed(seed, index))
+                    program = generate(pair_seed(seed, index), kind)
                     outcome = {"status": "crash", "step": task.status, "reason": task.reason,
                                "program": fp.dumps(program), "config": config_of(program, pair_seed(seed, index)),
                                "kind": program["name"].split("_")[1], "seconds": task.seconds}
                 counts[outcome["status"]] += 1
                 by_kind[outcome.get("kind", "?")][outcome["status"]] += 1
+                if outcome.get("parts", 1) > 1:
+                    split[outcome["status"]] += 1
                 if outcome["status"] == "rejected":
                     rejections[outcome["reason"].split(";")[0][:120]] += 1
                 elif outcome["status"] in ("mismatch", "crash"):
@@ -104,8 +117,10 @@ def fuzz(pairs: int, seed: int, workers: int, timeout: float, findings_dir: Path
         "seconds": round(seconds, 1),
         "pairs_per_second": round(pairs / seconds, 2),
         "seed": seed,
+        "kind": kind,
         "workers": workers,
         "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "split": dict(split),
         "rejections": dict(rejections.most_common(20)),
         "findings": [str(p) for p in saved],
     }

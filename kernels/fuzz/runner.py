@@ -19,12 +19,14 @@ into a fresh NaN-filled output between guard bands (verify.check).
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 import traceback
+import zlib
 from dataclasses import asdict, dataclass
 
-from tiletune.errors import TiletuneError
+from tiletune.errors import LoweringError, TiletuneError, UsageError
 from tiletune.kernels.fuzz import program as fp
 from tiletune.kernels.fuzz.programs import generate
 from tiletune.schedules.config import Config
@@ -32,6 +34,7 @@ from tiletune.schedules.space import ConfigSpace
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.expr import Cast, walk
 from tiletune.tensorexpr.operator import Graph
+from tiletune.tensorexpr.partition import Partition
 
 RTOL_ORDER = ("float64", "float32", "float16", "bfloat16")  # tighter to looser
 
@@ -46,6 +49,7 @@ class PairResult:
     seconds: float
     program: str
     config: str | None
+    parts: int = 1  # the kernels the program ran as (several where no one kernel holds it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,16 +75,57 @@ def draw_config(space: ConfigSpace, seed: int) -> str:
     return (drawn[0] if drawn else space.default()).to_json()
 
 
+def part_seed(seed: int, part: str) -> int:
+    """The seed a split program's part draws its config with (each part has a space of its
+    own; the same pair seed draws the same configs)."""
+    return (seed * 1_000_003 + zlib.crc32(part.encode())) & 0x7FFF_FFFF
+
+
 def config_of(program: fp.Program, seed: int) -> str | None:
-    """The config `run_pair(program, None, seed)` checks, or None if the program is refused
-    before it has a space."""
+    """The config `run_pair(program, None, seed)` checks (for a program that runs as several
+    kernels, JSON text of {part name: config}), or None if the program is refused before it
+    has a space."""
     from tiletune.kernels.families import default_schedule
 
     try:
         graph = fp.graph(program)
-        return draw_config(default_schedule(graph, graph.check_dims(program["dims"])).space(), seed)
+        dims = graph.check_dims(program["dims"])
+        split = split_of(graph)
+        if split is None:
+            return draw_config(default_schedule(graph, dims).space(), seed)
+        return json.dumps({p.name: json.loads(draw_config(default_schedule(p.graph, dims).space(),
+                                                          part_seed(seed, p.name))) for p in split.parts})
     except TiletuneError:
         return None
+
+
+def split_of(graph: Graph) -> Partition | None:
+    """The kernels `run_pair` runs for a graph `analyse` refuses (`kernels.parts.partition_of`),
+    or None when `analyse` accepts it. LoweringError when the partitioner cannot split it."""
+    from tiletune.kernels.families import analyse
+    from tiletune.kernels.parts import partition_of
+
+    try:
+        analyse(graph)
+    except LoweringError:
+        split = partition_of(graph)
+        return None if split.fused else split
+    return None
+
+
+def part_configs(config_text: str | None) -> dict[str, str]:
+    """{part name: config JSON} of a split pair's config text (empty for None)."""
+    if config_text is None:
+        return {}
+    try:
+        found = json.loads(config_text)
+    except ValueError as error:
+        raise UsageError(f"fuzz pair: the config of a program that runs as several kernels must be JSON "
+                         f"text of {{part name: config}}, got {config_text[:80]!r} ({error})") from None
+    if not isinstance(found, dict) or not all(isinstance(v, dict) for v in found.values()):
+        raise UsageError(f"fuzz pair: the config of a program that runs as several kernels must be a JSON "
+                         f"object of {{part name: config object}}, got {config_text[:80]!r}")
+    return {name: json.dumps(value) for name, value in found.items()}
 
 
 def run_pair_text(program_text: str, config: str | None, seed: int = 0) -> dict:
@@ -106,7 +151,10 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
         graph = fp.graph(program)
         dims = graph.check_dims(program["dims"])
         step = "analyse"
-        pattern = analyse(graph)
+        try:
+            pattern = analyse(graph)
+        except LoweringError as refused:
+            return _run_split(graph, dims, config_text, seed, refused, start, text)
         step = "schedule"
         schedule = default_schedule(graph, dims, pattern)
         space = schedule.space()
@@ -133,6 +181,108 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
     return result("ok", "")
 
 
+def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed: int, refused: LoweringError,
+               start: float, text: str) -> PairResult:
+    """A program `analyse` refused (`refused`): split it into kernels (`kernels.parts`) and
+    run them in order, each at its own config (given by name in `config_text`, else drawn
+    with `part_seed`), each into a fresh NaN-filled output between guard bands. Each part is
+    checked against the reference of its own graph on the values it read (a mismatch names
+    the part); the last part's output against the reference of the whole graph."""
+    from tiletune.kernels.families import analyse, default_schedule
+    from tiletune.kernels.lower import lower
+    from tiletune.kernels.parts import partition_of
+    from tiletune.kernels.verify import compare, longest_reduction, make_inputs
+    from tiletune.tensorexpr.reference import evaluate
+
+    step = "partition"
+    used: dict[str, dict] = {}
+    split = None
+
+    def result(status: str, reason: str) -> PairResult:
+        config = json.dumps(used) if used else config_text
+        return PairResult(status, step, reason, time.perf_counter() - start, text, config,
+                          len(split.parts) if split is not None else 1)
+
+    try:
+        split = partition_of(graph)
+        if split.fused:  # analyse refused what one kernel holds: the refusals disagree
+            return result("crash", f"analyse refused the program ({refused}) but kernels.parts.refusal "
+                                   f"accepts it as one kernel")
+        given = part_configs(config_text)
+        sources = []
+        for part in split.parts:
+            step = f"{part.name}: schedule"
+            pattern = analyse(part.graph)
+            schedule = default_schedule(part.graph, dims, pattern)
+            space = schedule.space()
+            chosen = given.get(part.name) or draw_config(space, part_seed(seed, part.name))
+            used[part.name] = json.loads(chosen)
+            resolved = schedule.resolve(space.from_json(chosen))
+            step = f"{part.name}: lower"
+            sources.append(lower(part.graph, resolved, pattern, for_interpreter=True))
+    except TiletuneError as error:
+        reason = f"{type(error).__name__}: {error}"
+        return result("rejected", reason if step == "partition" else f"{reason} (the program was split: {refused})")
+    except Exception as error:  # noqa: BLE001 - any other exception is the finding
+        return result("crash", _describe(error))
+    try:
+        step = "reference"
+        inputs = make_inputs(graph, dims, seed)
+        values = {t.name: x for t, x in zip(graph.inputs, inputs)}
+        try:
+            expected = evaluate(graph, inputs, dims)
+        except TiletuneError as error:
+            if "reads" in str(error) and "guard the read" in str(error):
+                return result("rejected", f"{type(error).__name__}: {error}")  # the reference refused it
+            raise
+        for part, src in zip(split.parts, sources):
+            step = f"{part.name}: run"
+            reads = [values[name] for name in part.reads]
+            out, stray = _launch_guarded(part.graph, src, reads, dims)
+            if stray:
+                return result("mismatch", f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
+            verdict = compare(out, evaluate(part.graph, reads, dims), part.graph.output.dtype,
+                              longest_reduction(part.graph, dims), tolerance_dtype(part.graph))
+            if not verdict.ok:
+                return result("mismatch", verdict.reason)
+            values[part.writes] = out
+        step = "compare"
+        verdict = compare(values[split.parts[-1].writes], expected, graph.output.dtype,
+                          longest_reduction(graph, dims), tolerance_dtype(graph))
+    except Exception as error:  # noqa: BLE001 - every part was accepted: any exception is a crash
+        return result("crash", _describe(error))
+    if not verdict.ok:
+        return result("mismatch", f"the parts each match their own reference, but not the whole graph's: "
+                                  f"{verdict.reason}")
+    return result("ok", "")
+
+
+def _launch_guarded(graph: Graph, src, inputs: list, dims: dict[str, int]):
+    """Run `src` into a fresh output filled as `verify.check` fills one (NaN, between guard
+    bands of the fill); (the output, how many guard elements it wrote)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from tiletune.kernels import runtime
+    from tiletune.kernels.verify import unwritten_fill
+    from tiletune.tensorexpr.reference import torch_dtype
+
+    dtype = graph.output.dtype
+    shape = graph.shape_of(graph.output, dims)
+    numel = math.prod(shape)
+    fill = unwritten_fill(dtype)
+    guard = max(256, min(numel, 1 << 16))
+    buffer = torch.full((guard + numel + guard,), fill, dtype=torch_dtype(dtype))
+    out = buffer[guard: guard + numel].view(shape)
+    with np.errstate(all="ignore"):  # masked-off lanes compute on fill values (see verify.check)
+        runtime.launch(src, inputs, out, dims)
+    bands = torch.cat([buffer[:guard], buffer[guard + numel:]]).double()
+    stray = int((~torch.isnan(bands)).sum()) if dt.is_float(dtype) else int((bands != fill).sum())
+    return out, stray
+
+
 def _describe(error: BaseException) -> str:
     tail = traceback.format_exception(type(error), error, error.__traceback__)[-3:]
     return f"{type(error).__name__}: {error}\n" + "".join(tail)[-1500:]
@@ -143,11 +293,12 @@ def pair_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) & 0x7FFF_FFFF
 
 
-def run_index(seed: int, index: int) -> dict:
-    """Generate and check pair `index` of a run (a worker task: plain data in and out)."""
+def run_index(seed: int, index: int, kind: str | None = None) -> dict:
+    """Generate and check pair `index` of a run (a worker task: plain data in and out), its
+    program from template `kind` (None: drawn by the seed)."""
     own = pair_seed(seed, index)
     try:
-        program = generate(own)
+        program = generate(own, kind)
     except Exception as error:  # noqa: BLE001 - a generator bug is a finding too
         return PairResult("crash", "generate", _describe(error), 0.0, "{}", None).to_dict()
     outcome = run_pair(program, None, own).to_dict()

@@ -5,15 +5,17 @@ it when the pair still fails the same way (same status; for a crash, the same ex
 until no simplification helps or the budget of tries runs out. Simplifications, cheapest
 first: drop the stages after an earlier one (it becomes the output), shrink each dim towards 1
 (1, 2, 3, half, one less), replace an expression node by one of its operands, and set each
-knob of the config to its default. A change that makes the program or config illegal is
-simply not kept (the pair is then "rejected", not failing).
+knob of the config to its default (of each part's config, for a program that runs as several
+kernels). A change that makes the program or config illegal is simply not kept (the pair is
+then "rejected", not failing).
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Iterator
 
 from tiletune.kernels.fuzz import program as fp
-from tiletune.kernels.fuzz.runner import PairResult, run_pair
+from tiletune.kernels.fuzz.runner import PairResult, part_configs, run_pair, split_of
 from tiletune.schedules.config import Config
 
 Check = Callable[[fp.Program, str | None], PairResult]
@@ -47,7 +49,8 @@ def shrink(program: fp.Program, config: str | None, failure: PairResult, *, chec
             tries += 1
             result = check(candidate, candidate_config)
             if same_failure(failure, result):
-                best, best_config, best_result = candidate, candidate_config, result
+                # the config it ran (a split program's parts may change with the program)
+                best, best_config, best_result = candidate, result.config or candidate_config, result
                 improved = True
                 break  # restart from the smaller pair
     return best, best_config, best_result, tries
@@ -81,13 +84,30 @@ def _candidates(program: fp.Program, config: str | None) -> Iterator[tuple[fp.Pr
 
 
 def _simpler_configs(program: fp.Program, config: str) -> Iterator[str]:
+    """`config` with one knob set to its default; for a program that runs as several kernels
+    (config {part name: config}), one knob of one part's config."""
     from tiletune.kernels.families import default_schedule
 
     try:
         graph = fp.graph(program)
-        space = default_schedule(graph, graph.check_dims(program["dims"])).space()
-        current = Config.from_json(config)
+        dims = graph.check_dims(program["dims"])
+        split = split_of(graph)
+        if split is None:
+            yield from _knobs_to_default(default_schedule(graph, dims).space(), config)
+            return
+        configs = part_configs(config)
+        spaces = {p.name: default_schedule(p.graph, dims).space() for p in split.parts if p.name in configs}
     except Exception:  # noqa: BLE001 - a program the shrinker cannot build has nothing simpler
+        return
+    for name, space in spaces.items():
+        for simpler in _knobs_to_default(space, configs[name]):
+            yield json.dumps({n: json.loads(simpler if n == name else c) for n, c in configs.items()})
+
+
+def _knobs_to_default(space, config: str) -> Iterator[str]:
+    try:
+        current = Config.from_json(config)
+    except Exception:  # noqa: BLE001 - a config the shrinker cannot read has nothing simpler
         return
     for knob in space.knobs:
         default = knob.default
