@@ -62,6 +62,19 @@ class Builder:
     def dtype(self) -> str:
         return self.rng.choice(FLOATS)
 
+    def size(self, extent: object) -> int:
+        """The value of a shape entry: an int, a dim name or an expression over dims (a
+        window's output extent)."""
+        if isinstance(extent, int):
+            return extent
+        if isinstance(extent, str):
+            return self.dims[extent]
+        _, op, a, c = extent
+        x, y = self.size(a), self.size(c)
+        if op == "floordiv":
+            return x // y
+        return {"add": x + y, "sub": x - y, "mul": x * y}[op]
+
     def program(self) -> Program:
         return {"version": VERSION, "name": self.name, "dims": dict(self.dims),
                 "inputs": self.inputs, "stages": self.stages}
@@ -70,6 +83,8 @@ class Builder:
 # -- values ---------------------------------------------------------------------------------
 
 Leaf = tuple[list, float, bool, str]  # (expression, magnitude bound, exact: a raw input read, dtype)
+# A computed tensor a template continues from: (stage name, shape, dtype, magnitude bound).
+Source = tuple[str, list, str, float]
 
 
 def random_value(b: Builder, leaves: list[Leaf], depth: int) -> tuple[list, float, str]:

@@ -27,6 +27,7 @@ from tiletune.kernels.fuzz.builder import (
     INPUT_BOUND,
     Builder,
     Leaf,
+    Source,
     axis_ref,
     random_value,
     read,
@@ -66,20 +67,27 @@ def injective(b: Builder) -> None:
     b.stage(dims, axes, ["cast", b.dtype(), body])
 
 
-def reduction(b: Builder) -> None:
+def reduction(b: Builder, source: Source | None = None) -> None:
     """Sum, max, min, argmax or argmin over one or several axes (not only the last), with an
     optional producer stage and a consumer: a map of the result, or a read back at the input's
-    shape (softmax-like)."""
+    shape (softmax-like). From a computed `source` (a composite program): a row reduction over
+    its last axis, no argmax or argmin (a computed value's near-ties may break either way)."""
     rng = b.rng
-    rank = rng.randint(1, 4)
-    dims = b.dims_for(rank)
-    reduced = sorted(rng.sample(range(rank), rng.randint(1, rank)))
+    if source is None:
+        rank = rng.randint(1, 4)
+        dims = b.dims_for(rank)
+        reduced = sorted(rng.sample(range(rank), rng.randint(1, rank)))
+        x_dtype = b.dtype()
+        x = b.input(dims, x_dtype)
+        x_bound, exact = INPUT_BOUND, True
+    else:
+        x, dims, x_dtype, x_bound = source
+        rank, exact = len(dims), False
+        reduced = [rank - 1]
     kept = [k for k in range(rank) if k not in reduced]
-    x_dtype = b.dtype()
-    x = b.input(dims, x_dtype)
     full = [axis_ref(f"i{k}") if k in kept else axis_ref(f"r{k}") for k in range(rank)]
-    op = rng.choice(("sum", "sum", "max", "min", "argmax", "argmin"))
-    leaves: list[Leaf] = [(read(x, full), INPUT_BOUND, True, x_dtype)]
+    op = rng.choice(("sum", "sum", "max", "min", "argmax", "argmin") if exact else ("sum", "sum", "max", "min"))
+    leaves: list[Leaf] = [(read(x, full), x_bound, exact, x_dtype)]
     if rng.random() < 0.4:
         y_dtype = b.dtype()
         y = b.input(dims[-1:] if rank and rng.random() < 0.5 else dims, y_dtype)
@@ -92,11 +100,15 @@ def reduction(b: Builder) -> None:
         spatial = [axis_ref(f"i{k}") for k in range(rank)]
         renamed = [(read(leaf[0][1], _rename(leaf[0][2], full, spatial)), *leaf[1:]) for leaf in leaves]
         body, _, dtype = random_value(b, renamed, 2)
+        if source is not None and read(x, spatial) not in list(nodes(body)):  # a composite reads its source
+            xa, body, dtype = unify(rng, read(x, spatial), x_dtype, body, dtype)
+            body = ["bin", "add", xa, body]
         producer = b.stage(dims, [f"i{k}" for k in range(rank)], body)
         value = read(producer, full)
     else:
         value, _, dtype = random_value(b, leaves, 2)
-    if not all(f'"r{k}"' in json.dumps(value) for k in reduced):  # the body must use every reduce axis
+    uses_x = source is None or read(x, full) in list(nodes(value)) or value[1] == b.stages[-1]["name"]
+    if not uses_x or not all(f'"r{k}"' in json.dumps(value) for k in reduced):  # the body must use every reduce axis
         xa, va, dtype = unify(rng, read(x, full), x_dtype, value, dtype)
         value = ["bin", "add", xa, va]
     s = b.stage([dims[k] for k in kept], [f"i{k}" for k in kept],
@@ -104,7 +116,7 @@ def reduction(b: Builder) -> None:
     kept_idx = [axis_ref(f"i{k}") for k in kept]
     epilogue = rng.choice(("none", "map", "back")) if not op.startswith("arg") else rng.choice(("none", "map"))
     if epilogue == "map":
-        count = math.prod(b.dims[dims[k]] for k in reduced)
+        count = math.prod(b.size(dims[k]) for k in reduced)
         if op.startswith("arg"):
             body = ["cast", b.dtype(), ["bin", "mul", read(s, kept_idx), ["const", 0.5]]]
         else:
@@ -121,8 +133,10 @@ def reduction(b: Builder) -> None:
         diff = ["bin", "sub", xs, back]
         if op == "sum":
             body = ["bin", "truediv", xs, ["bin", "add", ["un", "abs", back], ["const", 1.0]]]
+        elif op == "max":  # x - max f(x) is at most 0 only where f is x: clamp, so exp stays finite
+            body = ["un", "exp", diff if source is None else ["bin", "minimum", diff, ["const", 0.0]]]
         else:
-            body = ["un", "exp", diff] if op == "max" else diff
+            body = diff
         b.stage(dims, [f"i{k}" for k in range(rank)], ["cast", b.dtype(), body])
 
 
@@ -132,25 +146,31 @@ def _rename(idx: list, full: list, spatial: list) -> list:
     return [mapping.get(str(i), i) for i in idx]
 
 
-def contraction(b: Builder) -> None:
+def contraction(b: Builder, a_source: Source | None = None, size: int = 64) -> Source:
     """A sum of products over K with either layout of each operand, 0-2 batch axes (the second
     operand batched or shared), casts of the operands, an optional prologue on A and an
-    optional epilogue (bias, activation, cast)."""
+    optional epilogue (bias, activation, cast). With a computed `a_source` of shape [M, K]
+    (a composite program) A is that tensor; `size` bounds M and N. Returns the output."""
     rng = b.rng
-    batch = b.dims_for(rng.choice((0, 0, 1, 2)), budget=4)
-    m, n, k = b.dim(64), b.dim(64), b.dim(64)
+    if a_source is None:
+        batch = b.dims_for(rng.choice((0, 0, 1, 2)), budget=4)
+        m, n, k = b.dim(size), b.dim(size), b.dim(64)
+        a_bound = INPUT_BOUND
+    else:
+        batch, (m, k), a_bound = [], a_source[1], a_source[3]
+        n = b.dim(min(size, ELEMENT_BUDGET // b.dims[k]))  # K is the source's: it may not shrink
     while b.dims[m] * b.dims[k] > ELEMENT_BUDGET or b.dims[n] * b.dims[k] > ELEMENT_BUDGET:
         b.dims[k] = max(1, b.dims[k] // 2)
-    dtype = b.dtype()
+    dtype = b.dtype() if a_source is None else a_source[2]
     bax = [f"b{z}" for z in range(len(batch))]
-    a_t, b_t = rng.random() < 0.5, rng.random() < 0.5
+    a_t, b_t = rng.random() < 0.5 and a_source is None, rng.random() < 0.5
     a_shape = batch + ([k, m] if a_t else [m, k])
     a_idx = [axis_ref(z) for z in bax] + ([axis_ref("k"), axis_ref("i")] if a_t else [axis_ref("i"), axis_ref("k")])
     shared = bool(batch) and rng.random() < 0.3
     bb = [] if shared else batch
     b_shape = bb + ([n, k] if b_t else [k, n])
     b_idx = ([] if shared else [axis_ref(z) for z in bax]) + ([axis_ref("j"), axis_ref("k")] if b_t else [axis_ref("k"), axis_ref("j")])
-    a = b.input(a_shape, dtype, "a")
+    a = b.input(a_shape, dtype, "a") if a_source is None else a_source[0]
     w = b.input(b_shape, dtype, "w")
     if rng.random() < 0.25:
         axes = [f"p{z}" for z in range(len(a_shape))]
@@ -161,24 +181,29 @@ def contraction(b: Builder) -> None:
     out_shape = batch + [m, n]
     out_axes = bax + ["i", "j"]
     c = b.stage(out_shape, out_axes, ["reduce", "sum", ["k"], ["bin", "mul", left, right]], [["k", k]])
+    c_dtype = "float32" if left[0] == "cast" else dtype
+    bound = b.dims[k] * a_bound * INPUT_BOUND
     if rng.random() < 0.6:
         value = read(c, [axis_ref(z) for z in out_axes])
-        c_dtype = "float32" if left[0] == "cast" else dtype
         if rng.random() < 0.5:
             bias_dtype = b.dtype()
             bias = b.input([n], bias_dtype, "bias")
             value = ["bin", "add", *unify(rng, value, c_dtype, read(bias, [axis_ref("j")]), bias_dtype)[:2]]
+            bound += INPUT_BOUND
         act = rng.choice(("none", "tanh", "relu", "sigmoid"))
         if act == "relu":
             value = ["bin", "maximum", value, ["const", 0.0]]
         elif act != "none":
-            value = ["un", act, value]
-        b.stage(out_shape, out_axes, ["cast", rng.choice((dtype, "float32")), value])
+            value, bound = ["un", act, value], 1.0
+        c_dtype = rng.choice((dtype, "float32"))
+        c = b.stage(out_shape, out_axes, ["cast", c_dtype, value])
+    return c, out_shape, c_dtype, bound
 
 
-def window(b: Builder) -> None:
+def window(b: Builder) -> Source:
     """Pooling-like reads at `o * stride + r * dilation - padding` through `pad_read`: max or
-    sum over a 1-D or 2-D window, an optional average, and depthwise weights."""
+    sum over a 1-D or 2-D window, an optional average, and depthwise weights. Returns the
+    output."""
     rng = b.rng
     nd = rng.choice((1, 2))
     n, c = b.dim(4), b.dim(4)
@@ -204,26 +229,37 @@ def window(b: Builder) -> None:
     rnames = [f"r{q}" for q in range(nd)]
     shape = [n, c] + outs
     if kind == "max":
-        b.stage(shape, axes, ["reduce", "max", rnames, ["pad", x, spatial, float("-inf")]], reduce_axes)
-        return
+        out = b.stage(shape, axes, ["reduce", "max", rnames, ["pad", x, spatial, float("-inf")]], reduce_axes)
+        return out, shape, dtype, INPUT_BOUND
     value = ["pad", x, spatial, 0.0]
+    count = math.prod(g[1] for g in geometry)
+    bound = count * INPUT_BOUND
     if kind == "depthwise":
         w = b.input([c] + [g[1] for g in geometry], dtype, "w")
         value = ["bin", "mul", value, read(w, [axis_ref("c")] + [axis_ref(r) for r in rnames])]
+        bound *= INPUT_BOUND
     total = b.stage(shape, axes, ["reduce", "sum", rnames, value], reduce_axes)
     if kind == "avg" or rng.random() < 0.3:
-        count = math.prod(g[1] for g in geometry)
-        b.stage(shape, axes, ["cast", dtype, ["bin", "truediv", read(total, [axis_ref(a) for a in axes]), ["const", float(count)]]])
+        out = b.stage(shape, axes, ["cast", dtype, ["bin", "truediv", read(total, [axis_ref(a) for a in axes]), ["const", float(count)]]])
+        return out, shape, dtype, bound / count
+    return total, shape, dtype, bound
 
 
-def scan(b: Builder) -> None:
+def scan(b: Builder, source: Source | None = None) -> None:
     """An inclusive sum, product, max or min scan along any axis of a rank 1-4 tensor, of an
-    elementwise producer, with an optional consumer."""
+    elementwise producer, with an optional consumer. From a computed `source` (a composite
+    program): a sum, max or min scan along its last axis."""
     rng = b.rng
-    rank = rng.randint(1, 4)
-    dims = b.dims_for(rank)
-    axis = rng.randrange(rank)
-    op = rng.choice(("sum", "sum", "prod", "max", "min"))
+    if source is None:
+        rank = rng.randint(1, 4)
+        dims = b.dims_for(rank)
+        axis = rng.randrange(rank)
+        op = rng.choice(("sum", "sum", "prod", "max", "min"))
+    else:
+        dims = source[1]
+        rank = len(dims)
+        axis = rank - 1
+        op = rng.choice(("sum", "sum", "max", "min"))
     axes = [f"i{k}" for k in range(rank)]
     idx = [axis_ref(a) for a in axes]
     if op == "prod":  # products of factors near 1 stay finite over any length
@@ -231,9 +267,14 @@ def scan(b: Builder) -> None:
         x = b.input(dims, b.dtype(), domain=[0.8, 1.25])
         value = read(x, idx)
     else:
-        x_dtype = b.dtype()
-        x = b.input(dims, x_dtype)
-        leaves: list[Leaf] = [(read(x, idx), INPUT_BOUND, True, x_dtype)]
+        if source is None:
+            x_dtype = b.dtype()
+            x = b.input(dims, x_dtype)
+            x_bound, exact = INPUT_BOUND, True
+        else:
+            x, _, x_dtype, x_bound = source
+            exact = False
+        leaves: list[Leaf] = [(read(x, idx), x_bound, exact, x_dtype)]
         if rng.random() < 0.3:
             y_dtype = b.dtype()
             y = b.input(dims[-1:], y_dtype)
@@ -302,15 +343,21 @@ def indexing(b: Builder) -> None:
     b.stage([rows, out_cols], ["i", "j"], ["cast", b.dtype(), value])
 
 
-def normalization(b: Builder) -> None:
+def normalization(b: Builder, source: Source | None = None, rank: int | None = None) -> Source:
     """Two reductions in sequence over the last axes and a read back at the input's shape: a
-    layer-norm (mean, variance, normalise) or an RMS norm, with an optional weight."""
+    layer-norm (mean, variance, normalise) or an RMS norm, with an optional weight. From a
+    computed `source` (a composite program) it normalises over the last axis; `rank` fixes the
+    rank of a new input."""
     rng = b.rng
-    rank = rng.randint(1, 3)
-    dims = b.dims_for(rank)
-    dtype = b.dtype()
-    x = b.input(dims, dtype)
-    nred = rng.randint(1, rank)
+    if source is None:
+        rank = rank or rng.randint(1, 3)
+        dims = b.dims_for(rank)
+        dtype = b.dtype()
+        x = b.input(dims, dtype)
+        nred = rng.randint(1, rank)
+    else:
+        x, dims, dtype, _ = source
+        rank, nred = len(dims), 1
     kept, reduced = list(range(rank - nred)), list(range(rank - nred, rank))
     full = [axis_ref(f"i{k}") if k in kept else axis_ref(f"r{k}") for k in range(rank)]
     spatial = [axis_ref(f"i{k}") for k in range(rank)]
@@ -318,7 +365,7 @@ def normalization(b: Builder) -> None:
     kept_idx = [axis_ref(a) for a in kept_axes]
     reduce_axes = [[f"r{k}", dims[k]] for k in reduced]
     rnames = [f"r{k}" for k in reduced]
-    count = float(math.prod(b.dims[dims[k]] for k in reduced))
+    count = float(math.prod(b.size(dims[k]) for k in reduced))
     xf = ["cast", "float32", read(x, full)]
     if rng.random() < 0.5:
         mean = b.stage(kept_shape, kept_axes, ["reduce", "sum", rnames, xf], reduce_axes)
@@ -329,11 +376,122 @@ def normalization(b: Builder) -> None:
         var = b.stage(kept_shape, kept_axes, ["reduce", "sum", rnames, ["bin", "mul", xf, xf]], reduce_axes)
         out = ["cast", "float32", read(x, spatial)]
     scale = ["un", "rsqrt", ["bin", "add", ["bin", "truediv", read(var, kept_idx), ["const", count]], ["const", 1e-5]]]
+    bound = math.sqrt(count)
     out = ["bin", "mul", out, scale]
     if rng.random() < 0.5:
         w = b.input([dims[-1]], "float32", "w")
         out = ["bin", "mul", out, read(w, spatial[-1:])]
-    b.stage(dims, [f"i{k}" for k in range(rank)], ["cast", dtype, out])
+        bound *= INPUT_BOUND
+    # |x - mean| / sqrt(var) is at most sqrt(count), however large x is
+    return b.stage(dims, [f"i{k}" for k in range(rank)], ["cast", dtype, out]), dims, dtype, bound
+
+
+def composite(b: Builder) -> None:
+    """Anchors no one kernel holds together, so that the program runs as several kernels
+    (`tensorexpr.partition`): a contraction whose output (with its epilogue) feeds a row
+    reduction, a normalisation or a scan over its last axis; a normalisation feeding a
+    contraction as its prologue; a reduction beside a scan of the same rows (a reverse
+    cumsum); two contractions in a chain, attention-shaped or not; a window feeding a
+    reduction or a normalisation. The first anchor's output is scaled by a power of two where
+    the second could otherwise overflow float16."""
+    rng = b.rng
+    shape = rng.choice(("gemm_then", "gemm_then", "norm_gemm", "scan_beside", "chain", "attention", "window_then"))
+    if shape == "gemm_then":
+        source = contraction(b, size=32)
+        rng.choice((reduction, normalization, scan))(b, _scaled(b, source, b.size(source[1][-1])))
+    elif shape == "window_then":
+        source = window(b)
+        rng.choice((reduction, normalization))(b, _scaled(b, source, b.size(source[1][-1])))
+    elif shape == "norm_gemm":
+        contraction(b, a_source=normalization(b, rank=2), size=32)
+    elif shape == "chain":
+        first = contraction(b, size=32)
+        if len(first[1]) == 2:
+            contraction(b, a_source=_scaled(b, first, INPUT_BOUND * b.size(first[1][-1])))
+        else:  # batched: a row reduction of the batch's matrices instead
+            reduction(b, _scaled(b, first, b.size(first[1][-1])))
+    elif shape == "attention":
+        _attention(b)
+    else:
+        _scan_beside(b)
+
+
+def _scaled(b: Builder, source: Source, length: int) -> Source:
+    """`source`, or a stage scaling it by a power of two (exact in every float type) so that
+    a sum of `length` of its elements stays within float16."""
+    name, shape, dtype, bound = source
+    factor = 1.0
+    while bound * factor * length > 30000.0:
+        factor /= 2.0
+    if factor == 1.0:
+        return source
+    axes = [f"i{k}" for k in range(len(shape))]
+    body = ["cast", dtype, ["bin", "mul", read(name, [axis_ref(a) for a in axes]), ["const", factor]]]
+    return b.stage(shape, axes, body), shape, dtype, bound * factor
+
+
+def _attention(b: Builder) -> None:
+    """o = softmax(scale * q k^T) v over an optional batch axis, in the forms attention takes
+    (the division by the row sum before or after the second contraction, a causal mask), or
+    a variant no attention kernel holds (tanh-bounded scores without the max)."""
+    rng = b.rng
+    batch = b.dims_for(rng.choice((0, 1)), budget=3)
+    m, n = b.dim(32), b.dim(32)
+    budget = ELEMENT_BUDGET // (max(b.dims[m], b.dims[n]) * math.prod(b.dims[z] for z in batch))
+    d, e = b.dim(max(1, budget)), b.dim(max(1, min(16, budget)))
+    dtype = b.dtype()
+    bax = [axis_ref(f"b{z}") for z in range(len(batch))]
+    q = b.input(batch + [m, d], dtype, "q")
+    k = b.input(batch + [n, d], dtype, "k")
+    v = b.input(batch + [n, e], dtype, "v")
+    i, j, dd, ee = axis_ref("i"), axis_ref("j"), axis_ref("d"), axis_ref("e")
+    axes_ij = [f"b{z}" for z in range(len(batch))] + ["i", "j"]
+    rows = batch + [m]
+    row_axes = [f"b{z}" for z in range(len(batch))] + ["i"]
+    score_dtype = rng.choice((dtype, "float32"))
+    widen = (lambda x: ["cast", "float32", x]) if score_dtype != dtype else (lambda x: x)
+    product = ["bin", "mul", widen(read(q, bax + [i, dd])), widen(read(k, bax + [j, dd]))]
+    product = ["bin", "mul", product, ["const", 1.0 / math.sqrt(b.dims[d])]]  # the scale inside the sum
+    s = b.stage(batch + [m, n], axes_ij, ["reduce", "sum", ["d"], product], [["d", d]])
+    score = read(s, bax + [i, j])
+    variant = rng.choice(("after", "before", "causal", "tanh"))
+    if variant == "causal":  # j <= i keeps j = 0 on every row: no row is empty
+        score = ["where", ["cmp", "le", j, i], score, ["const", float("-inf")]]
+        s = b.stage(batch + [m, n], axes_ij, score)
+        score = read(s, bax + [i, j])
+    if variant == "tanh":
+        p = b.stage(batch + [m, n], axes_ij, ["un", "exp", ["un", "tanh", score]])
+    else:
+        mx = b.stage(rows, row_axes, ["reduce", "max", ["r"], read(s, bax + [i, axis_ref("r")])], [["r", n]])
+        p = b.stage(batch + [m, n], axes_ij, ["un", "exp", ["bin", "sub", score, read(mx, bax + [i])]])
+    total = b.stage(rows, row_axes, ["reduce", "sum", ["r"], read(p, bax + [i, axis_ref("r")])], [["r", n]])
+    out_axes = [f"b{z}" for z in range(len(batch))] + ["i", "e"]
+    pv = ["bin", "mul", read(p, bax + [i, j]), ["cast", score_dtype, read(v, bax + [j, ee])]]
+    if variant == "before":
+        pv = ["bin", "mul", ["bin", "truediv", read(p, bax + [i, j]), read(total, bax + [i])],
+              ["cast", score_dtype, read(v, bax + [j, ee])]]
+        b.stage(batch + [m, e], out_axes, ["cast", dtype, ["reduce", "sum", ["j"], pv]], [["j", n]])
+        return
+    o = b.stage(batch + [m, e], out_axes, ["reduce", "sum", ["j"], pv], [["j", n]])
+    b.stage(batch + [m, e], out_axes, ["cast", dtype, ["bin", "truediv", read(o, bax + [i, ee]), read(total, bax + [i])]])
+
+
+def _scan_beside(b: Builder) -> None:
+    """A reduction and a scan of the same rows, combined: sum - cumsum + x (a reverse cumsum),
+    or the running max (min) against the row's max (min)."""
+    rng = b.rng
+    rows, length = b.dims_for(2)
+    dtype = b.dtype()
+    x = b.input([rows, length], dtype)
+    op = rng.choice(("sum", "sum", "max", "min"))
+    i, j = axis_ref("i"), axis_ref("j")
+    total = b.stage([rows], ["i"], ["reduce", op, ["r"], read(x, [i, axis_ref("r")])], [["r", length]])
+    running = b.stage([rows, length], ["i", "j"], ["scan", op, "j", read(x, [i, j])])
+    if op == "sum":
+        body = ["bin", "add", ["bin", "sub", read(total, [i]), read(running, [i, j])], read(x, [i, j])]
+    else:
+        body = ["bin", "sub", read(running, [i, j]), read(total, [i])]
+    b.stage([rows, length], ["i", "j"], ["cast", rng.choice((dtype, "float32")), body])
 
 
 TEMPLATES: dict[str, Callable[[Builder], None]] = {
@@ -345,10 +503,12 @@ TEMPLATES: dict[str, Callable[[Builder], None]] = {
     "window": window,
     "scan": scan,
     "gather": gather,
+    "composite": composite,
 }
-# How often each template is drawn: the interpreter is slowest on contractions and windows.
+# How often each template is drawn: the interpreter is slowest on contractions and windows,
+# and a composite program runs several kernels.
 WEIGHTS = {"injective": 3, "reduction": 3, "contraction": 2, "window": 2, "scan": 2, "gather": 1,
-           "indexing": 1, "normalization": 1}
+           "indexing": 1, "normalization": 1, "composite": 2}
 
 
 def generate(seed: int, kind: str | None = None) -> Program:
