@@ -166,19 +166,26 @@ class _Partitioner:
     def __init__(self, graph: Graph, refusal: Callable[[Graph], str | None]) -> None:
         self.graph = graph
         self.refusal = refusal
+        self.reads: dict[int, list[Tensor]] = {id(s): reads_of(s) for s in graph.stages}
         self.consumers: dict[int, list[Tensor]] = {id(s): [] for s in graph.stages}
         for s in graph.stages:
-            for t in reads_of(s):
+            for t in self.reads_of(s):
                 if not t.is_placeholder:
                     self.consumers[id(t)].append(s)
+        self.above: dict[tuple[int, frozenset[int]], list[Tensor]] = {}
         self.attempts: dict[tuple[int, frozenset[int]], tuple[Graph, tuple[str, ...], str | None]] = {}
         self.plans: dict[tuple[int, frozenset[int]], tuple[Part, ...]] = {}
+
+    def reads_of(self, t: Tensor) -> list[Tensor]:
+        """`reads_of(t)` for a stage of the graph, walked once."""
+        return self.reads[id(t)]
 
     def run(self) -> Partition:
         return Partition(self.graph, self.plan(self.graph.output, frozenset()))
 
     def attempt(self, target: Tensor, given: frozenset[Tensor]) -> tuple[Graph, tuple[str, ...], str | None]:
         """The kernel computing `target` with the `given` stages read, and its refusal."""
+        given = self.relevant(target, given)
         key = (id(target), frozenset(id(t) for t in given))
         if key not in self.attempts:
             name = f"{self.graph.name}{PART_INFIX}{target.name}"
@@ -186,8 +193,26 @@ class _Partitioner:
             self.attempts[key] = (graph, reads, self.refusal(graph))
         return self.attempts[key]
 
+    def relevant(self, target: Tensor, given: frozenset[Tensor]) -> frozenset[Tensor]:
+        """The stages of `given` that `target`'s kernel would read: the others change nothing,
+        so plans and attempts are shared between cuts that differ only in them."""
+        found: dict[int, Tensor] = {}
+        seen: set[int] = set()
+        stack = [target]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen or t.is_placeholder:
+                continue
+            seen.add(id(t))
+            if t in given and t is not target:
+                found[id(t)] = t
+                continue
+            stack.extend(self.reads_of(t))
+        return frozenset(found.values())
+
     def plan(self, target: Tensor, given: frozenset[Tensor]) -> tuple[Part, ...]:
         """The parts computing `target` when the `given` stages are stored: its own kernel last."""
+        given = self.relevant(target, given)
         key = (id(target), frozenset(id(t) for t in given))
         if key in self.plans:
             return self.plans[key]
@@ -208,6 +233,8 @@ class _Partitioner:
         points = self.points(target, given)
         best: tuple[tuple[int, int, int], tuple[Part, ...]] | None = None
         for size in range(1, min(MAX_CUT, len(points)) + 1):
+            if best is not None and size + 1 > best[0][0]:
+                break  # a cut of `size` stages makes at least size + 1 kernels
             for cut in combinations(points, size):
                 if self.attempt(target, given | set(cut))[2] is not None:
                     continue
@@ -251,12 +278,20 @@ class _Partitioner:
         return f"{stage.name} is stored for {target.name}, whose kernel cannot also compute it: {why}"
 
     def points(self, target: Tensor, given: frozenset[Tensor]) -> list[Tensor]:
-        """Where a cut above `target` may go: each anchor above it, moved down its epilogue."""
+        """Where a cut above `target` may go: each anchor above it, moved down its epilogue;
+        and each elementwise stage an anchor above it reads (where several anchors join, as
+        attention's output joins its two sums before a norm reads it)."""
         found: dict[int, Tensor] = {}
-        for s in self.upstream(target, given):
+        above = self.upstream(target, given)
+        for s in above:
             if s is not target and is_anchor(s):
                 point = self.epilogue_end(s, target)
                 found.setdefault(id(point), point)
+        for s in above:
+            if is_anchor(s):
+                for t in self.reads_of(s):
+                    if not t.is_placeholder and not is_anchor(t) and t not in given:
+                        found.setdefault(id(t), t)
         return list(found.values())
 
     def epilogue_end(self, anchor: Tensor, target: Tensor) -> Tensor:
@@ -276,6 +311,12 @@ class _Partitioner:
 
     def upstream(self, target: Tensor, given: frozenset[Tensor] | set[Tensor]) -> list[Tensor]:
         """The computed stages `target` depends on (itself included), stopping at `given`."""
+        key = (id(target), frozenset(id(t) for t in given))
+        if key not in self.above:
+            self.above[key] = self._upstream(target, given)
+        return self.above[key]
+
+    def _upstream(self, target: Tensor, given: frozenset[Tensor] | set[Tensor]) -> list[Tensor]:
         seen: dict[int, Tensor] = {}
         stack = [target]
         while stack:
@@ -283,7 +324,7 @@ class _Partitioner:
             if id(t) in seen or t.is_placeholder or (t in given and t is not target):
                 continue
             seen[id(t)] = t
-            stack.extend(reads_of(t))
+            stack.extend(self.reads_of(t))
         return list(seen.values())
 
     def topological(self, stages: Iterable[Tensor]) -> list[Tensor]:

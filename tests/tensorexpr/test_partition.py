@@ -107,3 +107,21 @@ def test_a_chain_of_softmax_matmul_blocks_splits_with_the_families_check():
     assert len(stored) == len(set(stored))
     for p in parts:  # every part holds at most one contraction, and reads only stored values or inputs
         assert set(p.reads) <= set(stored) | {"a", "b", "w"}
+
+
+@operator
+def attention_rmsnorm(B, H, S, D):
+    from tiletune.kernels.library.attention import _sdpa
+
+    inputs, out = _sdpa(B, H, S, S, D, False, "float32", "o")
+    w = te.placeholder((D,), "float32", name="w")
+    k = te.reduce_axis(D, name="kd")
+    ms = te.compute((B, H, S), lambda b, h, i: te.sum(out[b, h, i, k] * out[b, h, i, k], axis=k), name="ms")
+    return [*inputs, w], te.compute((B, H, S, D), lambda b, h, i, e: out[b, h, i, e] * te.rsqrt(ms[b, h, i] / D + 1e-6)
+                                    * w[e], name="y")
+
+
+def test_attention_then_a_norm_is_one_flash_kernel_then_the_norm():
+    # the cut goes where attention's two sums join (its output), not at its [S, S] scores
+    parts = partition_of(attention_rmsnorm.graph()).parts
+    assert [(p.writes, p.reads) for p in parts] == [("o", ("q", "k", "v")), ("y", ("o", "w"))]
