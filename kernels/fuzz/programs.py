@@ -67,11 +67,12 @@ def injective(b: Builder) -> None:
     b.stage(dims, axes, ["cast", b.dtype(), body])
 
 
-def reduction(b: Builder, source: Source | None = None) -> None:
+def reduction(b: Builder, source: Source | None = None, axis: int = -1) -> Source:
     """Sum, max, min, argmax or argmin over one or several axes (not only the last), with an
     optional producer stage and a consumer: a map of the result, or a read back at the input's
-    shape (softmax-like). From a computed `source` (a composite program): a row reduction over
-    its last axis, no argmax or argmin (a computed value's near-ties may break either way)."""
+    shape (softmax-like). From a computed `source` (a composite program): a reduction over its
+    axis `axis`, no argmax or argmin (a computed value's near-ties may break either way).
+    Returns the output (its bound a loose one)."""
     rng = b.rng
     if source is None:
         rank = rng.randint(1, 4)
@@ -83,7 +84,7 @@ def reduction(b: Builder, source: Source | None = None) -> None:
     else:
         x, dims, x_dtype, x_bound = source
         rank, exact = len(dims), False
-        reduced = [rank - 1]
+        reduced = [axis % rank]
     kept = [k for k in range(rank) if k not in reduced]
     full = [axis_ref(f"i{k}") if k in kept else axis_ref(f"r{k}") for k in range(rank)]
     op = rng.choice(("sum", "sum", "max", "min", "argmax", "argmin") if exact else ("sum", "sum", "max", "min"))
@@ -95,28 +96,30 @@ def reduction(b: Builder, source: Source | None = None) -> None:
         leaves.append((read(y, idx), INPUT_BOUND, True, y_dtype))
     if op.startswith("arg"):
         value = read(x, full) if rng.random() < 0.7 else ["cast", "float32", read(x, full)]
-        dtype = x_dtype
+        dtype, v_bound = x_dtype, x_bound
     elif rng.random() < 0.4:
         spatial = [axis_ref(f"i{k}") for k in range(rank)]
         renamed = [(read(leaf[0][1], _rename(leaf[0][2], full, spatial)), *leaf[1:]) for leaf in leaves]
-        body, _, dtype = random_value(b, renamed, 2)
+        body, v_bound, dtype = random_value(b, renamed, 2)
         if source is not None and read(x, spatial) not in list(nodes(body)):  # a composite reads its source
             xa, body, dtype = unify(rng, read(x, spatial), x_dtype, body, dtype)
-            body = ["bin", "add", xa, body]
+            body, v_bound = ["bin", "add", xa, body], v_bound + x_bound
         producer = b.stage(dims, [f"i{k}" for k in range(rank)], body)
         value = read(producer, full)
     else:
-        value, _, dtype = random_value(b, leaves, 2)
+        value, v_bound, dtype = random_value(b, leaves, 2)
     uses_x = source is None or read(x, full) in list(nodes(value)) or value[1] == b.stages[-1]["name"]
     if not uses_x or not all(f'"r{k}"' in json.dumps(value) for k in reduced):  # the body must use every reduce axis
         xa, va, dtype = unify(rng, read(x, full), x_dtype, value, dtype)
-        value = ["bin", "add", xa, va]
+        value, v_bound = ["bin", "add", xa, va], v_bound + x_bound
+    count = math.prod(b.size(dims[k]) for k in reduced)
     s = b.stage([dims[k] for k in kept], [f"i{k}" for k in kept],
                 ["reduce", op, [f"r{k}" for k in reduced], value], [[f"r{k}", dims[k]] for k in reduced])
     kept_idx = [axis_ref(f"i{k}") for k in kept]
+    out: Source = (s, [dims[k] for k in kept], "int64" if op.startswith("arg") else dtype,
+                   float(count) if op.startswith("arg") else v_bound * (count if op == "sum" else 1))
     epilogue = rng.choice(("none", "map", "back")) if not op.startswith("arg") else rng.choice(("none", "map"))
     if epilogue == "map":
-        count = math.prod(b.size(dims[k]) for k in reduced)
         if op.startswith("arg"):
             body = ["cast", b.dtype(), ["bin", "mul", read(s, kept_idx), ["const", 0.5]]]
         else:
@@ -125,7 +128,7 @@ def reduction(b: Builder, source: Source | None = None) -> None:
                 ["un", "sqrt", ["un", "abs", read(s, kept_idx)]],
                 ["bin", "mul", read(s, kept_idx), ["const", -2.0]],
             ))]
-        b.stage([dims[k] for k in kept], [f"i{k}" for k in kept], body)
+        out = (b.stage(out[1], [f"i{k}" for k in kept], body), out[1], body[1], 2.0 * out[3])
     elif epilogue == "back":
         spatial = [axis_ref(f"i{k}") for k in range(rank)]
         back = read(s, kept_idx)
@@ -137,7 +140,9 @@ def reduction(b: Builder, source: Source | None = None) -> None:
             body = ["un", "exp", diff if source is None else ["bin", "minimum", diff, ["const", 0.0]]]
         else:
             body = diff
-        b.stage(dims, [f"i{k}" for k in range(rank)], ["cast", b.dtype(), body])
+        body = ["cast", b.dtype(), body]
+        out = (b.stage(dims, [f"i{k}" for k in range(rank)], body), dims, body[1], x_bound + out[3])
+    return out
 
 
 def _rename(idx: list, full: list, spatial: list) -> list:
@@ -245,10 +250,10 @@ def window(b: Builder) -> Source:
     return total, shape, dtype, bound
 
 
-def scan(b: Builder, source: Source | None = None) -> None:
+def scan(b: Builder, source: Source | None = None, axis: int = -1) -> Source:
     """An inclusive sum, product, max or min scan along any axis of a rank 1-4 tensor, of an
     elementwise producer, with an optional consumer. From a computed `source` (a composite
-    program): a sum, max or min scan along its last axis."""
+    program): a sum, max or min scan along its axis `axis`. Returns the output."""
     rng = b.rng
     if source is None:
         rank = rng.randint(1, 4)
@@ -258,14 +263,15 @@ def scan(b: Builder, source: Source | None = None) -> None:
     else:
         dims = source[1]
         rank = len(dims)
-        axis = rank - 1
+        axis %= rank
         op = rng.choice(("sum", "sum", "max", "min"))
     axes = [f"i{k}" for k in range(rank)]
     idx = [axis_ref(a) for a in axes]
     if op == "prod":  # products of factors near 1 stay finite over any length
         b.dims[dims[axis]] = min(b.dims[dims[axis]], 33)
-        x = b.input(dims, b.dtype(), domain=[0.8, 1.25])
-        value = read(x, idx)
+        dtype = b.dtype()
+        x = b.input(dims, dtype, domain=[0.8, 1.25])
+        value, bound = read(x, idx), 1.25 ** 33
     else:
         if source is None:
             x_dtype = b.dtype()
@@ -279,17 +285,21 @@ def scan(b: Builder, source: Source | None = None) -> None:
             y_dtype = b.dtype()
             y = b.input(dims[-1:], y_dtype)
             leaves.append((read(y, idx[-1:]), INPUT_BOUND, True, y_dtype))
-        value, _, dtype = random_value(b, leaves, 1)
+        value, bound, dtype = random_value(b, leaves, 1)
         if read(x, idx) not in list(nodes(value)):  # the scan must run along x's axis
-            xa, va, _ = unify(rng, read(x, idx), x_dtype, value, dtype)
-            value = ["bin", "add", va, xa]
+            xa, va, dtype = unify(rng, read(x, idx), x_dtype, value, dtype)
+            value, bound = ["bin", "add", va, xa], bound + x_bound
+        bound *= b.size(dims[axis]) if op == "sum" else 1
         if rng.random() < 0.3:
             value = read(b.stage(dims, axes, value), idx)
     s = b.stage(dims, axes, ["scan", op, axes[axis], value])
     if rng.random() < 0.3:
-        b.stage(dims, axes, ["cast", b.dtype(), ["bin", "mul", read(s, idx), ["const", 0.5]]])
+        dtype = b.dtype()
+        s = b.stage(dims, axes, ["cast", dtype, ["bin", "mul", read(s, idx), ["const", 0.5]]])
     elif rng.random() < 0.3:
-        b.stages[-1]["body"] = ["cast", b.dtype(), b.stages[-1]["body"]]
+        dtype = b.dtype()
+        b.stages[-1]["body"] = ["cast", dtype, b.stages[-1]["body"]]
+    return s, dims, dtype, bound
 
 
 def gather(b: Builder) -> None:
@@ -388,20 +398,30 @@ def normalization(b: Builder, source: Source | None = None, rank: int | None = N
 
 def composite(b: Builder) -> None:
     """Anchors no one kernel holds together, so that the program runs as several kernels
-    (`tensorexpr.partition`): a contraction whose output (with its epilogue) feeds a row
-    reduction, a normalisation or a scan over its last axis; a normalisation feeding a
-    contraction as its prologue; a reduction beside a scan of the same rows (a reverse
-    cumsum); two contractions in a chain, attention-shaped or not; a window feeding a
-    reduction or a normalisation. The first anchor's output is scaled by a power of two where
-    the second could otherwise overflow float16."""
+    (`tensorexpr.partition`): a contraction, a window, a scan or a reduction whose output
+    (with its epilogue) feeds a reduction, a normalisation or a scan (over its last axis
+    mostly, any axis sometimes); a normalisation feeding a contraction as its prologue; a
+    reduction beside a scan of the same rows (a reverse cumsum); two contractions in a chain,
+    attention-shaped or not. The first anchor's output is scaled by a power of two where the
+    second could otherwise overflow float16."""
     rng = b.rng
-    shape = rng.choice(("gemm_then", "gemm_then", "norm_gemm", "scan_beside", "chain", "attention", "window_then"))
-    if shape == "gemm_then":
-        source = contraction(b, size=32)
-        rng.choice((reduction, normalization, scan))(b, _scaled(b, source, b.size(source[1][-1])))
-    elif shape == "window_then":
-        source = window(b)
-        rng.choice((reduction, normalization))(b, _scaled(b, source, b.size(source[1][-1])))
+    shape = rng.choice(("then", "then", "then", "norm_gemm", "scan_beside", "chain", "attention"))
+    if shape == "then":
+        first = rng.choice(("contraction", "contraction", "window", "scan", "reduction"))
+        source = contraction(b, size=32) if first == "contraction" else TEMPLATES[first](b)
+        if not source[1]:  # a reduction to a scalar: nothing to go on from
+            return
+        if not source[2].startswith(("float", "bfloat")):  # an argmax: go on from its float value
+            axes = [f"i{k}" for k in range(len(source[1]))]
+            body = ["cast", "float32", read(source[0], [axis_ref(a) for a in axes])]
+            source = (b.stage(source[1], axes, body), source[1], "float32", source[3])
+        axis = -1 if rng.random() < 0.6 else rng.randrange(len(source[1]))
+        then = rng.choice(("reduction", "reduction", "normalization", "scan"))
+        source = _scaled(b, source, b.size(source[1][axis]))
+        if then == "normalization":
+            normalization(b, source)
+        else:
+            TEMPLATES[then](b, source, axis)
     elif shape == "norm_gemm":
         contraction(b, a_source=normalization(b, rank=2), size=32)
     elif shape == "chain":
@@ -432,8 +452,9 @@ def _scaled(b: Builder, source: Source, length: int) -> Source:
 
 def _attention(b: Builder) -> None:
     """o = softmax(scale * q k^T) v over an optional batch axis, in the forms attention takes
-    (the division by the row sum before or after the second contraction, a causal mask), or
-    a variant no attention kernel holds (tanh-bounded scores without the max)."""
+    (the division by the row sum before or after the second contraction, a causal mask, k
+    stored either way), or variants no attention kernel holds (tanh-bounded scores without
+    the max; the max taken over the queries)."""
     rng = b.rng
     batch = b.dims_for(rng.choice((0, 1)), budget=3)
     m, n = b.dim(32), b.dim(32)
@@ -442,7 +463,8 @@ def _attention(b: Builder) -> None:
     dtype = b.dtype()
     bax = [axis_ref(f"b{z}") for z in range(len(batch))]
     q = b.input(batch + [m, d], dtype, "q")
-    k = b.input(batch + [n, d], dtype, "k")
+    k_t = rng.random() < 0.3  # k stored as [d, n]
+    k = b.input(batch + ([d, n] if k_t else [n, d]), dtype, "k")
     v = b.input(batch + [n, e], dtype, "v")
     i, j, dd, ee = axis_ref("i"), axis_ref("j"), axis_ref("d"), axis_ref("e")
     axes_ij = [f"b{z}" for z in range(len(batch))] + ["i", "j"]
@@ -450,17 +472,21 @@ def _attention(b: Builder) -> None:
     row_axes = [f"b{z}" for z in range(len(batch))] + ["i"]
     score_dtype = rng.choice((dtype, "float32"))
     widen = (lambda x: ["cast", "float32", x]) if score_dtype != dtype else (lambda x: x)
-    product = ["bin", "mul", widen(read(q, bax + [i, dd])), widen(read(k, bax + [j, dd]))]
+    product = ["bin", "mul", widen(read(q, bax + [i, dd])), widen(read(k, bax + ([dd, j] if k_t else [j, dd])))]
     product = ["bin", "mul", product, ["const", 1.0 / math.sqrt(b.dims[d])]]  # the scale inside the sum
     s = b.stage(batch + [m, n], axes_ij, ["reduce", "sum", ["d"], product], [["d", d]])
     score = read(s, bax + [i, j])
-    variant = rng.choice(("after", "before", "causal", "tanh"))
+    variant = rng.choice(("after", "before", "causal", "tanh", "column_max"))
     if variant == "causal":  # j <= i keeps j = 0 on every row: no row is empty
         score = ["where", ["cmp", "le", j, i], score, ["const", float("-inf")]]
         s = b.stage(batch + [m, n], axes_ij, score)
         score = read(s, bax + [i, j])
     if variant == "tanh":
         p = b.stage(batch + [m, n], axes_ij, ["un", "exp", ["un", "tanh", score]])
+    elif variant == "column_max":  # the max over the queries, not the keys: no attention
+        col_axes = [f"b{z}" for z in range(len(batch))] + ["j"]
+        mx = b.stage(batch + [n], col_axes, ["reduce", "max", ["r"], read(s, bax + [axis_ref("r"), j])], [["r", m]])
+        p = b.stage(batch + [m, n], axes_ij, ["un", "exp", ["bin", "sub", score, read(mx, bax + [j])]])
     else:
         mx = b.stage(rows, row_axes, ["reduce", "max", ["r"], read(s, bax + [i, axis_ref("r")])], [["r", n]])
         p = b.stage(batch + [m, n], axes_ij, ["un", "exp", ["bin", "sub", score, read(mx, bax + [i])]])

@@ -35,9 +35,10 @@ def test_composite_programs_run_as_several_kernels():
         else:
             parts[len(split.parts)] += 1
             assert split.parts[-1].writes == graph.output.name
-    assert sum(parts.values()) >= 30, parts  # the template is there to exercise the partitioner
-    assert parts[3], parts  # a cut of two points (the attention-shaped chains without a kernel)
-    assert fused <= {OpClass.ATTENTION}, fused  # one kernel holds softmax(q k^T) v
+    assert sum(parts.values()) >= 28, parts  # the template is there to exercise the partitioner
+    assert any(n >= 3 for n in parts), parts  # cuts of several points (attention-shaped chains)
+    # one kernel holds softmax(q k^T) v, and some reductions of a reduction's rows
+    assert fused <= {OpClass.ATTENTION, OpClass.REDUCTION}, fused
 
 
 def test_a_split_pair_draws_one_config_per_part_and_replays_it():
