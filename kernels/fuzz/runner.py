@@ -25,6 +25,7 @@ import time
 import traceback
 import zlib
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 from tiletune.errors import LoweringError, TiletuneError, UsageError
 from tiletune.kernels.fuzz import program as fp
@@ -90,7 +91,7 @@ def config_of(program: fp.Program, seed: int) -> str | None:
     try:
         graph = fp.graph(program)
         dims = graph.check_dims(program["dims"])
-        split = split_of(graph)
+        split = split_of(graph, dims)
         if split is None:
             return draw_config(default_schedule(graph, dims).space(), seed)
         return json.dumps({p.name: json.loads(draw_config(default_schedule(p.graph, dims).space(),
@@ -99,14 +100,16 @@ def config_of(program: fp.Program, seed: int) -> str | None:
         return None
 
 
-def split_of(graph: Graph) -> Partition | None:
-    """The kernels `run_pair` runs for a graph `analyse` refuses (`kernels.parts.partition_of`),
-    or None when `analyse` accepts it. LoweringError when the partitioner cannot split it."""
-    from tiletune.kernels.families import analyse
+def split_of(graph: Graph, dims: Mapping[str, int]) -> Partition | None:
+    """The kernels `run_pair` runs for a graph one kernel cannot hold (`analyse` or the
+    family's schedule at `dims` refuses it, as `kernels.parts.refusal` asks), as
+    `kernels.parts.partition_of` splits it; None when one kernel holds it. LoweringError when
+    the partitioner cannot split it."""
+    from tiletune.kernels.families import analyse, default_schedule
     from tiletune.kernels.parts import partition_of
 
     try:
-        analyse(graph)
+        default_schedule(graph, dims, analyse(graph))
     except LoweringError:
         split = partition_of(graph)
         return None if split.fused else split
@@ -153,10 +156,10 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
         step = "analyse"
         try:
             pattern = analyse(graph)
-        except LoweringError as refused:
-            return _run_split(graph, dims, config_text, seed, refused, start, text)
-        step = "schedule"
-        schedule = default_schedule(graph, dims, pattern)
+            step = "schedule"
+            schedule = default_schedule(graph, dims, pattern)
+        except LoweringError as refused:  # no one kernel holds it: it may run as several
+            return _run_split(graph, dims, config_text, seed, refused, step, start, text)
         space = schedule.space()
         if config_text is None:
             config_text = draw_config(space, seed)
@@ -182,12 +185,13 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
 
 
 def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed: int, refused: LoweringError,
-               start: float, text: str) -> PairResult:
-    """A program `analyse` refused (`refused`): split it into kernels (`kernels.parts`) and
-    run them in order, each at its own config (given by name in `config_text`, else drawn
+               refused_at: str, start: float, text: str) -> PairResult:
+    """A program one kernel cannot hold (`refused` at step `refused_at`): split it into kernels
+    (`kernels.parts`) and run them in order, each at its own config (given by name in `config_text`, else drawn
     with `part_seed`), each into a fresh NaN-filled output between guard bands. Each part is
     checked against the reference of its own graph on the values it read (a mismatch names
-    the part); the last part's output against the reference of the whole graph."""
+    the part); the last part's output against the reference of the whole graph. Where the
+    partitioner cannot split it either, the program is rejected as it was refused."""
     from tiletune.kernels.families import analyse, default_schedule
     from tiletune.kernels.lower import lower
     from tiletune.kernels.parts import partition_of
@@ -204,10 +208,13 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
                           len(split.parts) if split is not None else 1)
 
     try:
-        split = partition_of(graph)
-        if split.fused:  # analyse refused what one kernel holds: the refusals disagree
-            return result("crash", f"analyse refused the program ({refused}) but kernels.parts.refusal "
-                                   f"accepts it as one kernel")
+        try:
+            split = partition_of(graph)
+        except LoweringError:
+            split = None
+        if split is None or split.fused:  # (fused: refused only at these dims, not at the probe's)
+            split, step = None, refused_at
+            return result("rejected", f"{type(refused).__name__}: {refused}")
         given = part_configs(config_text)
         sources = []
         for part in split.parts:
@@ -221,8 +228,7 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
             step = f"{part.name}: lower"
             sources.append(lower(part.graph, resolved, pattern, for_interpreter=True))
     except TiletuneError as error:
-        reason = f"{type(error).__name__}: {error}"
-        return result("rejected", reason if step == "partition" else f"{reason} (the program was split: {refused})")
+        return result("rejected", f"{type(error).__name__}: {error} (the program was split: {refused})")
     except Exception as error:  # noqa: BLE001 - any other exception is the finding
         return result("crash", _describe(error))
     try:

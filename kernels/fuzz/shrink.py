@@ -91,7 +91,7 @@ def _simpler_configs(program: fp.Program, config: str) -> Iterator[str]:
     try:
         graph = fp.graph(program)
         dims = graph.check_dims(program["dims"])
-        split = split_of(graph)
+        split = split_of(graph, dims)
         if split is None:
             yield from _knobs_to_default(default_schedule(graph, dims).space(), config)
             return

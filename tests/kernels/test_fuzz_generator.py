@@ -39,7 +39,7 @@ def test_generator_covers_every_construct(programs):
         heads += _heads(p)
         kinds.add(p["name"].split("_")[1])
         graph = fp.graph(p)
-        if split_of(graph) is None:  # a composite program runs as several kernels (test_fuzz_split.py)
+        if split_of(graph, p["dims"]) is None:  # a composite program runs as several kernels (test_fuzz_split.py)
             classes.add(analyse(graph).op_class)
         else:
             kinds.add("split")

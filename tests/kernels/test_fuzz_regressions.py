@@ -11,17 +11,35 @@ from tiletune.kernels.fuzz import program as fp
 from tiletune.kernels.fuzz.programs import generate
 from tiletune.kernels.fuzz.runner import run_pair
 from tiletune.kernels.lower import lower
+from tiletune.kernels.parts import refusal
 from tiletune.kernels.families import default_schedule
 from tiletune.kernels.families import analyse
 
 
 @pytest.mark.parametrize("seed", [1000073, 1000179])
-def test_reductions_over_scattered_axes_are_rejected_by_name(seed):
+def test_reductions_over_scattered_axes_are_refused_by_name_and_run_as_two_kernels(seed):
     """Found by bench/fuzz.py --seed 1: a reduction over several axes that are not the
-    trailing ones of its input is refused with a LoweringError, naming the stage and its axes."""
-    result = run_pair(generate(seed), None, seed)
-    assert result.status == "rejected", result.reason
-    assert result.step in ("schedule", "lower")  # the space rule asks the lowering for the layout
+    trailing ones of its input, read back by an elementwise stage, is refused as one kernel
+    with a LoweringError naming the stage and its axes. The partitioner stores the reduction
+    by a kernel of its own (one the total family holds), and the pair runs as two kernels."""
+    program = generate(seed)
+    assert "reduces over" in refusal(fp.graph(program))
+    result = run_pair(program, None, seed)
+    assert result.status == "ok", result.reason
+    assert result.parts == 2
+
+
+def test_a_program_the_partitioner_cannot_split_is_rejected_as_it_was_refused(monkeypatch):
+    from tiletune.errors import LoweringError
+    from tiletune.kernels import parts
+
+    def cannot_split(graph):
+        raise LoweringError("no cut fits")
+
+    monkeypatch.setattr(parts, "partition_of", cannot_split)
+    result = run_pair(generate(1000073), None, 1000073)
+    assert result.status == "rejected" and result.parts == 1
+    assert result.step == "schedule"  # the space rule asks the lowering for the layout
     assert result.reason.startswith("LoweringError:") and "reduces over" in result.reason
 
 

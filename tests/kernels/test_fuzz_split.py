@@ -16,10 +16,14 @@ from tiletune.kernels.fuzz.runner import config_of, run_pair, split_of
 from tiletune.tensorexpr.analysis import OpClass
 
 
+def _split(program: dict):
+    return split_of(fp.graph(program), program["dims"])
+
+
 def _split_seed() -> int:
     """The first composite program that runs as two kernels."""
     for seed in range(50):
-        split = split_of(fp.graph(generate(seed, "composite")))
+        split = _split(generate(seed, "composite"))
         if split is not None and len(split.parts) == 2:
             return seed
     raise AssertionError("no composite program of two kernels among seeds 0-49")
@@ -28,8 +32,9 @@ def _split_seed() -> int:
 def test_composite_programs_run_as_several_kernels():
     parts, fused = collections.Counter(), set()
     for seed in range(40):
-        graph = fp.graph(generate(seed, "composite"))
-        split = split_of(graph)
+        program = generate(seed, "composite")
+        graph = fp.graph(program)
+        split = split_of(graph, program["dims"])
         if split is None:
             fused.add(analyse(graph).op_class)
         else:
@@ -48,7 +53,7 @@ def test_a_split_pair_draws_one_config_per_part_and_replays_it():
     assert result.status == "ok", result.reason
     assert result.parts == 2
     configs = json.loads(result.config)
-    assert list(configs) == [p.name for p in split_of(fp.graph(program)).parts]
+    assert list(configs) == [p.name for p in _split(program).parts]
     assert result.config == config_of(program, seed)
     again = run_pair(program, result.config, seed + 1)  # the given configs, not drawn ones
     assert again.status == "ok" and json.loads(again.config) == configs
@@ -65,7 +70,7 @@ def test_an_unwritten_element_of_a_stored_part_is_caught(monkeypatch):
     intermediate unwritten fails at that part, whatever the next kernel makes of it."""
     seed = _split_seed()
     program = generate(seed, "composite")
-    first = split_of(fp.graph(program)).parts[0].name
+    first = _split(program).parts[0].name
     real, calls = runtime.launch, []
 
     def skips_one_element(src, inputs, out, dims):
