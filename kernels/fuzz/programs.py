@@ -405,7 +405,7 @@ def composite(b: Builder) -> None:
     attention-shaped or not. The first anchor's output is scaled by a power of two where the
     second could otherwise overflow float16."""
     rng = b.rng
-    shape = rng.choice(("then", "then", "then", "norm_gemm", "scan_beside", "chain", "attention"))
+    shape = rng.choice(("then", "then", "then", "norm_gemm", "scan_beside", "chain", "attention", "diamond", "glu"))
     if shape == "then":
         first = rng.choice(("contraction", "contraction", "window", "scan", "reduction"))
         source = contraction(b, size=32) if first == "contraction" else TEMPLATES[first](b)
@@ -432,8 +432,52 @@ def composite(b: Builder) -> None:
             reduction(b, _scaled(b, first, b.size(first[1][-1])))
     elif shape == "attention":
         _attention(b)
+    elif shape == "diamond":
+        _diamond(b)
+    elif shape == "glu":
+        _glu(b)
     else:
         _scan_beside(b)
+
+
+def _diamond(b: Builder) -> None:
+    """One contraction read by a reduction over its rows, one over its columns and the
+    output beside both: c - sum_j c / N + max_i c (each reduction needs c whole)."""
+    rng = b.rng
+    c, shape, dtype, bound = _scaled(b, contraction(b, size=32), 64)
+    *batch, m, n = shape
+    axes = [f"b{z}" for z in range(len(batch))] + ["i", "j"]
+    bax = [axis_ref(a) for a in axes[:-2]]
+    i, j = axis_ref("i"), axis_ref("j")
+    row = b.stage(batch + [m], axes[:-1], ["reduce", "sum", ["r"], read(c, bax + [i, axis_ref("r")])], [["r", n]])
+    op = rng.choice(("max", "min", "sum"))
+    col = b.stage(batch + [n], axes[:-2] + ["j"], ["reduce", op, ["r"], read(c, bax + [axis_ref("r"), j])], [["r", m]])
+    body = ["bin", "add", ["bin", "sub", read(c, bax + [i, j]), ["bin", "truediv", read(row, bax + [i]), ["const", float(b.size(n))]]],
+            read(col, bax + [j])]
+    b.stage(shape, axes, ["cast", rng.choice((dtype, "float32")), body])
+
+
+def _glu(b: Builder) -> None:
+    """Two contractions of the same A joined elementwise (a gated linear unit:
+    (A W1) * sigmoid(A W2)), or one beside a row reduction of A."""
+    rng = b.rng
+    m, n, k = b.dim(32), b.dim(32), b.dim(64)
+    while b.dims[k] * max(b.dims[m], b.dims[n]) > ELEMENT_BUDGET:
+        b.dims[k] = max(1, b.dims[k] // 2)
+    dtype = b.dtype()
+    a, w1 = b.input([m, k], dtype, "a"), b.input([k, n], dtype, "w")
+    i, j, kk = axis_ref("i"), axis_ref("j"), axis_ref("k")
+    up = b.stage([m, n], ["i", "j"], ["reduce", "sum", ["k"], ["bin", "mul", read(a, [i, kk]), read(w1, [kk, j])]], [["k", k]])
+    if rng.random() < 0.7:
+        w2_t = rng.random() < 0.5  # stored as [n, k]
+        w2 = b.input([n, k] if w2_t else [k, n], dtype, "w")
+        w2_idx = [j, kk] if w2_t else [kk, j]
+        gate = b.stage([m, n], ["i", "j"], ["reduce", "sum", ["k"], ["bin", "mul", read(a, [i, kk]), read(w2, w2_idx)]], [["k", k]])
+        gated = ["un", "sigmoid", read(gate, [i, j])]
+    else:
+        norm = b.stage([m], ["i"], ["reduce", "sum", ["k"], ["bin", "mul", read(a, [i, kk]), read(a, [i, kk])]], [["k", k]])
+        gated = ["un", "rsqrt", ["bin", "add", read(norm, [i]), ["const", 1.0]]]
+    b.stage([m, n], ["i", "j"], ["cast", rng.choice((dtype, "float32")), ["bin", "mul", read(up, [i, j]), gated]])
 
 
 def _scaled(b: Builder, source: Source, length: int) -> Source:
