@@ -2,7 +2,9 @@
 
 A sweep recorded on a GPU lets search strategies be compared on real measurements anywhere
 (`search/measurement/sweep_recording.py`, `bench/search_efficiency.py --sweep FILE`). The default workloads are
-matmul at three shapes, softmax and layernorm.
+the benchmarks' (`bench/search_efficiency.py`): matmul at three shapes, matmul_bias_relu, softmax and layernorm.
+The committed `bench/data/sweep-sim-h100.jsonl` is `--sample 600` of them over the whole current space (the
+Hopper knobs included); `bench/train_prior.py --record` records the cold-start prior's sweep of other workloads.
 
     python bench/record_sweep.py --device cuda [--out bench/data/sweep-<device>.jsonl]
     python bench/record_sweep.py --device sim-h100 --workload "add N=64,D=64 float32" --sample 5
@@ -31,6 +33,7 @@ DEFAULT_WORKLOADS = [
     "matmul M=512,N=512,K=512 float16",
     "matmul M=4096,N=4096,K=4096 float16",
     "matmul M=128,N=4096,K=4096 float16",
+    "matmul_bias_relu M=1024,N=1024,K=1024 float16",
     "softmax N=4096,D=1024 float32",
     "layernorm N=4096,D=1024 float32",
 ]
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="sim-h100", help="cuda, or a simulated device (sim-h100)")
     parser.add_argument("--workload", action="append", default=None, metavar="'OP SHAPE [DTYPE]'",
-                        help="a workload to sweep (repeatable; default: matmul x3, softmax, layernorm)")
+                        help="a workload to sweep (repeatable; default: matmul x3, matmul_bias_relu, softmax, layernorm)")
     parser.add_argument("--sample", type=int, default=None, help="default config + N sampled ones (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="sweep file (default bench/data/sweep-<device>.jsonl)")
     parser.add_argument("--workers", type=int, default=None, help="compile worker processes")

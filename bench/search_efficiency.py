@@ -52,7 +52,7 @@ WORKLOADS = [
     TaskSpec.make("layernorm", {"N": 4096, "D": 1024}, "float32"),
 ]
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "data" / "sweep-sim-h100.jsonl"
-QUICK_SAMPLE, FULL_SAMPLE = 800, 2000
+QUICK_SAMPLE, FULL_SAMPLE = 600, 2000  # the committed sweep is the quick sample
 WITHIN = 0.95  # a config within 95% of the best: latency <= best / 0.95
 GUIDED, BASELINE = "model", "random"
 

@@ -253,11 +253,11 @@ def test_replay_search_stops_when_the_sweep_is_exhausted(sweep_file):
 
 
 def test_a_config_in_full_finds_an_entry_recorded_before_its_knobs_existed():
-    """The committed sweep predates the Hopper knobs: its configs leave them out. A lookup
+    """The sweep of 2026-11-23 predates the Hopper knobs: its configs leave them out. A lookup
     of the full form must find the entry before anything else built the sweep's space."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "data" / "sweep-sim-h100.jsonl"
+    path = Path(__file__).resolve().parents[2] / "bench" / "data" / "sweep-sim-h100-2026-11-23.jsonl"
     spec = next(s for s in Sweep.load(path).specs() if s.op == "matmul")
     short = next(iter(Sweep.load(path).entries(spec)))
     assert "PERSISTENT" not in short.as_dict()
