@@ -1,6 +1,13 @@
 """One (program, config) pair's differential check: lower, run in Triton's interpreter, compare
 with the reference evaluator.
 
+A program one kernel cannot hold (a LoweringError from the analysis, the schedule or the
+lowering) runs as `tiletune.load` runs it: as the kernels `kernels.parts.partition_of` splits
+it into, in order, each at its own config (the pair's config is then JSON text of {part name:
+config}; a part it does not name draws one from `part_seed`), each into its own NaN-filled
+output, each checked against the reference of its part, the last against the whole graph's;
+`step` names the part that failed.
+
 Outcomes:
 - "ok": the kernel's output matches the reference;
 - "mismatch": it does not (or it left output unwritten, or wrote outside its output);
@@ -91,29 +98,54 @@ def config_of(program: fp.Program, seed: int) -> str | None:
     try:
         graph = fp.graph(program)
         dims = graph.check_dims(program["dims"])
-        split = split_of(graph, dims)
+        try:
+            return _one_kernel(graph, dims, None, seed, ["analyse"])[0]
+        except LoweringError:
+            split = split_of(graph, dims, None, seed)
         if split is None:
-            return draw_config(default_schedule(graph, dims).space(), seed)
+            return None
         return json.dumps({p.name: json.loads(draw_config(default_schedule(p.graph, dims).space(),
                                                           part_seed(seed, p.name))) for p in split.parts})
     except TiletuneError:
         return None
 
 
-def split_of(graph: Graph, dims: Mapping[str, int]) -> Partition | None:
-    """The kernels `run_pair` runs for a graph one kernel cannot hold (`analyse` or the
-    family's schedule at `dims` refuses it, as `kernels.parts.refusal` asks), as
-    `kernels.parts.partition_of` splits it; None when one kernel holds it. LoweringError when
-    the partitioner cannot split it."""
-    from tiletune.kernels.families import analyse, default_schedule
+def split_of(graph: Graph, dims: Mapping[str, int], config_text: str | None = None, seed: int = 0) -> Partition | None:
+    """The kernels `run_pair(…, config_text, seed)` runs for a graph one kernel cannot hold
+    (`analyse`, the family's schedule at `dims` or the lowering refuses it with a
+    LoweringError) and `kernels.parts.partition_of` splits, as `tiletune.load` would; None
+    when one kernel holds it, or when neither one kernel nor the partitioner does."""
     from tiletune.kernels.parts import partition_of
 
     try:
-        default_schedule(graph, dims, analyse(graph))
+        _one_kernel(graph, dims, config_text, seed, ["analyse"])
     except LoweringError:
-        split = partition_of(graph)
+        try:
+            split = partition_of(graph)
+        except LoweringError:
+            return None
         return None if split.fused else split
+    except TiletuneError:
+        return None
     return None
+
+
+def _one_kernel(graph: Graph, dims: Mapping[str, int], config_text: str | None, seed: int, step: list[str]):
+    """(config JSON, the interpreter's source) of `graph` as one kernel at `config_text` (None:
+    drawn with `seed`); `step[0]` follows the steps, so that a refusal names where it came."""
+    from tiletune.kernels.families import analyse, default_schedule
+    from tiletune.kernels.lower import lower
+
+    step[0] = "analyse"
+    pattern = analyse(graph)
+    step[0] = "schedule"
+    schedule = default_schedule(graph, dims, pattern)
+    space = schedule.space()
+    if config_text is None:
+        config_text = draw_config(space, seed)
+    resolved = schedule.resolve(space.from_json(config_text))
+    step[0] = "lower"
+    return config_text, lower(graph, resolved, pattern, for_interpreter=True)
 
 
 def part_configs(config_text: str | None) -> dict[str, str]:
@@ -137,9 +169,8 @@ def run_pair_text(program_text: str, config: str | None, seed: int = 0) -> dict:
 
 
 def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) -> PairResult:
-    """Check one pair (`config` None: one drawn from the space with `seed`)."""
-    from tiletune.kernels.families import analyse, default_schedule
-    from tiletune.kernels.lower import lower
+    """Check one pair (`config` None: one drawn from the space with `seed`). A program one
+    kernel cannot hold (a LoweringError) runs as the kernels the partitioner splits it into."""
     from tiletune.kernels.verify import check
 
     start = time.perf_counter()
@@ -153,19 +184,13 @@ def run_pair(program: fp.Program, config: Config | str | None, seed: int = 0) ->
     try:
         graph = fp.graph(program)
         dims = graph.check_dims(program["dims"])
-        step = "analyse"
+        at = ["analyse"]
         try:
-            pattern = analyse(graph)
-            step = "schedule"
-            schedule = default_schedule(graph, dims, pattern)
+            config_text, src = _one_kernel(graph, dims, config_text, seed, at)
         except LoweringError as refused:  # no one kernel holds it: it may run as several
-            return _run_split(graph, dims, config_text, seed, refused, step, start, text)
-        space = schedule.space()
-        if config_text is None:
-            config_text = draw_config(space, seed)
-        resolved = schedule.resolve(space.from_json(config_text))
-        step = "lower"
-        src = lower(graph, resolved, pattern, for_interpreter=True)
+            return _run_split(graph, dims, config_text, seed, refused, at[0], start, text)
+        finally:
+            step = at[0]
     except TiletuneError as error:
         return result("rejected", f"{type(error).__name__}: {error}")
     except Exception as error:  # noqa: BLE001 - any other exception is the finding
@@ -191,7 +216,8 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
     with `part_seed`), each into a fresh NaN-filled output between guard bands. Each part is
     checked against the reference of its own graph on the values it read (a mismatch names
     the part); the last part's output against the reference of the whole graph. Where the
-    partitioner cannot split it either, the program is rejected as it was refused."""
+    partitioner cannot split it either (or one kernel holds it at other dims or another
+    config: a refusal of this config), the program is rejected as it was refused."""
     from tiletune.kernels.families import analyse, default_schedule
     from tiletune.kernels.lower import lower
     from tiletune.kernels.parts import partition_of
@@ -212,7 +238,7 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
             split = partition_of(graph)
         except LoweringError:
             split = None
-        if split is None or split.fused:  # (fused: refused only at these dims, not at the probe's)
+        if split is None or split.fused:
             split, step = None, refused_at
             return result("rejected", f"{type(refused).__name__}: {refused}")
         given = part_configs(config_text)

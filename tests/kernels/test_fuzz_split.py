@@ -103,3 +103,24 @@ def test_the_shrinker_simplifies_one_part_config_at_a_time():
         changed = [(part, knob) for part in config for knob in config[part]
                    if candidate[part][knob] != config[part][knob]]
         assert len(changed) == 1, changed
+
+
+# A reverse cumsum written with reversed reads: analyse and the schedule accept it, the
+# lowering refuses the reversed read of the scan (a LoweringError), so it runs split.
+REVERSED_SCAN = {
+    "version": 1, "name": "fz_reversed_scan", "dims": {"R": 5, "L": 37},
+    "inputs": [{"name": "x", "shape": ["R", "L"], "dtype": "float32", "domain": None}],
+    "stages": [
+        {"name": "c", "shape": ["R", "L"], "axes": ["i", "j"], "reduce_axes": [],
+         "body": ["scan", "sum", "j", ["read", "x", [["axis", "i"], ["bin", "sub", ["bin", "sub", ["dim", "L"], 1], ["axis", "j"]]]]]},
+        {"name": "o", "shape": ["R", "L"], "axes": ["i", "j"], "reduce_axes": [],
+         "body": ["bin", "mul", ["read", "c", [["axis", "i"], ["bin", "sub", ["bin", "sub", ["dim", "L"], 1], ["axis", "j"]]]], ["const", 2.0]]},
+    ]}
+
+
+def test_a_program_refused_at_lowering_runs_split():
+    result = run_pair(REVERSED_SCAN, None, 1)
+    assert result.status == "ok", result.reason
+    assert result.parts == 2 and list(json.loads(result.config)) == [
+        "fz_reversed_scan.part_c", "fz_reversed_scan.part_o"]
+    assert result.config == config_of(REVERSED_SCAN, 1)
