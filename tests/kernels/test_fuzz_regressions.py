@@ -111,3 +111,38 @@ def test_tma_is_refused_when_one_descriptor_operand_is_unaligned():
     with pytest.raises(IllegalConfig, match="rows of 'b' are 62 bytes"):
         space.check(space.default().replace(LOAD="tma"))
     assert all(c["LOAD"] == "pointer" for c in space.sample(__import__("random").Random(0), 50))
+
+
+# Found probing the partitioner with the fuzzer's runner: a row sum read at the next row
+# (x - s[i + 1]). The single-pass kernel computes it (it reduces that row too), the looped one
+# refused at lowering; the space offered looped configs (BLOCK_RED < the row), so a drawn
+# config failed with a LoweringError while kernels.parts.refusal (the default config, one pass)
+# said one kernel holds the operator. The space now refuses a looping config by name.
+SHIFTED_ROW_SUM = {
+    "version": 1, "name": "fz_shifted_row_sum", "dims": {"R": 6, "L": 17},
+    "inputs": [{"name": "x", "shape": ["R", "L"], "dtype": "float32", "domain": None}],
+    "stages": [
+        {"name": "s", "shape": ["R"], "axes": ["i"], "reduce_axes": [["r", "L"]],
+         "body": ["reduce", "sum", ["r"], ["read", "x", [["axis", "i"], ["axis", "r"]]]]},
+        {"name": "o", "shape": ["R", "L"], "axes": ["i", "j"], "reduce_axes": [],
+         "body": ["bin", "sub", ["read", "x", [["axis", "i"], ["axis", "j"]]],
+                  ["pad", "s", [["bin", "add", ["axis", "i"], 1]], 0.0]]},
+    ]}
+
+
+def test_a_reduction_read_at_another_row_is_one_pass_in_every_config():
+    import random
+
+    from tiletune.errors import IllegalConfig
+
+    graph = fp.graph(SHIFTED_ROW_SUM)
+    dims = graph.check_dims(SHIFTED_ROW_SUM["dims"])
+    schedule = default_schedule(graph, dims)
+    space = schedule.space()
+    for config in space.sample(random.Random(0), 12):
+        lower(graph, schedule.resolve(config), analyse(graph), for_interpreter=True)
+    with pytest.raises(IllegalConfig, match="BLOCK_RED=16 loops over a row of 32.*'s' is read at other positions"):
+        space.check(space.default().replace(BLOCK_RED=16))
+    for seed in range(3):
+        result = run_pair(SHIFTED_ROW_SUM, None, seed)
+        assert result.status == "ok", result.reason

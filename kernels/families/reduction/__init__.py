@@ -31,7 +31,7 @@ from tiletune.schedules.knobs import Choice, PowerOfTwo
 from tiletune.schedules.limits import next_pow2, no_larger_than_axis, tile_at_most
 from tiletune.schedules.schedule import ResolvedSchedule, Schedule
 from tiletune.tensorexpr.analysis import OpClass
-from tiletune.tensorexpr.expr import REDUCE_OPS, DimVar
+from tiletune.tensorexpr.expr import REDUCE_OPS, DimVar, IterVar, Read, walk
 from tiletune.tensorexpr.operator import Graph, evaluate_extent
 
 __all__ = ["OuterReductionFamily", "ReduceLayout", "RowReductionFamily", "TotalFamily", "reduce_layout"]
@@ -79,9 +79,46 @@ class ReductionFamily(Family):
     def add_knobs(self, schedule: Schedule, dims: Mapping[str, int]) -> None:
         """BLOCK_RED (the chunk of the fused reduce index one loop iteration reads; the whole
         row means one pass), the family's row or lane tile, and num_warps."""
-        self.add_tiles(schedule, dims, next_pow2(self.layout.red_extent(dims)))
+        full = next_pow2(self.layout.red_extent(dims))
+        self.add_tiles(schedule, dims, full)
+        off_row = self._read_off_its_row()
+        if off_row is not None:
+            # only the single-pass kernel computes a reduction at another row (it reduces that
+            # row too); the looped one refuses, so a config that loops is illegal, and where
+            # no config is one pass the operator is no one kernel (its parts store the stage)
+            why = (f"{self.graph.name}: stage '{off_row}' is read at other positions than its own row; only "
+                   f"the single-pass kernel (a whole row in one block) computes it there")
+            if not self._one_pass_possible() or full > MAX_RED_BLOCK:
+                raise LoweringError(f"{why}, and it cannot hold this operator's rows of {full}")
+            schedule.constrain("one pass over a row", lambda cfg: None if cfg["BLOCK_RED"] >= full
+                               else f"BLOCK_RED={cfg['BLOCK_RED']} loops over a row of {full}: {why}")
         schedule.vectorize("red" if self.layout.inner else "lane")
         schedule.num_warps(Choice("num_warps", (1, 2, 4, 8, 16), default=4))
+
+    def _read_off_its_row(self) -> str | None:
+        """The first reduction stage some stage reads at an index other than a plain axis (a
+        shifted, reversed or fixed row: s[i + 1], s[0]), or None."""
+        reduced = {id(t) for t in self.pattern.reductions}
+        for stage in self.graph.stages:
+            for node in walk(stage.op.body):
+                if (isinstance(node, Read) and id(node.tensor) in reduced
+                        and not all(isinstance(i, IterVar) for i in node.indices)):
+                    return node.tensor.name
+        return None
+
+    def _one_pass_possible(self) -> bool:
+        """Whether some config runs the single-pass kernel (`single_pass`'s conditions that no
+        knob changes)."""
+        layout = self.layout
+        if not layout.inner or len(layout.slots) != 1:
+            return False
+        if any(s.reduction.op not in REDUCE_OPS for s in self.pattern.reductions):
+            return False
+        try:
+            row_layout(self.graph, self.pattern)
+        except LoweringError:
+            return False
+        return True
 
     def add_tiles(self, schedule: Schedule, dims: Mapping[str, int], full: int) -> None:
         raise NotImplementedError
