@@ -548,7 +548,8 @@ def _attention(b: Builder) -> None:
 
 def _scan_beside(b: Builder) -> None:
     """A reduction and a scan of the same rows, combined: sum - cumsum + x (a reverse cumsum),
-    or the running max (min) against the row's max (min)."""
+    or the running max (min) against the row's max (min); the scan sometimes reversed, the
+    row's value sometimes the next row's."""
     rng = b.rng
     rows, length = b.dims_for(2)
     dtype = b.dtype()
@@ -556,11 +557,16 @@ def _scan_beside(b: Builder) -> None:
     op = rng.choice(("sum", "sum", "max", "min"))
     i, j = axis_ref("i"), axis_ref("j")
     total = b.stage([rows], ["i"], ["reduce", op, ["r"], read(x, [i, axis_ref("r")])], [["r", length]])
-    running = b.stage([rows, length], ["i", "j"], ["scan", op, "j", read(x, [i, j])])
+    # reversed: the scan runs from the row's end, read back reversed (no scan kernel holds the
+    # reversed read); the row's total may be read at the next row (s[i + 1], zero past the end)
+    reverse = rng.random() < 0.3
+    jj = ["bin", "sub", ["bin", "sub", ["dim", length], 1], j] if reverse else j
+    running = b.stage([rows, length], ["i", "j"], ["scan", op, "j", read(x, [i, jj])])
+    whole = ["pad", total, [["bin", "add", i, 1]], 0.0] if rng.random() < 0.3 else read(total, [i])
     if op == "sum":
-        body = ["bin", "add", ["bin", "sub", read(total, [i]), read(running, [i, j])], read(x, [i, j])]
+        body = ["bin", "add", ["bin", "sub", whole, read(running, [i, jj])], read(x, [i, j])]
     else:
-        body = ["bin", "sub", read(running, [i, j]), read(total, [i])]
+        body = ["bin", "sub", read(running, [i, jj]), whole]
     b.stage([rows, length], ["i", "j"], ["cast", rng.choice((dtype, "float32")), body])
 
 
