@@ -444,7 +444,7 @@ def _diamond(b: Builder) -> None:
     """One contraction read by a reduction over its rows, one over its columns and the
     output beside both: c - sum_j c / N + max_i c (each reduction needs c whole)."""
     rng = b.rng
-    c, shape, dtype, bound = _scaled(b, contraction(b, size=32), 64)
+    c, shape, dtype, _ = _scaled(b, contraction(b, size=32), 64)
     *batch, m, n = shape
     axes = [f"b{z}" for z in range(len(batch))] + ["i", "j"]
     bax = [axis_ref(a) for a in axes[:-2]]

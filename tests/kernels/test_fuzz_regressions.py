@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 
 from tiletune.kernels import verify
+from tiletune.kernels.families import analyse, default_schedule
 from tiletune.kernels.fuzz import program as fp
 from tiletune.kernels.fuzz.programs import generate
 from tiletune.kernels.fuzz.runner import run_pair
 from tiletune.kernels.lower import lower
 from tiletune.kernels.parts import refusal
-from tiletune.kernels.families import default_schedule
-from tiletune.kernels.families import analyse
 
 
 @pytest.mark.parametrize("seed", [1000073, 1000179])
