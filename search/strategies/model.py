@@ -3,9 +3,12 @@
 `ModelSearch` owns the rules every model-driven strategy follows, so each of them only says
 how it finds promising candidates (`candidates`):
 
-- random warm-up until `warmup` measurements (or `warmup` prior rows) exist;
+- random warm-up until `warmup` measurements (or `warmup` prior rows) exist, unless the search
+  starts cold with the shipped cold-start prior (`strategies.prior`): then the prior ranks the
+  first batch (spread over the space, not eight variants of one tile) and keeps weighing in,
+  less with every measurement of the workload's own;
 - the model is refit on the history plus `prior` rows of other workloads before each batch;
-- the default config first, while untried;
+- the default config first, while untried (cold with the prior, the prior ranks it like any other);
 - of the rest, the top `1 - explore` share is the model's best candidates and the remainder is
   random, so that a wrong model cannot starve the search; random configs also fill the batch
   whenever the candidates run short.
@@ -23,6 +26,7 @@ from tiletune.schedules.space import ConfigSpace
 from tiletune.search.cost_model import XGBCostModel
 from tiletune.search.features import featurize
 from tiletune.search.strategies.base import History
+from tiletune.search.strategies.prior import ColdStartPrior, blend, diverse_top, shipped_prior
 from tiletune.search.strategies.random_search import RandomSearch
 
 # Feature rows kept between batches (features depend on the config only); cleared when full.
@@ -37,6 +41,10 @@ class ModelSearch:
     the DB): with them the model ranks from the first batch, since what was learned on other
     shapes and operators transfers through the shared features. Subclasses add their own
     settings as keyword-only fields.
+
+    Without prior rows, the cold-start prior (`cold_start`, the shipped one unless set;
+    `use_prior=False` turns it off) ranks until the workload's own model is trained, and then
+    counts for `prior_half_life / (prior_half_life + own rows)` of each score.
     """
 
     name: ClassVar[str] = "model-search"
@@ -46,7 +54,10 @@ class ModelSearch:
     _: KW_ONLY
     warmup: int = 8
     explore: float = 0.25
+    use_prior: bool = True
+    prior_half_life: float = 16.0
     prior: list[tuple[np.ndarray, float, str]] = field(default_factory=list, init=False, repr=False)
+    cold_start: ColdStartPrior | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = Random(self.seed)
@@ -55,6 +66,15 @@ class ModelSearch:
         # and on a busy machine xgboost's thread hand-offs cost more than the work (10x or more).
         self.model = XGBCostModel(seed=self.seed, nthread=1)
         self._features: dict[Config, np.ndarray] = {}
+        self._own_rows = 0
+
+    @property
+    def cold_prior(self) -> ColdStartPrior | None:
+        """The cold-start prior, while the search has no prior rows of other workloads (those
+        are better evidence: the same device and this user's operators); None when off or unusable."""
+        if not self.use_prior or self.prior:
+            return None
+        return self.cold_start if self.cold_start is not None else shipped_prior()
 
     def features(self, config: Config) -> np.ndarray:
         """Knob and tile features; static compile facts are unknown before compiling, so the
@@ -70,7 +90,12 @@ class ModelSearch:
         """The model's score of each config, higher is better."""
         if not configs:
             return np.zeros(0)
-        return self.model.predict(np.stack([self.features(c) for c in configs]))
+        X = np.stack([self.features(c) for c in configs])
+        cold = self.cold_prior
+        if cold is None:
+            return self.model.predict(X)
+        own = self.model.predict(X) if self.model.is_trained else None
+        return blend(cold.scores(X), own, self._own_rows, self.prior_half_life)
 
     def rank(self, configs: list[Config]) -> list[Config]:
         """`configs` best predicted first (ties keep their order)."""
@@ -87,6 +112,7 @@ class ModelSearch:
         """Retrain the model on the measured history plus the prior rows of other workloads."""
         rows = [(f, lat, "prior:" + g) for f, lat, g in self.prior]
         rows += [(f, lat, "self") for _, lat, f in history.ok]
+        self._own_rows = len(history.ok)
         if not rows:
             return
         groups = {g: i for i, g in enumerate(dict.fromkeys(g for _, _, g in rows))}
@@ -101,19 +127,25 @@ class ModelSearch:
         raise NotImplementedError(f"{type(self).__name__} does not define candidates()")
 
     def propose(self, space: ConfigSpace, history: History, n: int) -> list[Config]:
-        """The default config first, the model's best candidates, then random ones."""
-        if len(history.ok) < self.warmup and len(self.prior) < self.warmup:
+        """The default config first (unless the cold-start prior ranks), the model's best
+        candidates, then random ones."""
+        cold = self.cold_prior is not None
+        if not cold and len(history.ok) < self.warmup and len(self.prior) < self.warmup:
             return self.random.propose(space, history, n)
         picks: list[Config] = []
         default = space.default()
-        if n > 0 and default not in history.tried:
+        # cold, the prior knows more than one fixed config: the default takes its rank like any other
+        if n > 0 and default not in history.tried and not cold:
             picks.append(default)
         if len(picks) < n:
             self.fit(history)
             exclude = history.tried | set(picks)
             wanted = max(1, round((n - len(picks)) * (1 - self.explore)))
             found = dict.fromkeys(self.candidates(space, history, exclude))  # distinct, in order
-            picks += [c for c in found if c not in exclude and space.is_legal(c)][:wanted]
+            ranked = [c for c in found if c not in exclude and space.is_legal(c)]
+            if cold and len(history.ok) < self.warmup:
+                ranked = diverse_top(ranked, wanted)  # the prior's guesses, spread over the space
+            picks += ranked[:wanted]
         picks += space.sample(self.rng, max(0, n - len(picks)), exclude=history.tried | set(picks))
         return picks[:n]
 
@@ -135,5 +167,7 @@ class ModelGuided(ModelSearch):
     def candidates(self, space: ConfigSpace, history: History, exclude: set[Config]) -> list[Config]:
         """Neighbours of the fastest configs and a random pool, best predicted first."""
         near = [n for c in history.fastest(self.elite) for n in space.neighbors(c) if n not in exclude]
-        pool = space.sample(self.rng, self.pool, exclude=exclude)
+        # cold, the prior's first ranking is all the search knows: rank a larger pool once
+        size = self.pool * 4 if not history.ok and self.cold_prior is not None else self.pool
+        pool = space.sample(self.rng, size, exclude=exclude)
         return self.rank(list(dict.fromkeys(near + pool)))
