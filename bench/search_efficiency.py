@@ -6,7 +6,10 @@ against it through the tuner loop (`search/replay_search.py`), without a DB or c
 every strategy and seed, propose a batch, answer latencies from the sweep, and count the trials
 until a config with latency <= best / 0.95 turns up. It also reports the cost model's pairwise
 ranking accuracy on held-out configs and the gain from warm-starting the model with the other
-workloads' records. Prints tables; `--json` writes the figures.
+workloads' records. The guided strategy ("model") starts cold with the shipped cold-start prior
+(`search/strategies/prior.py`, trained by `bench/train_prior.py` on other workloads); with
+the other workloads' records as prior rows it ranks with those instead. Prints tables; `--json`
+writes the figures. `bench/search_vs_peers.py` compares it with Optuna and nevergrad.
 
     python bench/search_efficiency.py --quick [--record] [--sweep PATH] [--json PATH]
 
