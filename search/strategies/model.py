@@ -4,7 +4,8 @@
 how it finds promising candidates (`candidates`):
 
 - random warm-up until `warmup` measurements (or `warmup` prior rows) exist, unless the search
-  starts cold with the shipped cold-start prior (`strategies.prior`): then the prior ranks the
+  starts cold with the shipped cold-start prior (`strategies.prior`; `ModelGuided` uses it by
+  default, annealing and evolution with `use_prior=True`): then the prior ranks the
   first batch (spread over the space, not eight variants of one tile) and keeps weighing in,
   less with every measurement of the workload's own;
 - the model is refit on the history plus `prior` rows of other workloads before each batch;
@@ -42,8 +43,8 @@ class ModelSearch:
     shapes and operators transfers through the shared features. Subclasses add their own
     settings as keyword-only fields.
 
-    Without prior rows, the cold-start prior (`cold_start`, the shipped one unless set;
-    `use_prior=False` turns it off) ranks until the workload's own model is trained, and then
+    With `use_prior` (`ModelGuided`'s default) and no prior rows, the cold-start prior
+    (`cold_start`, the shipped one unless set) ranks until the workload's own model is trained, and then
     counts for `prior_half_life / (prior_half_life + own rows)` of each score.
     """
 
@@ -54,7 +55,7 @@ class ModelSearch:
     _: KW_ONLY
     warmup: int = 8
     explore: float = 0.25
-    use_prior: bool = True
+    use_prior: bool = False
     prior_half_life: float = 16.0
     prior: list[tuple[np.ndarray, float, str]] = field(default_factory=list, init=False, repr=False)
     cold_start: ColdStartPrior | None = field(default=None, init=False, repr=False)
@@ -161,6 +162,7 @@ class ModelGuided(ModelSearch):
 
     _: KW_ONLY
     explore: float = 0.1
+    use_prior: bool = True  # annealing and evolution walk from measured configs: they start random
     pool: int = 512
     elite: int = 4
 
