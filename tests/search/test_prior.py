@@ -78,8 +78,8 @@ def test_a_prior_trained_on_other_features_is_refused_with_a_warning(tmp_path, m
     space_sweep = Sweep.load(DATA / "sweep-prior-sim-h100.jsonl")
     spec = space_sweep.specs()[0]
     space = space_sweep.space(spec)
+    strategy = ModelGuided(space_sweep.tile_facts(spec), seed=3)
     with pytest.warns(UserWarning, match="random configs"):
-        strategy = ModelGuided(space_sweep.tile_facts(spec), seed=3)
         batch = strategy.propose(space, History(), 8)
     assert strategy.cold_prior is None
     assert batch == RandomSearch(3).propose(space, History(), 8)
