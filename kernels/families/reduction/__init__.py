@@ -149,18 +149,9 @@ class ReductionFamily(Family):
         the row (the fixed "lane" tile the schedule records). Everything else loops."""
         if "red" not in schedule.tiles:
             return True
-        layout = self.layout
-        if not layout.inner or len(layout.slots) != 1 or schedule.splits.get("red", 1) > 1:
+        if schedule.splits.get("red", 1) > 1 or schedule.tile("red") < schedule.tiles.get("lane", 1 << 30):
             return False
-        if any(s.reduction.op not in REDUCE_OPS for s in self.pattern.reductions):
-            return False
-        if schedule.tile("red") < schedule.tiles.get("lane", 1 << 30):
-            return False
-        try:
-            row_layout(self.graph, self.pattern)
-        except LoweringError:
-            return False
-        return True
+        return self._one_pass_possible()
 
     def grid(self, schedule: ResolvedSchedule) -> Grid:
         if self.single_pass(schedule):
