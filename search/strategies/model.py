@@ -4,10 +4,11 @@
 how it finds promising candidates (`candidates`):
 
 - random warm-up until `warmup` measurements (or `warmup` prior rows) exist, unless the search
-  starts cold with the shipped cold-start prior (`strategies.prior`; `ModelGuided` uses it by
-  default, annealing and evolution with `use_prior=True`): then the prior ranks the
-  first batch (spread over the space, not eight variants of one tile) and keeps weighing in,
-  less with every measurement of the workload's own;
+  uses the shipped cold-start prior (`strategies.prior`; `ModelGuided` by default, annealing
+  and evolution with `use_prior=True`): then the prior ranks the first batch (spread over the
+  space, not eight variants of one tile) and keeps weighing in, less with every measurement of
+  the workload's own; rows of other workloads from the DB train the workload's own model
+  beside its measurements rather than replace the prior;
 - the model is refit on the history plus `prior` rows of other workloads before each batch;
 - the default config first, while untried (cold with the prior, the prior ranks it like any other);
 - of the rest, the top `1 - explore` share is the model's best candidates and the remainder is
@@ -43,9 +44,9 @@ class ModelSearch:
     shapes and operators transfers through the shared features. Subclasses add their own
     settings as keyword-only fields.
 
-    With `use_prior` (`ModelGuided`'s default) and no prior rows, the cold-start prior
-    (`cold_start`, the shipped one unless set) ranks until the workload's own model is trained, and then
-    counts for `prior_half_life / (prior_half_life + own rows)` of each score.
+    With `use_prior` (`ModelGuided`'s default), the cold-start prior (`cold_start`, the shipped
+    one unless set) ranks until the workload's own model is trained, and then counts for
+    `prior_half_life / (prior_half_life + own rows)` of each score.
     """
 
     name: ClassVar[str] = "model-search"
@@ -71,9 +72,10 @@ class ModelSearch:
 
     @property
     def cold_prior(self) -> ColdStartPrior | None:
-        """The cold-start prior, while the search has no prior rows of other workloads (those
-        are better evidence: the same device and this user's operators); None when off or unusable."""
-        if not self.use_prior or self.prior:
+        """The cold-start prior (None when off or unusable). Rows of other workloads from the DB
+        do not replace it: they train the workload's own model, which takes over from the prior
+        as the workload's own measurements accumulate."""
+        if not self.use_prior:
             return None
         return self.cold_start if self.cold_start is not None else shipped_prior()
 
