@@ -11,6 +11,7 @@ figure's GEMM under torch.profiler and records the names of the CUDA kernels it 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -90,7 +91,8 @@ def probe(table: Path = TABLE) -> dict[str, dict]:
     return found
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
