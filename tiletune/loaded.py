@@ -42,7 +42,7 @@ from tiletune.kernels.task import Task, TaskSpec
 from tiletune.schedules.config import Config
 from tiletune.tensorexpr import dtypes as dt
 from tiletune.tensorexpr.operator import Graph, Operator
-from tiletune.tensorexpr.partition import PART_INFIX, Partition
+from tiletune.tensorexpr.partition import PART_INFIX, Part, Partition
 from tiletune.tensorexpr.reference import evaluate, torch_dtype
 from tiletune.tuning_db import Record, TuningDB, Workload
 
@@ -101,9 +101,6 @@ class LoadedOperator:
         self.steps: dict[str, LoadedOperator] = {}
         """The backward steps (`matmul.grad_a`, ...) as loaded operators of their own: each
         runs its tuned config from the same DB."""
-        self.parts: dict[str, LoadedOperator] = {}
-        """For an operator that runs as several kernels (`kernels.parts`), each kernel
-        (`block.part_g`, ...) as a loaded operator of its own, filled on first use."""
         self.no_backward = _register_backward(self) if backward else "a backward step has no backward of its own"
         """Why the operator has no backward (empty when it has one)."""
 
@@ -154,8 +151,9 @@ class LoadedOperator:
         if entry.selection is not None:
             return entry.selection
         graph, _ = self._bind(inputs)
-        if not partition_of(graph).fused:
-            raise UsageError(f"{self.operator.name} runs as {len(partition_of(graph).parts)} kernels, each with its "
+        partition = partition_of(graph)
+        if not partition.fused:
+            raise UsageError(f"{self.operator.name} runs as {len(partition.parts)} kernels, each with its "
                              "own config; ask .selections(*inputs) for them by kernel")
         selection = self._select(self._task(inputs), None)
         if selection.origin != "tuned":  # as the kernel path says it on its first call
@@ -169,24 +167,24 @@ class LoadedOperator:
         partition = partition_of(graph)
         if partition.fused:
             return {self.operator.name: self.selection(*inputs)}
+        return {part.name: selection for part, _, selection in self._part_selections(partition, inputs, dims, 3)}
+
+    def _part_selections(self, partition: Partition, inputs: Sequence[torch.Tensor], dims: Mapping[str, int],
+                         stacklevel: int) -> list[tuple[Part, Task, Selection]]:
+        """Each kernel of `partition` with its task and the config it runs for these inputs
+        (from this DB, as its own workload); a kernel without a tuned config is named once,
+        `stacklevel` frames up."""
         device_name = _device_name(inputs[0]) if inputs[0].device.type == "cuda" else None
         dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
-        chosen = {}
+        chosen = []
         for part in partition.parts:
-            loaded = self._part(part.name)
-            selection = loaded._select(Task(TaskSpec.make(loaded.operator.name, dims, dtype), loaded.operator),
-                                       device_name)
+            operator = part_operator(self.operator, part.name)
+            task = Task(TaskSpec.make(operator.name, dims, dtype), operator)
+            selection = self._select(task, device_name)
             if selection.origin != "tuned":
-                warnings.warn(selection.note, stacklevel=2)
-            chosen[part.name] = selection
+                warnings.warn(selection.note, stacklevel=stacklevel)
+            chosen.append((part, task, selection))
         return chosen
-
-    def _part(self, name: str) -> LoadedOperator:
-        """The kernel `name` of this operator, loaded from the same DB (one per name)."""
-        if name not in self.parts:
-            self.parts[name] = LoadedOperator(part_operator(self.operator, name), self.db_path, self.cpu,
-                                              backward=False)
-        return self.parts[name]
 
     def path(self, *inputs: torch.Tensor) -> str:
         """What runs a call with these inputs: "kernel" (CUDA), "interpreter" (the kernel in
@@ -269,18 +267,11 @@ class LoadedOperator:
         """One launch(*inputs, out, *dims) running `partition`'s kernels in order, each at the
         best config of its own workload; the values stored between them are allocated per call."""
         cuda = inputs[0].device.type == "cuda"
-        device_name = _device_name(inputs[0]) if cuda else None
-        dtype = dt.canonical(inputs[0].dtype) if self.operator.takes_dtype else None
         graph = partition.graph
         slots = {t.name: n for n, t in enumerate(graph.inputs)}  # where each value is in `values`
         steps = []
         stored = []
-        for part in partition.parts:
-            loaded = self._part(part.name)
-            task = Task(TaskSpec.make(loaded.operator.name, dims, dtype), loaded.operator)
-            selection = loaded._select(task, device_name)
-            if selection.origin != "tuned":
-                warnings.warn(selection.note, stacklevel=4)
+        for part, task, selection in self._part_selections(partition, inputs, dims, 5):
             run = runtime.launcher(task.source(selection.config, for_interpreter=not cuda), cuda)
             out = task.graph.output
             shape = task.graph.shape_of(out, dims)
