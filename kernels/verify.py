@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -141,7 +141,16 @@ def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 
     dims = graph.check_dims(dims)
     inputs = make_inputs(graph, dims, seed)
     ref = evaluate(graph, inputs, dims)
-    inputs = [x.to(device) for x in inputs]
+    out, stray = launch_guarded(graph, src, [x.to(device) for x in inputs], dims, device)
+    if stray:
+        return Verdict(False, math.inf, f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
+    return compare(out, ref, graph.output.dtype, longest_reduction(graph, dims), tolerance_dtype)
+
+
+def launch_guarded(graph: Graph, src: KernelSource, inputs: Sequence[torch.Tensor], dims: Mapping[str, int],
+                   device: str = "cpu") -> tuple[torch.Tensor, int]:
+    """Run `src` into a fresh output filled with `unwritten_fill` between guard bands of it;
+    (the output, how many guard elements the kernel wrote)."""
     dtype = graph.output.dtype
     shape = graph.shape_of(graph.output, dims)
     numel = math.prod(shape)
@@ -155,9 +164,7 @@ def check(graph: Graph, src: KernelSource, dims: Mapping[str, int], seed: int = 
         runtime.launch(src, inputs, out, dims)
     bands = torch.cat([buffer[:guard], buffer[guard + numel:]]).double().cpu()
     stray = int((~torch.isnan(bands)).sum()) if dt.is_float(dtype) else int((bands != fill).sum())
-    if stray:
-        return Verdict(False, math.inf, f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
-    return compare(out, ref, dtype, longest_reduction(graph, dims), tolerance_dtype)
+    return out, stray
 
 
 def _tiles(terms) -> list[Tiles]:

@@ -221,7 +221,7 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
     from tiletune.kernels.families import analyse, default_schedule
     from tiletune.kernels.lower import lower
     from tiletune.kernels.parts import partition_of
-    from tiletune.kernels.verify import compare, longest_reduction, make_inputs
+    from tiletune.kernels.verify import compare, launch_guarded, longest_reduction, make_inputs
     from tiletune.tensorexpr.reference import evaluate
 
     step = "partition"
@@ -270,7 +270,7 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
         for part, src in zip(split.parts, sources):
             step = f"{part.name}: run"
             reads = [values[name] for name in part.reads]
-            out, stray = _launch_guarded(part.graph, src, reads, dims)
+            out, stray = launch_guarded(part.graph, src, reads, dims)
             if stray:
                 return result("mismatch", f"the kernel wrote {stray} elements outside its output (a mask is wrong)")
             verdict = compare(out, evaluate(part.graph, reads, dims), part.graph.output.dtype,
@@ -287,32 +287,6 @@ def _run_split(graph: Graph, dims: dict[str, int], config_text: str | None, seed
         return result("mismatch", f"the parts each match their own reference, but not the whole graph's: "
                                   f"{verdict.reason}")
     return result("ok", "")
-
-
-def _launch_guarded(graph: Graph, src, inputs: list, dims: dict[str, int]):
-    """Run `src` into a fresh output filled as `verify.check` fills one (NaN, between guard
-    bands of the fill); (the output, how many guard elements it wrote)."""
-    import math
-
-    import numpy as np
-    import torch
-
-    from tiletune.kernels import runtime
-    from tiletune.kernels.verify import unwritten_fill
-    from tiletune.tensorexpr.reference import torch_dtype
-
-    dtype = graph.output.dtype
-    shape = graph.shape_of(graph.output, dims)
-    numel = math.prod(shape)
-    fill = unwritten_fill(dtype)
-    guard = max(256, min(numel, 1 << 16))
-    buffer = torch.full((guard + numel + guard,), fill, dtype=torch_dtype(dtype))
-    out = buffer[guard: guard + numel].view(shape)
-    with np.errstate(all="ignore"):  # masked-off lanes compute on fill values (see verify.check)
-        runtime.launch(src, inputs, out, dims)
-    bands = torch.cat([buffer[:guard], buffer[guard + numel:]]).double()
-    stray = int((~torch.isnan(bands)).sum()) if dt.is_float(dtype) else int((bands != fill).sum())
-    return out, stray
 
 
 def _describe(error: BaseException) -> str:
