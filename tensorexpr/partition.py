@@ -20,13 +20,14 @@ inputs); the backward derivation (`gradient`) splits its graphs with it too.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Callable, Iterable
 
 from tiletune.errors import LoweringError
-from tiletune.tensorexpr.expr import Const, DimVar, Expr, Read, children, rebuild, walk
-from tiletune.tensorexpr.operator import Graph, evaluate_extent
+from tiletune.tensorexpr.expr import DimVar, Expr, Read, children, rebuild, walk
+from tiletune.tensorexpr.operator import Graph
 from tiletune.tensorexpr.tensor import ComputeOp, PlaceholderOp, Tensor
 
 #: How a part's workload name follows its operator's: `block.part_g` computes stage `g`.
@@ -172,6 +173,7 @@ class _Partitioner:
             for t in self.reads_of(s):
                 if not t.is_placeholder:
                     self.consumers[id(t)].append(s)
+        self.probe_dims = {n: _SIZE_PROBE for n in graph.dim_names}
         self.above: dict[tuple[int, frozenset[int]], list[Tensor]] = {}
         self.attempts: dict[tuple[int, frozenset[int]], tuple[Graph, tuple[str, ...], str | None]] = {}
         self.plans: dict[tuple[int, frozenset[int]], tuple[Part, ...]] = {}
@@ -239,8 +241,9 @@ class _Partitioner:
                 if self.attempt(target, given | set(cut))[2] is not None:
                     continue
                 parts = self.with_cut(target, given, cut, why)
-                if best is None or self.score(parts) < best[0]:
-                    best = (self.score(parts), parts)
+                score = self.score(parts)
+                if best is None or score < best[0]:
+                    best = (score, parts)
         if best is not None:
             return best[1]
         upstream = [s for s in self.upstream(target, given) if s is not target]
@@ -335,11 +338,7 @@ class _Partitioner:
         return next(s for s in self.graph.stages if s.name == name)
 
     def elements(self, t: Tensor) -> int:
-        dims = {n: _SIZE_PROBE for n in self.graph.dim_names}
-        total = 1
-        for extent in t.shape:
-            total *= evaluate_extent(extent, dims) if not isinstance(extent, Const) else int(extent.value)
-        return total
+        return math.prod(self.graph.shape_of(t, self.probe_dims))
 
 
 __all__ = ["MAX_CUT", "PART_INFIX", "Part", "Partition", "dims_of", "extract", "is_anchor", "partition", "reads_of",

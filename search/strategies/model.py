@@ -10,7 +10,7 @@ how it finds promising candidates (`candidates`):
   the workload's own; rows of other workloads from the DB train the workload's own model
   beside its measurements rather than replace the prior;
 - the model is refit on the history plus `prior` rows of other workloads before each batch;
-- the default config first, while untried (cold with the prior, the prior ranks it like any other);
+- the default config first, while untried (with the prior, the prior ranks it like any other);
 - of the rest, the top `1 - explore` share is the model's best candidates and the remainder is
   random, so that a wrong model cannot starve the search; random configs also fill the batch
   whenever the candidates run short.
@@ -137,7 +137,7 @@ class ModelSearch:
             return self.random.propose(space, history, n)
         picks: list[Config] = []
         default = space.default()
-        # cold, the prior knows more than one fixed config: the default takes its rank like any other
+        # the prior knows more than one fixed config: the default takes its rank like any other
         if n > 0 and default not in history.tried and not cold:
             picks.append(default)
         if len(picks) < n:

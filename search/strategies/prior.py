@@ -1,8 +1,9 @@
 """The cold-start prior: a ranking model trained offline on recorded sweeps of other workloads,
 shipped with tiletune, that ranks a workload's configs before any of them was measured.
 
-A tuner that starts cold (no history, no DB rows of other workloads) has nothing to fit a cost
-model on; without a prior its first batch is random. The shipped prior
+A tuner that starts with no history of its workload has nothing of its own to fit a cost model
+on; without a prior its first batch is random (rows of other workloads from the DB, where there
+are any, train the search's own model beside the prior: `strategies.model`). The shipped prior
 (`search/priors/cold-start.json`, XGBoost's own JSON format, with `cold-start.card.json`
 saying what it was trained on, how, on which features and with which versions;
 `bench/train_prior.py` trains it) ranks the candidates on the same features the search's own
